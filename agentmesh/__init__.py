@@ -1,0 +1,1 @@
+"""agentmesh: the node runtime (transports, node, policy, rings, sagas, audit, CLI)."""

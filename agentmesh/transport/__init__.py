@@ -1,0 +1,1 @@
+"""Transports: the embedded in-memory bus and NATS."""

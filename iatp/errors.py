@@ -1,0 +1,172 @@
+"""Errors raised by the IATP layer.
+
+Every error the project raises derives from :class:`AgentMeshError`. The root
+lives here, in layer 0, because ``iatp`` imports nothing else of ours; the other
+packages re-export it. Each rejection class carries a stable ``code`` used by
+counters, audit records and the JSON test vectors (``tests/vectors``)::
+
+    AgentMeshError
+    └── IATPError
+        ├── InvalidDID                     code "invalid_did"
+        ├── KeystoreError
+        │   ├── KeystoreFormatError        code "keystore_format"
+        │   └── KeystoreDecryptError       code "keystore_decrypt"
+        ├── RotationError                  code "invalid_rotation"
+        ├── HandshakeError                 code "handshake_failed"
+        └── EnvelopeError                  (fields: envelope_id, sender)
+            ├── OversizedEnvelope          code "oversized"
+            ├── MalformedEnvelope          code "malformed"
+            │   ├── UnsupportedVersion     code "unsupported_version"
+            │   ├── FieldTypeError         code "field_type"
+            │   ├── MissingFields          code "missing_fields"
+            │   ├── ExtraFields            code "extra_fields"
+            │   ├── TrailingBytes          code "trailing_bytes"
+            │   └── NonCanonicalEncoding   code "non_canonical"
+            ├── InvalidSignature           code "bad_signature"
+            ├── SenderMismatch             code "sender_mismatch"
+            ├── ExpiredEnvelope            code "expired"
+            ├── IssuedInFuture             code "issued_in_future"
+            ├── LifetimeTooLong            code "lifetime_too_long"
+            ├── WrongAudience              code "wrong_audience"
+            ├── ReplayedEnvelope           code "replayed"
+            └── ReplayCacheFull            code "replay_cache_full"
+"""
+
+from __future__ import annotations
+
+
+class AgentMeshError(Exception):
+    """Root of every error raised by agentmesh, iatp, trust and registry."""
+
+    code: str = "error"
+
+
+class IATPError(AgentMeshError):
+    """An identity, key, envelope or handshake failed an IATP rule."""
+
+    code = "iatp_error"
+
+
+class InvalidDID(IATPError):
+    """A DID string is not a well-formed Ed25519 ``did:key``."""
+
+    code = "invalid_did"
+
+    def __init__(self, did: str, reason: str) -> None:
+        super().__init__(f"invalid DID {did[:80]!r}: {reason}")
+        self.did = did
+        self.reason = reason
+
+
+class KeystoreError(IATPError):
+    """An identity file could not be read or written."""
+
+    code = "keystore_error"
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"keystore {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class KeystoreFormatError(KeystoreError):
+    """The file is not an agentmesh keystore, or a field is malformed."""
+
+    code = "keystore_format"
+
+
+class KeystoreDecryptError(KeystoreError):
+    """Decryption failed: the passphrase is wrong or the file was tampered with."""
+
+    code = "keystore_decrypt"
+
+
+class RotationError(IATPError):
+    """A key rotation statement is malformed or its signatures do not hold."""
+
+    code = "invalid_rotation"
+
+
+class HandshakeError(IATPError):
+    """A handshake message is malformed, forged, replayed or spliced."""
+
+    code = "handshake_failed"
+
+
+class EnvelopeError(IATPError):
+    """An envelope was rejected. ``envelope_id``/``sender`` are set when known."""
+
+    code = "envelope_error"
+
+    def __init__(
+        self, message: str, *, envelope_id: bytes | None = None, sender: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.envelope_id = envelope_id
+        self.sender = sender
+
+
+class OversizedEnvelope(EnvelopeError):
+    code = "oversized"
+
+
+class MalformedEnvelope(EnvelopeError):
+    code = "malformed"
+
+
+class UnsupportedVersion(MalformedEnvelope):
+    code = "unsupported_version"
+
+
+class FieldTypeError(MalformedEnvelope):
+    code = "field_type"
+
+
+class MissingFields(MalformedEnvelope):
+    code = "missing_fields"
+
+
+class ExtraFields(MalformedEnvelope):
+    code = "extra_fields"
+
+
+class TrailingBytes(MalformedEnvelope):
+    code = "trailing_bytes"
+
+
+class NonCanonicalEncoding(MalformedEnvelope):
+    code = "non_canonical"
+
+
+class InvalidSignature(EnvelopeError):
+    code = "bad_signature"
+
+
+class SenderMismatch(EnvelopeError):
+    code = "sender_mismatch"
+
+
+class ExpiredEnvelope(EnvelopeError):
+    code = "expired"
+
+
+class IssuedInFuture(EnvelopeError):
+    code = "issued_in_future"
+
+
+class LifetimeTooLong(EnvelopeError):
+    code = "lifetime_too_long"
+
+
+class WrongAudience(EnvelopeError):
+    code = "wrong_audience"
+
+
+class ReplayedEnvelope(EnvelopeError):
+    code = "replayed"
+
+
+class ReplayCacheFull(EnvelopeError):
+    """The replay cache is at capacity; the envelope is refused (fail closed)."""
+
+    code = "replay_cache_full"

@@ -1,0 +1,3 @@
+"""registry: the agent directory (layer 1; imports only iatp)."""
+
+__all__: list[str] = []
