@@ -21,6 +21,7 @@ counters, audit records and the JSON test vectors (``tests/vectors``)::
             │   ├── MissingFields          code "missing_fields"
             │   ├── ExtraFields            code "extra_fields"
             │   ├── TrailingBytes          code "trailing_bytes"
+            │   ├── InvalidSenderDID       code "invalid_sender"
             │   └── NonCanonicalEncoding   code "non_canonical"
             ├── InvalidSignature           code "bad_signature"
             ├── SenderMismatch             code "sender_mismatch"
@@ -132,6 +133,10 @@ class ExtraFields(MalformedEnvelope):
 
 class TrailingBytes(MalformedEnvelope):
     code = "trailing_bytes"
+
+
+class InvalidSenderDID(MalformedEnvelope):
+    code = "invalid_sender"
 
 
 class NonCanonicalEncoding(MalformedEnvelope):
