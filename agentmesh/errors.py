@@ -21,6 +21,8 @@ to the transport family below at its boundary::
         │   └── StreamError
         ├── NodeStateError             operation not allowed in this lifecycle state
         ├── HandlerError               a local handler raised (wrapped, audited)
+        ├── InterceptorDenied          a local hook refused an outbound message or handshake
+        ├── HandshakeRefused           the peer refused our handshake (field: remote_code)
         └── RemoteError                the peer answered with a typed error reply
 """
 
@@ -97,6 +99,26 @@ class HandlerError(MeshError):
     code = "handler_error"
 
 
+class InterceptorDenied(MeshError):
+    """A local interceptor (policy, trust, revocation) refused; ``denial_code`` says which rule."""
+
+    code = "interceptor_denied"
+
+    def __init__(self, message: str, *, denial_code: str) -> None:
+        super().__init__(message)
+        self.denial_code = denial_code
+
+
+class HandshakeRefused(MeshError):
+    """The peer refused the handshake; ``remote_code`` is its stated reason."""
+
+    code = "handshake_refused"
+
+    def __init__(self, message: str, *, remote_code: str) -> None:
+        super().__init__(message)
+        self.remote_code = remote_code
+
+
 class RemoteError(MeshError):
     """The peer refused or failed the request and said why (``remote_code``)."""
 
@@ -111,6 +133,8 @@ __all__ = [
     "AgentMeshError",
     "ConnectionLost",
     "HandlerError",
+    "HandshakeRefused",
+    "InterceptorDenied",
     "InvalidSubject",
     "KeyExists",
     "KeyNotFound",

@@ -141,9 +141,9 @@ class Stream(Protocol):
         """Sequence of the newest stored message (0 when empty)."""
         ...
 
-    def read(self, *, start_seq: int = 1, subject: str | None = None) -> AsyncIterator[
-        StreamMessage
-    ]:
+    def read(
+        self, *, start_seq: int = 1, subject: str | None = None
+    ) -> AsyncIterator[StreamMessage]:
         """Ordered read from ``start_seq`` of everything stored now, then live appends.
 
         ``subject`` (wildcards allowed) filters. Ends when the caller stops iterating
@@ -151,8 +151,16 @@ class Stream(Protocol):
         """
         ...
 
-    async def consumer(self, durable: str, *, subject: str | None = None) -> DurableConsumer:
-        """A named, persistent position in the stream (a durable pull consumer)."""
+    async def consumer(
+        self, durable: str, *, subject: str | None = None, ack_wait: float = 30.0
+    ) -> DurableConsumer:
+        """A named, persistent position in the stream (a durable pull consumer).
+
+        Create-or-bind: an existing durable keeps its position (and its original
+        ``ack_wait``); binding it with a different ``subject`` filter raises
+        StreamError. A fetched message not acked within ``ack_wait`` seconds is
+        delivered again.
+        """
         ...
 
 
@@ -170,7 +178,21 @@ class DurableConsumer(Protocol):
         """Up to ``batch`` messages; an empty list when none arrive before ``timeout``."""
         ...
 
-    async def ack(self, message: StreamMessage, *, timeout: float = 2.0) -> None: ...
+    async def ack(self, message: StreamMessage, *, timeout: float = 2.0) -> None:
+        """Acknowledge a message fetched by this consumer object.
+
+        Raises: StreamError when this object did not fetch it (or acked it already).
+        """
+        ...
+
+
+class TransportState(enum.Enum):
+    """Lifecycle of a transport. ``CLOSED`` is final: a closed transport stays closed."""
+
+    NEW = "new"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    CLOSED = "closed"
 
 
 @runtime_checkable

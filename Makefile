@@ -1,0 +1,49 @@
+# The two set-up commands of the README are `make demo` and `make test`;
+# each installs what it needs first (a virtualenv in .venv, and nats-server for tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-all check bench bench-quick nats-server clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,plots]'
+	touch $(STAMP)
+
+nats-server:
+	@command -v nats-server >/dev/null 2>&1 || { \
+	  echo "nats-server not found: installing it from the OS package manager"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nats-server; }
+	@nats-server --version
+
+## Main job: the mesh demo on the embedded transport (no server needed).
+demo: $(STAMP)
+	$(BIN)/agentmesh demo
+
+## The test suite (everything but the `slow` marker), including real nats-server tests.
+test: $(STAMP) nats-server
+	$(BIN)/python -m pytest -m "not slow" -q
+
+## Everything, long chaos runs included.
+test-all: $(STAMP) nats-server
+	$(BIN)/python -m pytest -q
+
+## Lint, types and layer contracts.
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: $(STAMP) nats-server
+	$(BIN)/python -m benchmarks run
+
+bench-quick: $(STAMP) nats-server
+	$(BIN)/python -m benchmarks run --quick
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

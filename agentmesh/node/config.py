@@ -1,0 +1,50 @@
+"""Node configuration: frozen, with defaults that are safe for production."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from iatp.envelope import EnvelopeLimits
+from iatp.handshake import HandshakeLimits
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds. Every I/O call of the node also takes ``timeout=`` to override."""
+
+    request: float = 5.0
+    handshake: float = 5.0
+    connect: float = 5.0
+    drain: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """How a :class:`~agentmesh.node.node.MeshNode` behaves.
+
+    Attributes:
+        mesh: subject namespace; nodes of one mesh share it.
+        limits: envelope limits applied to every inbound frame.
+        message_lifetime_ms: lifetime of envelopes this node sends.
+        verify_workers: threads verifying signatures (PyNaCl releases the GIL).
+        inline_verify_below: batches smaller than this are verified on the event
+            loop (a thread hop costs more than one verification).
+        max_inflight: frames queued for verification before backpressure.
+        max_concurrent_handlers: handler tasks running at once.
+        replay_capacity: hard cap of the replay cache (fail closed beyond it).
+        max_pending_handshakes: responder sessions waiting for CONFIRM.
+    """
+
+    mesh: str = "agentmesh"
+    limits: EnvelopeLimits = field(default_factory=EnvelopeLimits)
+    handshake_limits: HandshakeLimits = field(default_factory=HandshakeLimits)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    message_lifetime_ms: int = 60_000
+    verify_workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    inline_verify_below: int = 2
+    max_inflight: int = 4096
+    max_concurrent_handlers: int = 256
+    replay_capacity: int = 1_000_000
+    max_pending_handshakes: int = 1024
+    capabilities: tuple[str, ...] = ()

@@ -1,0 +1,581 @@
+"""MeshNode: one agent's presence on the mesh.
+
+Inbound path of every frame (see docs/architecture.md)::
+
+    size -> outer frame -> sender key (cached) -> signature (thread pool, batched)
+    -> payload -> lifetime / skew / expiry / audience -> replay cache
+    -> interceptors (revocation, policy, trust, saga) -> handler -> outcome
+
+Each rejection is counted by code and audited; nothing is dropped silently.
+A signed ``iatp.error`` reply goes back only to requests that passed the
+signature, validity and replay checks (unauthenticated junk gets no answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Self
+
+from agentmesh.audit import AuditEvent, AuditSink, MemoryAuditSink
+from agentmesh.errors import (
+    InterceptorDenied,
+    NodeStateError,
+    RemoteError,
+)
+from agentmesh.node.addressing import MeshAddressing
+from agentmesh.node.config import NodeConfig
+from agentmesh.node.counters import NodeCounters
+from agentmesh.node.interceptors import (
+    ALLOW,
+    InboundMessage,
+    Interceptor,
+    Outcome,
+    Stage,
+    Verdict,
+)
+from agentmesh.node.sessions import HandshakeService
+from agentmesh.node.verifier import BatchVerifier
+from agentmesh.node.wire import ERROR_TYPE, WireFormatError, decode_error, encode_error
+from agentmesh.transport.base import Message, Subscription, Transport
+from iatp.clock import Clock, SystemClock
+from iatp.envelope import (
+    Envelope,
+    Frame,
+    check_validity,
+    decode_payload,
+    new_envelope,
+    parse_frame,
+    seal_envelope,
+    verify_frame,
+)
+from iatp.errors import EnvelopeError, SenderMismatch
+from iatp.handshake import PeerOffer, SessionKeys
+from iatp.identity import AgentIdentity
+from iatp.replay import ReplayCache
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[InboundMessage], Awaitable[bytes | None]]
+
+
+class NodeState(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+_Queued = tuple[Message, Frame, "asyncio.Future[EnvelopeError | None]", str]
+
+
+class MeshNode:
+    """An agent on the mesh: ``async with MeshNode(identity, transport) as node: ...``.
+
+    Args:
+        identity: the agent's key and DID.
+        transport: an :class:`~agentmesh.transport.base.Transport`; connected by the
+            node if it is not connected yet (and then closed by it too).
+        config: see :class:`NodeConfig`.
+        clock: wall clock (injected for tests and simulations).
+        audit: where audit events go (default: in memory, see ``node.audit``).
+    """
+
+    def __init__(
+        self,
+        identity: AgentIdentity,
+        transport: Transport,
+        *,
+        config: NodeConfig | None = None,
+        clock: Clock | None = None,
+        audit: AuditSink | None = None,
+    ) -> None:
+        self.identity = identity
+        self.transport = transport
+        self.config = config or NodeConfig()
+        self.clock: Clock = clock or SystemClock()
+        self.audit: AuditSink = audit if audit is not None else MemoryAuditSink()
+        self.addressing = MeshAddressing(self.config.mesh)
+        self.counters = NodeCounters()
+        self._state = NodeState.NEW
+        self._handlers: dict[str, Handler] = {}
+        self._topic_handlers: dict[str, Handler] = {}
+        self._interceptors: list[tuple[Stage, int, Interceptor]] = []
+        self._replay = ReplayCache(
+            max_entries=self.config.replay_capacity, clock_skew_ms=self.config.limits.clock_skew_ms
+        )
+        self._executor: ThreadPoolExecutor | None = None
+        self._verifier: BatchVerifier | None = None
+        self._queue: asyncio.Queue[_Queued] = asyncio.Queue(maxsize=self.config.max_inflight)
+        self._handler_slots = asyncio.Semaphore(self.config.max_concurrent_handlers)
+        self._subscriptions: list[Subscription] = []
+        self._tasks: asyncio.TaskGroup | None = None
+        self._owns_connection = False
+        self._stack: contextlib.AsyncExitStack | None = None
+        self.sessions = HandshakeService(
+            identity,
+            clock=self.clock,
+            limits=self.config.handshake_limits,
+            max_pending=self.config.max_pending_handshakes,
+            capabilities=self.config.capabilities,
+            check_offer=self._check_handshake,
+            report=self._audit_event,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def did(self) -> str:
+        return self.identity.did
+
+    @property
+    def state(self) -> NodeState:
+        return self._state
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Connect (if needed), subscribe to the inbox and handshake subjects.
+
+        Raises:
+            NodeStateError: the node was already started.
+            TransportError: the transport could not connect or subscribe.
+        """
+        if self._state is not NodeState.NEW:
+            raise NodeStateError(f"a node starts once; this one is {self._state.value}")
+        self._state = NodeState.STARTING
+        stack = contextlib.AsyncExitStack()
+        try:
+            if not self.transport.is_connected:
+                await self.transport.connect(timeout=self.config.timeouts.connect)
+                self._owns_connection = True
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.config.verify_workers, thread_name_prefix="iatp-verify"
+            )
+            self._verifier = BatchVerifier(
+                self._executor,
+                workers=self.config.verify_workers,
+                inline_below=self.config.inline_verify_below,
+            )
+            self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            self._tasks.create_task(self._consume(), name=f"inbound:{self.did[-8:]}")
+            self._subscriptions.append(
+                await self.transport.subscribe(self.addressing.inbox(self.did), self._on_inbox)
+            )
+            self._subscriptions.append(
+                await self.transport.subscribe(
+                    self.addressing.handshake(self.did), self._on_handshake
+                )
+            )
+        except BaseException:
+            self._state = NodeState.CLOSING
+            await self._teardown(stack)
+            raise
+        self._stack = stack
+        self._state = NodeState.RUNNING
+        self._audit_event("lifecycle", "joined", None, self.addressing.inbox(self.did))
+
+    async def aclose(self) -> None:
+        """Leave the mesh: unsubscribe, finish queued work, stop tasks. Idempotent."""
+        if self._state in (NodeState.CLOSING, NodeState.CLOSED, NodeState.NEW):
+            self._state = NodeState.CLOSED if self._state is NodeState.NEW else self._state
+            return
+        self._state = NodeState.CLOSING
+        self._audit_event("lifecycle", "left", None, "")
+        await self._teardown(self._stack)
+        self._state = NodeState.CLOSED
+
+    async def _teardown(self, stack: contextlib.AsyncExitStack | None) -> None:
+        for subscription in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+        self._subscriptions.clear()
+        if self._tasks is not None:
+            for task in list(getattr(self._tasks, "_tasks", ())):
+                task.cancel()
+        if stack is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await stack.aclose()
+        self._tasks = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._owns_connection:
+            with contextlib.suppress(Exception):
+                await self.transport.aclose()
+
+    def _require_running(self) -> None:
+        if self._state is not NodeState.RUNNING:
+            raise NodeStateError(f"node is {self._state.value}, not running")
+
+    # -- registration ------------------------------------------------------------------------
+
+    def handle(self, message_type: str, handler: Handler) -> None:
+        """Route inbound messages of ``message_type`` (requests or one-way) to ``handler``.
+
+        A request's reply body is the handler's return value (``None`` means empty).
+        """
+        self._handlers[message_type] = handler
+
+    def on(self, message_type: str) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`handle`."""
+
+        def register(handler: Handler) -> Handler:
+            self.handle(message_type, handler)
+            return handler
+
+        return register
+
+    def add_interceptor(self, interceptor: Interceptor, *, stage: Stage = Stage.POLICY) -> None:
+        self._interceptors.append((stage, len(self._interceptors), interceptor))
+        self._interceptors.sort(key=lambda item: (item[0], item[1]))
+
+    async def subscribe_topic(self, topic: str, handler: Handler) -> None:
+        """Receive signed broadcasts on ``topic`` (envelopes addressed to ``topic:NAME``)."""
+        self._require_running()
+        recipient = self.addressing.topic_recipient(topic)
+        self._topic_handlers[recipient] = handler
+
+        async def on_topic(message: Message) -> None:
+            await self._intake(message, recipient)
+
+        self._subscriptions.append(
+            await self.transport.subscribe(self.addressing.topic(topic), on_topic)
+        )
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def _seal(
+        self,
+        recipient: str,
+        message_type: str,
+        body: bytes,
+        *,
+        correlation_id: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[Envelope, bytes]:
+        envelope = new_envelope(
+            sender=self.did,
+            type=message_type,
+            recipient=recipient,
+            body=body,
+            now_ms=self.clock.now_ms(),
+            lifetime_ms=self.config.message_lifetime_ms,
+            correlation_id=correlation_id,
+            headers=headers,
+        )
+        for _, _, interceptor in self._interceptors:
+            verdict = await interceptor.check_outbound(envelope)
+            if not verdict.allowed:
+                self.counters.reject(verdict.code)
+                self._audit_event(
+                    "outbound_denied", verdict.code, recipient, verdict.reason, envelope.id
+                )
+                raise InterceptorDenied(
+                    f"outbound {message_type} to {recipient} refused: {verdict.reason}",
+                    denial_code=verdict.code,
+                )
+        frame = seal_envelope(envelope, self.identity)
+        self.counters.sent += 1
+        return envelope, frame
+
+    async def send(
+        self,
+        peer: str,
+        message_type: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes:
+        """One-way signed message to ``peer``'s inbox; returns the envelope id.
+
+        Raises:
+            NodeStateError, InterceptorDenied, TransportError.
+        """
+        self._require_running()
+        envelope, frame = await self._seal(peer, message_type, body, headers=headers)
+        await self.transport.publish(self.addressing.inbox(peer), frame)
+        return envelope.id
+
+    async def publish(
+        self,
+        topic: str,
+        message_type: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes:
+        """Signed broadcast on ``topic``; returns the envelope id."""
+        self._require_running()
+        recipient = self.addressing.topic_recipient(topic)
+        envelope, frame = await self._seal(recipient, message_type, body, headers=headers)
+        await self.transport.publish(self.addressing.topic(topic), frame)
+        return envelope.id
+
+    async def request(
+        self,
+        peer: str,
+        message_type: str,
+        body: bytes,
+        *,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> InboundMessage:
+        """Signed request to ``peer``; returns its verified, signed reply.
+
+        Raises:
+            RequestTimeout, NoResponders: nobody answered.
+            RemoteError: the peer answered with a typed error (``remote_code``).
+            EnvelopeError: the reply failed verification (forged, replayed, ...).
+            InterceptorDenied: a local hook refused to send.
+        """
+        self._require_running()
+        envelope, frame = await self._seal(peer, message_type, body, headers=headers)
+        reply = await self.transport.request(
+            self.addressing.inbox(peer),
+            frame,
+            timeout=timeout if timeout is not None else self.config.timeouts.request,
+        )
+        answer = await self._open_reply(reply, peer, envelope.id)
+        if answer.type == ERROR_TYPE:
+            try:
+                code, text = decode_error(answer.body)
+            except WireFormatError:
+                code, text = "malformed_error", "the peer's error reply is malformed"
+            raise RemoteError(f"{peer} answered {code}: {text}", remote_code=code)
+        return answer
+
+    async def _open_reply(self, reply: Message, peer: str, request_id: bytes) -> InboundMessage:
+        try:
+            frame = parse_frame(reply.data, self.config.limits)
+            verify_frame(frame)
+            envelope = decode_payload(frame, self.config.limits)
+            now = self.clock.now_ms()
+            check_validity(envelope, now_ms=now, audience=self.did, limits=self.config.limits)
+            if envelope.sender != peer or envelope.correlation_id != request_id:
+                raise SenderMismatch(
+                    "reply is not from the requested peer or not for this request",
+                    envelope_id=envelope.id,
+                    sender=envelope.sender,
+                )
+            self._replay.remember(envelope.sender, envelope.id, envelope.expires_at_ms, now_ms=now)
+        except EnvelopeError as exc:
+            self._reject(exc, reply.subject)
+            raise
+        self.counters.accepted += 1
+        return InboundMessage(envelope, reply.subject, is_request=False)
+
+    async def handshake(self, peer: str, *, timeout: float | None = None) -> SessionKeys:
+        """Mutual IATP handshake with ``peer``; the session is kept in ``node.sessions``.
+
+        Raises:
+            HandshakeRefused, HandshakeError, RequestTimeout, NoResponders.
+        """
+        self._require_running()
+        wait = timeout if timeout is not None else self.config.timeouts.handshake
+        subject = self.addressing.handshake(peer)
+        initiator = self.sessions.start(peer)
+
+        async def send(data: bytes) -> bytes:
+            return (await self.transport.request(subject, data, timeout=wait)).data
+
+        keys = await self.sessions.complete(initiator, peer, send)
+        self.counters.handshakes += 1
+        return keys
+
+    # -- inbound -----------------------------------------------------------------------------
+
+    async def _on_inbox(self, message: Message) -> None:
+        await self._intake(message, self.did)
+
+    async def _on_handshake(self, message: Message) -> None:
+        reply = await self.sessions.answer(message.data)
+        if message.reply:
+            await self.transport.publish(message.reply, reply)
+
+    async def _intake(self, message: Message, audience: str) -> None:
+        self.counters.received += 1
+        try:
+            frame = parse_frame(message.data, self.config.limits)
+        except EnvelopeError as exc:
+            self._reject(exc, message.subject)
+            return
+        assert self._verifier is not None
+        await self._queue.put((message, frame, self._verifier.verify(frame), audience))
+
+    async def _consume(self) -> None:
+        while True:
+            message, frame, verified, audience = await self._queue.get()
+            error = await verified
+            if error is not None:
+                self._reject(error, message.subject)
+                continue
+            try:
+                envelope = decode_payload(frame, self.config.limits)
+                now = self.clock.now_ms()
+                check_validity(envelope, now_ms=now, audience=audience, limits=self.config.limits)
+                self._replay.remember(
+                    envelope.sender, envelope.id, envelope.expires_at_ms, now_ms=now
+                )
+            except EnvelopeError as exc:
+                self._reject(exc, message.subject)
+                continue
+            inbound = InboundMessage(
+                envelope, message.subject, is_request=message.reply is not None
+            )
+            verdict = await self._check_inbound(inbound)
+            if not verdict.allowed:
+                self.counters.reject(verdict.code)
+                self._audit_event(
+                    "rejected",
+                    verdict.code,
+                    envelope.sender,
+                    verdict.reason,
+                    envelope.id,
+                    message.subject,
+                )
+                await self._reply_error(message, inbound, verdict.code, verdict.reason)
+                await self._record_outcome(inbound, Outcome.REJECTED)
+                continue
+            self.counters.accepted += 1
+            await self._handler_slots.acquire()
+            assert self._tasks is not None
+            self._tasks.create_task(self._dispatch(message, inbound))
+
+    async def _check_inbound(self, inbound: InboundMessage) -> Verdict:
+        for _, _, interceptor in self._interceptors:
+            try:
+                verdict = await interceptor.check_inbound(inbound)
+            except Exception as exc:  # fail closed: a broken hook denies
+                logger.exception("inbound interceptor failed")
+                return Verdict.deny("interceptor_error", type(exc).__name__)
+            if not verdict.allowed:
+                return verdict
+        return ALLOW
+
+    async def _check_handshake(self, offer: PeerOffer) -> Verdict:
+        for _, _, interceptor in self._interceptors:
+            verdict = await interceptor.check_handshake(offer)
+            if not verdict.allowed:
+                return verdict
+        return ALLOW
+
+    async def _record_outcome(self, inbound: InboundMessage, outcome: Outcome) -> None:
+        for _, _, interceptor in self._interceptors:
+            try:
+                await interceptor.record_outcome(inbound, outcome)
+            except Exception:
+                logger.exception("outcome hook failed")
+
+    async def _dispatch(self, message: Message, inbound: InboundMessage) -> None:
+        try:
+            handler = self._handlers.get(inbound.type)
+            if handler is None and inbound.envelope.recipient in self._topic_handlers:
+                handler = self._topic_handlers[inbound.envelope.recipient]
+            if handler is None:
+                self.counters.reject("no_handler")
+                self._audit_event(
+                    "rejected",
+                    "no_handler",
+                    inbound.sender,
+                    f"no handler for {inbound.type!r}",
+                    inbound.envelope.id,
+                    message.subject,
+                )
+                await self._reply_error(
+                    message, inbound, "no_handler", f"no handler for {inbound.type!r}"
+                )
+                return
+            try:
+                result = await handler(inbound)
+            except Exception as exc:
+                self.counters.handler_errors += 1
+                logger.warning("handler for %s raised %s", inbound.type, type(exc).__name__)
+                self._audit_event(
+                    "handler_error",
+                    "handler_error",
+                    inbound.sender,
+                    type(exc).__name__,
+                    inbound.envelope.id,
+                    message.subject,
+                )
+                await self._reply_error(message, inbound, "handler_error", type(exc).__name__)
+                await self._record_outcome(inbound, Outcome.FAILURE)
+                return
+            self.counters.handled += 1
+            if message.reply:
+                _, frame = await self._seal(
+                    inbound.sender,
+                    inbound.type + ".reply",
+                    result or b"",
+                    correlation_id=inbound.envelope.id,
+                )
+                await self.transport.publish(message.reply, frame)
+            await self._record_outcome(inbound, Outcome.SUCCESS)
+        except Exception:
+            logger.exception("dispatch failed")
+        finally:
+            self._handler_slots.release()
+
+    async def _reply_error(
+        self, message: Message, inbound: InboundMessage, code: str, reason: str
+    ) -> None:
+        if not message.reply:
+            return
+        try:
+            _, frame = await self._seal(
+                inbound.sender,
+                ERROR_TYPE,
+                encode_error(code, reason),
+                correlation_id=inbound.envelope.id,
+            )
+            await self.transport.publish(message.reply, frame)
+        except Exception:
+            logger.exception("could not send an error reply")
+
+    # -- rejections and audit ----------------------------------------------------------------
+
+    def _reject(self, error: EnvelopeError, subject: str) -> None:
+        self.counters.reject(error.code)
+        self._audit_event(
+            "rejected", error.code, error.sender, str(error), error.envelope_id, subject
+        )
+
+    def _audit_event(
+        self,
+        kind: str,
+        code: str,
+        peer: str | None,
+        detail: str,
+        envelope_id: bytes | None = None,
+        subject: str | None = None,
+    ) -> None:
+        if kind == "handshake" and code != "established":
+            self.counters.reject(code)
+        self.audit.append(
+            AuditEvent(
+                at_ms=self.clock.now_ms(),
+                node=self.did,
+                kind=kind,
+                code=code,
+                peer=peer,
+                envelope_id=envelope_id.hex() if envelope_id else None,
+                subject=subject,
+                detail=detail[:300],
+            )
+        )
