@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from agentmesh.cli import identity
+from agentmesh.cli import identity, node
 
 app = typer.Typer(
     help="agentmesh: safe teams of AI agents over a signed, trust-aware mesh.",
@@ -12,6 +14,27 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(identity.app, name="identity")
+app.add_typer(node.app, name="node")
+
+
+@app.command("demo")
+def demo(
+    nats: Annotated[
+        str | None,
+        typer.Option(
+            "--nats", help="Run over a real nats-server at this URL instead of in memory."
+        ),
+    ] = None,
+) -> None:
+    """A small agent team joins, handshakes and works; an impostor is caught."""
+    import asyncio
+
+    from agentmesh.demo import run_demo
+
+    report = asyncio.run(run_demo(nats))
+    caught = sum(report.rejections.values())
+    if caught < report.impostor_attempts or len(report.replies) != 3:
+        raise typer.Exit(1)
 
 
 def main() -> None:

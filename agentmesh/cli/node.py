@@ -1,0 +1,84 @@
+"""``agentmesh node run``: one node in its own process."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from agentmesh.cli.passphrase import obtain_passphrase
+from agentmesh.node.runner import RunPlan, install_stop_signals, run_node
+from agentmesh.transport.factory import make_transport
+from iatp.did import is_did
+from iatp.errors import KeystoreError
+from iatp.keystore import load_identity
+
+app = typer.Typer(help="Run a mesh node.", no_args_is_help=True)
+console = Console(stderr=True, emoji=False, highlight=False)
+
+
+@app.command("run")
+def run(
+    identity: Annotated[Path, typer.Option("--identity", help="Identity file ('identity new').")],
+    nats: Annotated[
+        str, typer.Option("--nats", help="NATS server URL, e.g. nats://127.0.0.1:4222.")
+    ],
+    passphrase_env: Annotated[
+        str | None, typer.Option("--passphrase-env", metavar="VAR", help="Passphrase variable.")
+    ] = None,
+    mesh: Annotated[
+        str, typer.Option("--mesh", help="Mesh name (subject namespace).")
+    ] = "agentmesh",
+    peer: Annotated[
+        list[str] | None, typer.Option("--peer", help="Peer DID to handshake with (repeatable).")
+    ] = None,
+    requests: Annotated[int, typer.Option("--requests", help="Echo requests per peer.")] = 0,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between rounds.")] = 0.0,
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", help="Leave after this many seconds (default: on SIGTERM)."),
+    ] = None,
+    capability: Annotated[
+        list[str] | None, typer.Option("--capability", help="Capability to declare (repeatable).")
+    ] = None,
+    audit_log: Annotated[
+        Path | None, typer.Option("--audit-log", help="Append audit events (JSON lines) here.")
+    ] = None,
+) -> None:
+    """Join the mesh, answer `mesh.echo` requests, optionally talk to peers, leave on SIGTERM.
+
+    Prints one JSON object per line: ready, handshake, request_failed, requests_done, stats, left.
+    """
+    peers = tuple(peer or ())
+    for did in peers:
+        if not is_did(did):
+            raise typer.BadParameter(f"{did!r} is not an Ed25519 did:key", param_hint="--peer")
+    try:
+        me = load_identity(identity, obtain_passphrase(passphrase_env, confirm=False))
+    except KeystoreError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    plan = RunPlan(
+        peers=peers,
+        requests_per_peer=requests,
+        request_interval=interval,
+        duration=duration,
+        capabilities=tuple(capability or ()),
+    )
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        return await run_node(
+            me,
+            make_transport(nats, name=me.did[-8:]),
+            plan,
+            mesh=mesh,
+            audit_log=str(audit_log) if audit_log else None,
+            stop=stop,
+        )
+
+    raise typer.Exit(asyncio.run(main()))
