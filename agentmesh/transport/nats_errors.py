@@ -1,0 +1,147 @@
+"""The one place where nats-py exceptions become :mod:`agentmesh.errors`.
+
+Every call into nats-py from the NATS transport runs inside
+:func:`translated_errors`, so callers only ever see the documented
+``TransportError`` family. :data:`NATS_ERROR_MAP` is ordered most specific first
+(the first ``isinstance`` match wins) and names every exception class nats-py
+defines; a test checks that no row is shadowed by an earlier one and that a new
+nats-py exception class does not slip through unmapped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import nats.errors as core
+import nats.js.errors as js
+
+from agentmesh.errors import (
+    ConnectionLost,
+    InvalidSubject,
+    KeyExists,
+    KeyNotFound,
+    KeyValueError,
+    NoResponders,
+    NotConnected,
+    PayloadTooLarge,
+    RequestTimeout,
+    RevisionMismatch,
+    StreamError,
+    TransportError,
+)
+
+NATS_ERROR_MAP: tuple[tuple[type[BaseException], type[TransportError]], ...] = (
+    # Key-value (subclasses of JetStream API errors, so they come first).
+    (js.KeyWrongLastSequenceError, RevisionMismatch),
+    (js.KeyDeletedError, KeyNotFound),
+    (js.KeyNotFoundError, KeyNotFound),
+    (js.NoKeysError, KeyNotFound),
+    (js.KeyHistoryTooLargeError, KeyValueError),
+    (js.BucketNotFoundError, KeyValueError),
+    (js.BadBucketError, KeyValueError),
+    (js.KeyValueError, KeyValueError),
+    (js.KeyValueLimitMarkerTTLNotSupportedError, KeyValueError),
+    (js.InvalidKeyError, InvalidSubject),
+    (js.InvalidBucketNameError, InvalidSubject),
+    # Object store (not used by agentmesh; mapped so nothing escapes untranslated).
+    (js.ObjectNotFoundError, StreamError),
+    (js.ObjectDeletedError, StreamError),
+    (js.ObjectAlreadyExists, StreamError),
+    (js.InvalidObjectNameError, StreamError),
+    (js.BadObjectMetaError, StreamError),
+    (js.LinkIsABucketError, StreamError),
+    (js.DigestMismatchError, StreamError),
+    # JetStream streams and consumers.
+    (js.FetchTimeoutError, RequestTimeout),
+    (js.NoStreamResponseError, StreamError),
+    (js.ConsumerInvalidResetError, StreamError),
+    (js.ConsumerSequenceMismatchError, StreamError),
+    (js.TooManyStalledMsgsError, StreamError),
+    (js.ServiceUnavailableError, StreamError),
+    (js.ServerError, StreamError),
+    (js.NotFoundError, StreamError),
+    (js.BadRequestError, StreamError),
+    (js.APIError, StreamError),
+    (js.Error, StreamError),
+    (core.NotJSMessageError, StreamError),
+    (core.MsgAlreadyAckdError, StreamError),
+    # Core protocol.
+    (core.NoRespondersError, NoResponders),
+    (core.FlushTimeoutError, RequestTimeout),
+    (core.DrainTimeoutError, RequestTimeout),
+    (core.TimeoutError, RequestTimeout),
+    (core.MaxPayloadError, PayloadTooLarge),
+    (core.BadSubjectError, InvalidSubject),
+    (core.UnexpectedEOF, ConnectionLost),
+    (core.StaleConnectionError, ConnectionLost),
+    (core.ConnectionClosedError, NotConnected),
+    (core.ConnectionDrainingError, NotConnected),
+    (core.ConnectionReconnectingError, NotConnected),
+    (core.OutboundBufferLimitError, NotConnected),
+    (core.NoServersError, NotConnected),
+    (core.ServerNotInPoolError, NotConnected),
+    (core.AuthorizationError, TransportError),
+    (core.InvalidUserCredentialsError, TransportError),
+    (core.SecureConnRequiredError, TransportError),
+    (core.SecureConnWantedError, TransportError),
+    (core.SecureConnFailedError, TransportError),
+    (core.BadHeaderError, TransportError),
+    (core.BadSubscriptionError, TransportError),
+    (core.SlowConsumerError, TransportError),
+    (core.BadTimeoutError, TransportError),
+    (core.JsonParseError, TransportError),
+    (core.ProtocolError, TransportError),
+    (core.InvalidCallbackTypeError, TransportError),
+    (core.Error, TransportError),
+    # Raised by asyncio.wait_for around nats-py calls, and by sockets.
+    (TimeoutError, RequestTimeout),
+    (OSError, ConnectionLost),
+)
+"""(nats-py or builtin exception class, agentmesh error class), first match wins."""
+
+TRANSLATED: tuple[type[BaseException], ...] = (core.Error, TimeoutError, OSError)
+"""What :func:`translated_errors` catches; anything else propagates unchanged."""
+
+
+def translate_error(error: BaseException) -> TransportError:
+    """The agentmesh error for a nats-py (or timeout/socket) exception.
+
+    Our own ``TransportError`` instances pass through unchanged.
+    """
+    if isinstance(error, TransportError):
+        return error
+    detail = str(error) or type(error).__name__
+    for source, target in NATS_ERROR_MAP:
+        if isinstance(error, source):
+            return target(f"{detail} ({type(error).__name__})")
+    return TransportError(f"{detail} ({type(error).__name__})")
+
+
+@contextlib.contextmanager
+def translated_errors(
+    *,
+    on_key_exists: bool = False,
+    expected_revision: int | None = None,
+) -> Iterator[None]:
+    """Run a block of nats-py calls, re-raising its exceptions as agentmesh errors.
+
+    Args:
+        on_key_exists: Translate a lost "create" compare-and-set into KeyExists
+            (nats-py reports it as a wrong last sequence, like a failed update).
+        expected_revision: Put on RevisionMismatch as ``expected``.
+
+    Raises:
+        TransportError: The translated exception, chained to the original.
+    """
+    try:
+        yield
+    except TransportError:
+        raise
+    except TRANSLATED as error:
+        translated = translate_error(error)
+        if isinstance(translated, RevisionMismatch):
+            if on_key_exists:
+                raise KeyExists(str(translated)) from error
+            translated.expected = expected_revision
+        raise translated from error
