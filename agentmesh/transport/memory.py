@@ -212,7 +212,9 @@ class InMemoryBus:
             name,
             subjects,
             max_age=max_age,
-            duplicate_window=duplicate_window,
+            duplicate_window=duplicate_window
+            if max_age is None
+            else min(duplicate_window, max_age),
             monotonic=self._monotonic,
         )
         self._streams[name] = stream
@@ -236,6 +238,7 @@ class _MemorySubscription:
         self._inbox: asyncio.Queue[Message | None] = asyncio.Queue()
         self.route = _Route(subject.split("."), queue, self._inbox.put_nowait)
         self._active = True
+        self._draining = False
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"agentmesh-memory-sub:{subject}"
         )
@@ -253,6 +256,8 @@ class _MemorySubscription:
             message = await self._inbox.get()
             if message is None:
                 return
+            if not self._active and not self._draining:
+                return  # unsubscribed from inside a handler: drop the rest
             try:
                 await self._handler(message)
             except Exception:
@@ -278,6 +283,7 @@ class _MemorySubscription:
         if not self._active:
             return
         self._active = False
+        self._draining = True
         self._transport.forget(self)
         self._inbox.put_nowait(None)
         if self._task is asyncio.current_task():
@@ -377,6 +383,7 @@ class InMemoryTransport:
         self._closing = True
         self._closed_event = asyncio.Event()
         try:
+            self._link.close()  # end iterators and refuse KV/stream work first, as NATS does
             subscriptions = list(self._subscriptions)
             for subscription in subscriptions:
                 self._bus.remove_route(subscription.route)
@@ -525,6 +532,9 @@ class InMemoryTransport:
         duplicate_window: float = 120.0,
     ) -> InMemoryStream:
         """Create-or-bind the stream ``name`` capturing ``subjects``.
+
+        An existing stream keeps its configuration. ``duplicate_window`` is capped
+        at ``max_age``, as ``nats-server`` requires.
 
         Raises:
             InvalidSubject: ``name`` or a subject is malformed.

@@ -111,7 +111,10 @@ def translate_error(error: BaseException) -> TransportError:
     """
     if isinstance(error, TransportError):
         return error
-    detail = str(error) or type(error).__name__
+    try:
+        detail = str(error) or type(error).__name__
+    except Exception:  # some nats-py __str__ methods assume fields that may be unset
+        detail = type(error).__name__
     for source, target in NATS_ERROR_MAP:
         if isinstance(error, source):
             return target(f"{detail} ({type(error).__name__})")
