@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import inspect
 import math
+import os
+import pkgutil
+import platform
 import statistics
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Literal
 
@@ -121,8 +125,16 @@ class Benchmark:
     description: str = ""
     cases: list[Case] = field(default_factory=list)
 
-    def _register(self, kind: Kind, name: str, subject: str, floor: str, goal: Goal | None,
-                  ops: int | None, quick_ops: int | None) -> Callable[[CaseFactory], CaseFactory]:  # fmt: skip
+    def _register(
+        self,
+        kind: Kind,
+        name: str,
+        subject: str,
+        floor: str,
+        goal: Goal | None,
+        ops: int | None,
+        quick_ops: int | None,
+    ) -> Callable[[CaseFactory], CaseFactory]:
         if any(c.name == name for c in self.cases):
             raise ValueError(f"case {name!r} registered twice in {self.name!r}")
         if goal is not None and kind is Kind.THROUGHPUT and goal.metric != "ops/s":
@@ -138,15 +150,29 @@ class Benchmark:
 
         return decorator
 
-    def throughput(self, name: str, *, subject: str, floor: str, goal: Goal | None = None,
-                   ops: int | None = None, quick_ops: int | None = None
-                   ) -> Callable[[CaseFactory], CaseFactory]:  # fmt: skip
+    def throughput(
+        self,
+        name: str,
+        *,
+        subject: str,
+        floor: str,
+        goal: Goal | None = None,
+        ops: int | None = None,
+        quick_ops: int | None = None,
+    ) -> Callable[[CaseFactory], CaseFactory]:
         """Register a case whose runners return elapsed seconds for ``n`` ops."""
         return self._register(Kind.THROUGHPUT, name, subject, floor, goal, ops, quick_ops)
 
-    def latency(self, name: str, *, subject: str, floor: str, goal: Goal | None = None,
-                ops: int | None = None, quick_ops: int | None = None
-                ) -> Callable[[CaseFactory], CaseFactory]:  # fmt: skip
+    def latency(
+        self,
+        name: str,
+        *,
+        subject: str,
+        floor: str,
+        goal: Goal | None = None,
+        ops: int | None = None,
+        quick_ops: int | None = None,
+    ) -> Callable[[CaseFactory], CaseFactory]:
         """Register a case whose runners return ``n`` per-operation latencies (s)."""
         return self._register(Kind.LATENCY, name, subject, floor, goal, ops, quick_ops)
 
@@ -289,7 +315,7 @@ def _throughput_rows(case: Case, n: int, subj: list[float], floor: list[float]) 
             "overhead/op",
             "s",
             _paired(subj, floor, lambda s, f: (s - f) / n),
-            ratio_note="subject time/op − floor time/op (no goal)",
+            ratio_note="subject time/op - floor time/op (no goal)",
         ),
     ]
 
@@ -324,12 +350,53 @@ def _latency_rows(
             "overhead/op",
             "s",
             _paired(s50, f50, lambda s, f: s - f),
-            ratio_note="subject p50 − floor p50 (no goal)",
+            ratio_note="subject p50 - floor p50 (no goal)",
         )
     )
     return rows
 
 
-def stopwatch() -> Iterator[float]:
-    """Not used by the harness; handy in runners: ``t0 = time.perf_counter()``."""
-    yield time.perf_counter()
+# --------------------------------------------------------------------------- discovery
+
+
+def discover() -> list[Benchmark]:
+    """Every ``BENCHMARK`` defined by a ``benchmarks/bench_*.py`` module, by name."""
+    import benchmarks
+
+    found: list[Benchmark] = []
+    for module in pkgutil.iter_modules(benchmarks.__path__):
+        if module.name.startswith("bench_"):
+            bench = importlib.import_module(f"benchmarks.{module.name}").BENCHMARK
+            if not isinstance(bench, Benchmark):
+                raise TypeError(f"benchmarks.{module.name}.BENCHMARK is not a Benchmark")
+            found.append(bench)
+    names = [b.name for b in found]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate benchmark names: {names}")
+    return sorted(found, key=lambda b: b.name)
+
+
+def machine_info() -> MachineInfo:
+    return MachineInfo(
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        python=platform.python_version(),
+        platform=f"{platform.system()} {platform.release()} {platform.machine()}",
+        cpus=os.cpu_count() or 0,
+        load_before=os.getloadavg(),
+    )
+
+
+def run_benchmark(
+    bench: Benchmark,
+    config: RunConfig,
+    command: str,
+    on_case: Callable[[CaseResult], None] | None = None,
+) -> BenchmarkResult:
+    machine = machine_info()
+    results: list[CaseResult] = []
+    for case in bench.cases:
+        results.append(run_case(case, config))
+        if on_case is not None:
+            on_case(results[-1])
+    machine.load_after = os.getloadavg()
+    return BenchmarkResult(bench, command, config, machine, results)

@@ -16,6 +16,7 @@ from iatp.envelope import (
     Frame,
     check_validity,
     decode_payload,
+    encode_frame,
     encode_payload,
     new_envelope,
     new_envelope_id,
@@ -52,6 +53,13 @@ from iatp.errors import (
     UnsupportedVersion,
     WrongAudience,
 )
+from iatp.handshake import (
+    HandshakeInitiator,
+    HandshakeLimits,
+    HandshakeResponder,
+    PeerOffer,
+    SessionKeys,
+)
 from iatp.identity import AgentIdentity
 from iatp.keystore import KdfParams, load_identity, read_keystore_did, save_identity
 from iatp.replay import ReplayCache
@@ -72,6 +80,9 @@ __all__ = [
     "FieldTypeError",
     "Frame",
     "HandshakeError",
+    "HandshakeInitiator",
+    "HandshakeLimits",
+    "HandshakeResponder",
     "IATPError",
     "InvalidDID",
     "InvalidSenderDID",
@@ -87,12 +98,14 @@ __all__ = [
     "MissingFields",
     "NonCanonicalEncoding",
     "OversizedEnvelope",
+    "PeerOffer",
     "ReplayCache",
     "ReplayCacheFull",
     "ReplayedEnvelope",
     "RotationError",
     "RotationStatement",
     "SenderMismatch",
+    "SessionKeys",
     "SystemClock",
     "TrailingBytes",
     "UnsupportedVersion",
@@ -101,6 +114,7 @@ __all__ = [
     "decode_payload",
     "decode_rotation",
     "did_from_public_key",
+    "encode_frame",
     "encode_payload",
     "is_did",
     "load_identity",

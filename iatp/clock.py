@@ -35,4 +35,6 @@ class ManualClock:
         self._now += ms
 
     def set(self, now_ms: int) -> None:
+        if now_ms < self._now:
+            raise ValueError("a ManualClock never goes backwards")
         self._now = now_ms

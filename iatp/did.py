@@ -18,7 +18,7 @@ from iatp.errors import InvalidDID
 DID_KEY_PREFIX = "did:key:"
 ED25519_MULTICODEC = b"\xed\x01"
 ED25519_KEY_BYTES = 32
-# "did:key:z" + base58 of 34 bytes is 48 characters for every Ed25519 key.
+# Every Ed25519 did:key is 56 characters: "did:key:z" + 47 base58 digits ("z6Mk...").
 MAX_DID_LENGTH = 128
 
 
@@ -59,13 +59,20 @@ def public_key_from_did(did: str) -> bytes:
     return key
 
 
-@lru_cache(maxsize=65_536)
 def verify_key_for_did(did: str) -> VerifyKey:
     """The PyNaCl verify key for ``did``, cached (DIDs are immutable names).
 
     Raises:
         InvalidDID: see :func:`public_key_from_did`.
     """
+    # Checked before the cache: an unhashable value would raise TypeError there.
+    if not isinstance(did, str):
+        raise InvalidDID(repr(did), "a DID is a string")
+    return _cached_verify_key(did)
+
+
+@lru_cache(maxsize=65_536)
+def _cached_verify_key(did: str) -> VerifyKey:
     return VerifyKey(public_key_from_did(did))
 
 

@@ -156,11 +156,14 @@ def _read(path: Path) -> bytes:
 def _parse(content: bytes, where: str) -> dict[str, object]:
     try:
         doc = json.loads(content)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):
+        # ValueError covers bad UTF-8, bad JSON and integers over the digit limit;
+        # RecursionError, deeply nested arrays.
         raise KeystoreFormatError(where, "not a JSON keystore") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise KeystoreFormatError(where, f"not an {FORMAT} file")
-    if doc.get("version") != VERSION or doc.get("kdf") != "argon2id":
+    version = doc.get("version")
+    if type(version) is not int or version != VERSION or doc.get("kdf") != "argon2id":
         raise KeystoreFormatError(where, "unsupported keystore version or KDF")
     return doc
 
@@ -183,13 +186,13 @@ def decrypt_identity(content: bytes, passphrase: str, *, where: str = "<memory>"
     sealed = _b64(doc, "box", where)
     if len(salt) != argon2id.SALTBYTES:
         raise KeystoreFormatError(where, "salt has the wrong length")
+    if len(sealed) < SecretBox.NONCE_SIZE + SecretBox.MACBYTES:
+        raise KeystoreFormatError(where, "sealed box is truncated")
     key = _derive_key(passphrase, salt, KdfParams(opslimit, memlimit))
     try:
         plaintext = SecretBox(key).decrypt(sealed)
     except CryptoError:
         raise KeystoreDecryptError(where, "wrong passphrase or tampered file") from None
-    except ValueError:
-        raise KeystoreFormatError(where, "sealed box is truncated") from None
     try:
         seed, did = msgpack.unpackb(plaintext, raw=False)
     except (ValueError, TypeError, msgpack.UnpackException):

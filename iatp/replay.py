@@ -51,7 +51,9 @@ class ReplayCache:
             ReplayedEnvelope: (sender, id) was already accepted and may still be valid.
             ReplayCacheFull: the cache holds ``max_entries`` live entries.
         """
-        self.prune(now_ms)
+        heap = self._expiry_heap
+        if heap and heap[0][0] <= now_ms:  # the test that starts prune(), inlined
+            self.prune(now_ms)
         key = (sender, envelope_id)
         if key in self._seen:
             raise ReplayedEnvelope(
@@ -65,4 +67,4 @@ class ReplayCache:
             )
         forget_at = expires_at_ms + self._clock_skew_ms
         self._seen[key] = forget_at
-        heapq.heappush(self._expiry_heap, (forget_at, sender, envelope_id))
+        heapq.heappush(heap, (forget_at, sender, envelope_id))

@@ -77,9 +77,9 @@ def verify_rotation(statement: RotationStatement) -> RotationStatement:
             does not verify under the key its DID names.
     """
     s = statement
-    if not (isinstance(s.sequence, int) and 0 <= s.sequence < 2**63):
+    if not (type(s.sequence) is int and 0 <= s.sequence < 2**63):
         raise RotationError("sequence must be a non-negative 64-bit integer")
-    if not (isinstance(s.issued_at_ms, int) and 0 <= s.issued_at_ms < 2**63):
+    if not (type(s.issued_at_ms) is int and 0 <= s.issued_at_ms < 2**63):
         raise RotationError("issued_at_ms must be a non-negative 64-bit integer")
     if s.old_did == s.new_did:
         raise RotationError("old and new DID are the same")

@@ -114,7 +114,7 @@ class NatsServerProcess:
         if self._jetstream:
             args += ["-js", "-sd", str(self.store_dir)]
         args += list(self._extra_args)
-        self._process = subprocess.Popen(  # noqa: S603 - fixed binary, our own args
+        self._process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         try:
@@ -136,9 +136,8 @@ class NatsServerProcess:
             if port is not None and _READY in log:
                 return port
             if self._process.poll() is not None:
-                stderr = self._process.stderr.read().decode(errors="replace") if (
-                    self._process.stderr
-                ) else ""
+                pipe = self._process.stderr
+                stderr = pipe.read().decode(errors="replace") if pipe is not None else ""
                 raise RuntimeError(
                     f"nats-server exited with {self._process.returncode}:\n{log}{stderr}"
                 )

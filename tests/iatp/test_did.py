@@ -40,7 +40,7 @@ def test_did_of_rfc8032_key_is_the_known_value() -> None:
     assert public_key_from_did(RFC8032_DID) == RFC8032_PUBLIC
 
 
-def test_every_ed25519_did_starts_with_z6mk_and_has_48_characters() -> None:
+def test_every_ed25519_did_starts_with_z6mk_and_has_56_characters() -> None:
     for _ in range(100):
         did = _valid_did()
         assert did.startswith("did:key:z6Mk")

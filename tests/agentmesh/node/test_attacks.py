@@ -16,8 +16,8 @@ from agentmesh.node.wire import decode_reply, encode_step
 from agentmesh.transport.base import Message
 from iatp.clock import ManualClock, SystemClock
 from iatp.envelope import (
-    EnvelopeLimits,
     SIGNING_DOMAIN,
+    EnvelopeLimits,
     encode_frame,
     encode_payload,
     new_envelope,

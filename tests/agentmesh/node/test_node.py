@@ -46,7 +46,8 @@ async def test_signed_request_reply(make_node: NodeMaker) -> None:
     assert reply.sender == bob.did
     assert reply.envelope.correlation_id is not None
     assert reply.type == "echo.reply"
-    assert bob.counters.handled == 1 and alice.counters.accepted == 1
+    assert bob.counters.handled == 1
+    assert alice.counters.accepted == 1
 
 
 async def test_one_way_send_and_topic_broadcast(make_node: NodeMaker) -> None:
@@ -123,7 +124,8 @@ async def test_mutual_handshake_derives_matching_session_keys(make_node: NodeMak
     bob = await make_node(capabilities=("search.v1",))
     keys = await alice.handshake(bob.did)
     theirs = bob.sessions.sessions[alice.did]
-    assert keys.send_key == theirs.receive_key and keys.receive_key == theirs.send_key
+    assert keys.send_key == theirs.receive_key
+    assert keys.receive_key == theirs.send_key
     assert keys.send_key != keys.receive_key
     assert keys.peer.capabilities == ("search.v1",)
     assert theirs.peer.capabilities == ("planner.v1",)
