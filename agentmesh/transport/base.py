@@ -15,7 +15,7 @@ one member of each queue group (and to every plain subscriber).
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -94,12 +94,14 @@ class KeyValue(Protocol):
         """Live (non-deleted) keys, sorted."""
         ...
 
-    def watch(self, pattern: str = ">") -> AsyncIterator[KVEntry]:
+    def watch(self, pattern: str = ">") -> AsyncGenerator[KVEntry, None]:
         """Current values of matching keys first, then every later change.
 
-        The iterator ends when the transport closes or the caller stops iterating
-        (``aclose()``); it never misses a change between the snapshot and the
-        live updates.
+        The snapshot holds live values only (in revision order); later deletes
+        arrive as ``KVOperation.DELETE`` entries. The generator starts when first
+        iterated, ends when the transport closes, and never misses a change
+        between the snapshot and the live updates. Close it (``aclose()``, e.g.
+        with ``contextlib.aclosing``) to release the server-side consumer.
         """
         ...
 
@@ -143,11 +145,12 @@ class Stream(Protocol):
 
     def read(
         self, *, start_seq: int = 1, subject: str | None = None
-    ) -> AsyncIterator[StreamMessage]:
+    ) -> AsyncGenerator[StreamMessage, None]:
         """Ordered read from ``start_seq`` of everything stored now, then live appends.
 
-        ``subject`` (wildcards allowed) filters. Ends when the caller stops iterating
-        or the transport closes.
+        ``subject`` (wildcards allowed) filters. The generator starts when first
+        iterated and ends when the transport closes; close it (``aclose()``) to
+        release the server-side consumer.
         """
         ...
 

@@ -112,16 +112,16 @@ class InMemoryBus:
     def monotonic(self) -> Callable[[], float]:
         return self._monotonic
 
-    def next_client_id(self) -> int:
+    def _next_client_id(self) -> int:
         return next(self._client_ids)
 
     # -- routing ---------------------------------------------------------------
 
-    def add_route(self, route: _Route) -> None:
+    def _add_route(self, route: _Route) -> None:
         self._routes.append(route)
         self._matches.clear()
 
-    def remove_route(self, route: _Route) -> None:
+    def _remove_route(self, route: _Route) -> None:
         with contextlib.suppress(ValueError):
             self._routes.remove(route)
             self._matches.clear()
@@ -145,11 +145,11 @@ class InMemoryBus:
         self._matches[subject] = result
         return result
 
-    def has_interest(self, subject: str) -> bool:
+    def _has_interest(self, subject: str) -> bool:
         plain, groups = self._match(subject)
         return bool(plain or groups)
 
-    def deliver(self, message: Message) -> None:
+    def _deliver(self, message: Message) -> None:
         """Route to core subscribers only: every plain one, one member per queue group."""
         plain, groups = self._match(message.subject)
         for route in plain:
@@ -157,9 +157,9 @@ class InMemoryBus:
         for members in groups:
             self._rng.choice(members).deliver(message)
 
-    def publish(self, message: Message) -> None:
+    def _publish(self, message: Message) -> None:
         """Route ``message`` and store it in the stream that captures its subject."""
-        self.deliver(message)
+        self._deliver(message)
         if self._streams:
             tokens = message.subject.split(".")
             for stream in self._streams.values():
@@ -168,7 +168,7 @@ class InMemoryBus:
 
     # -- JetStream-like state --------------------------------------------------
 
-    def open_bucket(self, name: str, *, history: int, ttl: float | None) -> BucketState:
+    def _open_bucket(self, name: str, *, history: int, ttl: float | None) -> BucketState:
         """Create-or-bind a bucket (an existing bucket keeps its configuration)."""
         existing = self._buckets.get(name)
         if existing is not None:
@@ -181,7 +181,7 @@ class InMemoryBus:
         self._buckets[name] = bucket
         return bucket
 
-    def open_stream(
+    def _open_stream(
         self,
         name: str,
         subjects: list[str],
@@ -323,7 +323,7 @@ class InMemoryTransport:
         self._link = TransportLink(name)
         self._subscriptions: set[_MemorySubscription] = set()
         self._requests: set[asyncio.Future[Message]] = set()
-        self._client_id = self._bus.next_client_id()
+        self._client_id = self._bus._next_client_id()
         self._inbox_ids = itertools.count(1)
 
     @property
@@ -358,7 +358,7 @@ class InMemoryTransport:
 
     def forget(self, subscription: _MemorySubscription) -> None:
         """Detach ``subscription`` from the bus (called by the subscription itself)."""
-        self._bus.remove_route(subscription.route)
+        self._bus._remove_route(subscription.route)
         self._subscriptions.discard(subscription)
 
     async def connect(self, *, timeout: float = 5.0) -> None:
@@ -386,7 +386,7 @@ class InMemoryTransport:
             self._link.close()  # end iterators and refuse KV/stream work first, as NATS does
             subscriptions = list(self._subscriptions)
             for subscription in subscriptions:
-                self._bus.remove_route(subscription.route)
+                self._bus._remove_route(subscription.route)
             await asyncio.gather(*(s.drain(self._drain_timeout) for s in subscriptions))
             for future in list(self._requests):
                 if not future.done():
@@ -433,7 +433,7 @@ class InMemoryTransport:
             raise NotConnected(f"transport {self._name!r} is {self._state.value}")
         self._check_size(data)
         message = Message(subject, bytes(data), reply, normalize_headers(headers))
-        self._bus.publish(message)
+        self._bus._publish(message)
 
     async def subscribe(
         self, subject: str, handler: MessageHandler, *, queue: str | None = None
@@ -450,7 +450,7 @@ class InMemoryTransport:
         self._check_open()
         subscription = _MemorySubscription(self, subject, queue, handler)
         self._subscriptions.add(subscription)
-        self._bus.add_route(subscription.route)
+        self._bus._add_route(subscription.route)
         return subscription
 
     async def request(
@@ -474,7 +474,7 @@ class InMemoryTransport:
         self._check_open()
         self._check_size(data)
         normalized = normalize_headers(headers)
-        if not self._bus.has_interest(subject):
+        if not self._bus._has_interest(subject):
             raise NoResponders(f"no responders on {subject!r}")
         inbox = self.new_inbox()
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
@@ -484,15 +484,15 @@ class InMemoryTransport:
                 future.set_result(message)
 
         route = _Route(inbox.split("."), None, resolve)
-        self._bus.add_route(route)
+        self._bus._add_route(route)
         self._requests.add(future)
         try:
-            self._bus.publish(Message(subject, bytes(data), inbox, normalized))
+            self._bus._publish(Message(subject, bytes(data), inbox, normalized))
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise RequestTimeout(f"no reply on {subject!r} within {timeout}s") from None
         finally:
-            self._bus.remove_route(route)
+            self._bus._remove_route(route)
             self._requests.discard(future)
 
     def new_inbox(self) -> str:
@@ -520,7 +520,7 @@ class InMemoryTransport:
         """
         validate_name(bucket, what="bucket name")
         self._check_open()
-        state = self._bus.open_bucket(bucket, history=history, ttl=ttl)
+        state = self._bus._open_bucket(bucket, history=history, ttl=ttl)
         return InMemoryKeyValue(state, self._link, max_payload=self._bus.max_payload)
 
     async def stream(
@@ -545,12 +545,12 @@ class InMemoryTransport:
         for subject in subjects:
             validate_subject(subject, allow_wildcards=True)
         self._check_open()
-        state = self._bus.open_stream(
+        state = self._bus._open_stream(
             name, list(subjects), max_age=max_age, duplicate_window=duplicate_window
         )
 
         def route(subject: str, data: bytes, msg_id: str | None) -> None:
             headers = {} if msg_id is None else {MSG_ID_HEADER: msg_id}
-            self._bus.deliver(Message(subject, data, None, headers))
+            self._bus._deliver(Message(subject, data, None, headers))
 
         return InMemoryStream(state, self._link, max_payload=self._bus.max_payload, route=route)

@@ -11,7 +11,7 @@ measured on the bus's injectable monotonic clock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
 from agentmesh.errors import KeyExists, KeyNotFound, PayloadTooLarge, RevisionMismatch
@@ -199,7 +199,7 @@ class InMemoryKeyValue:
         self._link.check_open()
         return sorted(entry.key for entry in self._state.live_entries())
 
-    async def watch(self, pattern: str = ">") -> AsyncIterator[KVEntry]:
+    async def watch(self, pattern: str = ">") -> AsyncGenerator[KVEntry, None]:
         """Live values of keys matching ``pattern`` (revision order), then every change.
 
         Deletes that happened before the watch started are not replayed; later ones

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
 from agentmesh.errors import PayloadTooLarge, StreamError
@@ -288,7 +288,7 @@ class InMemoryStream:
 
     async def read(
         self, *, start_seq: int = 1, subject: str | None = None
-    ) -> AsyncIterator[StreamMessage]:
+    ) -> AsyncGenerator[StreamMessage, None]:
         """Stored messages from ``start_seq`` on, then live appends, in order.
 
         Raises:

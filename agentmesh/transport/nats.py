@@ -212,7 +212,8 @@ class NatsTransport:
 
     @property
     def max_payload(self) -> int:
-        if self._nc is not None and self._nc.is_connected:
+        """The server's limit (from its INFO; kept while reconnecting), 1 MiB before."""
+        if self._nc is not None and self._nc.max_payload > 0:
             return self._nc.max_payload
         return DEFAULT_MAX_PAYLOAD
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import nats.errors
@@ -183,7 +183,7 @@ class NatsKeyValue:
             return []
         return sorted(set(keys))
 
-    async def watch(self, pattern: str = ">") -> AsyncIterator[KVEntry]:
+    async def watch(self, pattern: str = ">") -> AsyncGenerator[KVEntry, None]:
         """Live values of keys matching ``pattern`` (revision order), then every change.
 
         Deletes older than the watch are not replayed; later ones arrive as
@@ -350,7 +350,7 @@ class NatsStream:
 
     async def read(
         self, *, start_seq: int = 1, subject: str | None = None
-    ) -> AsyncIterator[StreamMessage]:
+    ) -> AsyncGenerator[StreamMessage, None]:
         """Stored messages from ``start_seq`` on, then live appends, in order.
 
         Raises:
