@@ -12,6 +12,10 @@ times itself, so per-round preparation stays out of the measurement:
 * throughput runner: ``run(n) -> float`` — elapsed seconds for ``n`` operations;
 * latency runner: ``run(n) -> Sequence[float]`` — ``n`` per-operation seconds.
 
+A floor runner may instead return :class:`Measured` (its value plus named
+*parts*, e.g. a floor that is the slower of two ceilings): each part gets an
+extra report row, the subject against that part, with no goal.
+
 The harness warms both runners up, calibrates ``n`` so one side of a round
 takes about ``RunConfig.round_seconds``, then runs rounds interleaved
 (subject, floor, subject, floor, ...). Every round gives a *paired* ratio; the
@@ -30,7 +34,7 @@ import pkgutil
 import platform
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Literal
@@ -56,12 +60,18 @@ class Goal:
     op: Literal[">=", "<="]
     threshold: float
     metric: str = "ops/s"
+    absolute: bool = False  # on the subject's own median (ops/s or seconds), not the ratio
 
     def met(self, ratio: float) -> bool:
         return ratio >= self.threshold if self.op == ">=" else ratio <= self.threshold
 
     def __str__(self) -> str:
-        return f"ratio {self.op} {self.threshold:g}"
+        if self.absolute:
+            if self.metric == "ops/s":
+                return f"ops/s {self.op} {self.threshold:g}"
+            return f"{self.metric} {self.op} {self.threshold * 1e3:g} ms"
+        what = "ratio" if self.metric == "ops/s" else f"{self.metric} ratio"
+        return f"{what} {self.op} {self.threshold:g}"
 
 
 def at_least(threshold: float, *, metric: str = "ops/s") -> Goal:
@@ -72,12 +82,29 @@ def at_most(threshold: float, *, metric: str = "p50") -> Goal:
     return Goal("<=", threshold, metric)
 
 
+def within(seconds: float, *, metric: str = "p50") -> Goal:
+    """An absolute latency goal: the subject's median ``metric`` is at most ``seconds``."""
+    return Goal("<=", seconds, metric, absolute=True)
+
+
 @dataclass(frozen=True)
 class Pair:
     """The two runners of a case: the thing measured and its floor."""
 
     subject: Callable[[int], Any]
     floor: Callable[[int], Any]
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A floor runner's result with named parts (same kind as ``value``).
+
+    E.g. a throughput floor that is the slower of two ceilings returns
+    ``Measured(max(ta, tb), {"(a) ...": ta, "(b) ...": tb})``.
+    """
+
+    value: Any
+    parts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -112,7 +139,7 @@ class Case:
 
     def setup(self, config: RunConfig) -> contextlib.AbstractContextManager[Pair]:
         if inspect.isgeneratorfunction(self.factory):
-            return contextlib.contextmanager(self.factory)(config)  # type: ignore[no-any-return]
+            return contextlib.contextmanager(self.factory)(config)
         return contextlib.nullcontext(self.factory(config))
 
 
@@ -209,6 +236,8 @@ class Row:
 
     @property
     def passed(self) -> bool | None:
+        if self.goal is not None and self.goal.absolute:
+            return self.goal.met(self.subject.median)
         if self.goal is None or self.ratio is None:
             return None
         return self.goal.met(self.ratio.median)
@@ -254,7 +283,16 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 def _timed(runner: Callable[[int], Any], n: int) -> Any:
     gc.collect()
-    return runner(n)
+    result = runner(n)
+    return result.value if isinstance(result, Measured) else result
+
+
+def _timed_parts(runner: Callable[[int], Any], n: int) -> tuple[Any, dict[str, Any]]:
+    gc.collect()
+    result = runner(n)
+    if isinstance(result, Measured):
+        return result.value, result.parts
+    return result, {}
 
 
 def _calibrate(case: Case, pair: Pair, config: RunConfig) -> int:
@@ -285,19 +323,33 @@ def run_case(case: Case, config: RunConfig) -> CaseResult:
         n = _calibrate(case, pair, config)
         subject_rounds: list[Any] = []
         floor_rounds: list[Any] = []
+        part_rounds: dict[str, list[Any]] = {}
         for _ in range(config.rounds):  # interleaved: A B A B ...
             subject_rounds.append(_timed(pair.subject, n))
-            floor_rounds.append(_timed(pair.floor, n))
-    if case.kind is Kind.THROUGHPUT:
-        rows = _throughput_rows(case, n, subject_rounds, floor_rounds)
-    else:
-        rows = _latency_rows(case, n, subject_rounds, floor_rounds)
+            floor_value, parts = _timed_parts(pair.floor, n)
+            floor_rounds.append(floor_value)
+            for name, value in parts.items():
+                part_rounds.setdefault(name, []).append(value)
+    rows_of = _throughput_rows if case.kind is Kind.THROUGHPUT else _latency_rows
+    rows = rows_of(case, n, subject_rounds, floor_rounds)
+    for name, values in part_rounds.items():
+        if len(values) == config.rounds:  # a part every round, or it is not comparable
+            rows += _part_rows(rows_of(case, n, subject_rounds, values), name)
     return CaseResult(case, n, config.rounds, rows)
 
 
+def _part_rows(rows: list[Row], name: str) -> list[Row]:
+    """The subject against one part of the floor: info rows (no goal, no overhead row)."""
+    return [
+        replace(row, metric=f"{row.metric} vs {name}", goal=None)
+        for row in rows
+        if row.metric != "overhead/op"
+    ]
+
+
 def _throughput_rows(case: Case, n: int, subj: list[float], floor: list[float]) -> list[Row]:
-    s_ops = [n / t for t in subj]
-    f_ops = [n / t for t in floor]
+    s_ops = [n / max(t, 1e-12) for t in subj]
+    f_ops = [n / max(t, 1e-12) for t in floor]
     goal = case.goal
     return [
         Row(

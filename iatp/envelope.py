@@ -27,6 +27,7 @@ from nacl.exceptions import BadSignatureError
 from iatp.clock import Clock
 from iatp.did import verify_key_for_did
 from iatp.errors import (
+    EnvelopeError,
     ExpiredEnvelope,
     ExtraFields,
     FieldTypeError,
@@ -54,6 +55,8 @@ SIGNATURE_BYTES = 64
 FRAME_FIELDS = 4
 PAYLOAD_FIELDS = 9
 MAX_TYPE_LENGTH = 128
+# The decoder refuses any msgpack array or map longer than this (so max_headers <= it).
+MAX_MSGPACK_CONTAINER = 64
 MAX_RECIPIENT_LENGTH = 256
 MAX_HEADER_FIELD_LENGTH = 1024
 _TYPE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*\Z")
@@ -71,6 +74,12 @@ class EnvelopeLimits:
     max_lifetime_ms: int = 300_000
     clock_skew_ms: int = 30_000
     max_headers: int = 32
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_headers <= MAX_MSGPACK_CONTAINER:
+            raise ValueError(f"max_headers must be within 0..{MAX_MSGPACK_CONTAINER}")
+        if self.max_frame_bytes <= 0 or self.max_lifetime_ms <= 0 or self.clock_skew_ms < 0:
+            raise ValueError("limits must be positive (clock_skew_ms may be 0)")
 
     def retention_ms(self) -> int:
         """How long a replay-cache entry must live at most past ``issued_at``."""
@@ -206,12 +215,16 @@ def _make_frame(version: int, sender: str, payload: bytes, signature: bytes) -> 
 _thread_state = threading.local()
 
 
-def _pack(obj: object) -> bytes:
+def _packer() -> msgpack.Packer:
     try:
-        packer = _thread_state.packer
+        packer: msgpack.Packer = _thread_state.packer
     except AttributeError:
         packer = _thread_state.packer = msgpack.Packer(use_bin_type=True)
-    data: bytes = packer.pack(obj)
+    return packer
+
+
+def _pack(obj: object) -> bytes:
+    data: bytes = _packer().pack(obj)
     return data
 
 
@@ -264,8 +277,12 @@ def seal_envelope(envelope: Envelope, identity: AgentIdentity) -> bytes:
             envelope_id=envelope.id,
             sender=envelope.sender,
         )
-    payload = encode_payload(envelope)
-    return encode_frame(identity.did, payload, identity.sign(SIGNING_DOMAIN + payload))
+    # encode_payload + encode_frame, with one Packer lookup.
+    packer = _packer()
+    payload: bytes = packer.pack(envelope.payload_fields())
+    signature = identity.sign(SIGNING_DOMAIN + payload)
+    frame: bytes = packer.pack([IATP_VERSION, identity.did, payload, signature])
+    return frame
 
 
 def _reject_ext(code: int, data: bytes) -> object:
@@ -282,8 +299,8 @@ def _unpack(data: bytes, limit: int) -> object:
             use_list=True,
             max_bin_len=limit,
             max_str_len=limit,
-            max_array_len=64,
-            max_map_len=64,
+            max_array_len=MAX_MSGPACK_CONTAINER,
+            max_map_len=MAX_MSGPACK_CONTAINER,
             max_ext_len=0,
             ext_hook=_reject_ext,
         )
@@ -357,7 +374,11 @@ def decode_payload(frame: Frame, limits: EnvelopeLimits = DEFAULT_LIMITS) -> Env
     Raises:
         MalformedEnvelope (and subclasses), SenderMismatch.
     """
-    fields = _unpack(frame.payload, limits.max_frame_bytes)
+    try:
+        fields = _unpack(frame.payload, limits.max_frame_bytes)
+    except EnvelopeError as exc:  # authenticated by now: name the sender in audit records
+        exc.sender = frame.sender
+        raise
     if not isinstance(fields, list):
         raise FieldTypeError("payload is a msgpack array", sender=frame.sender)
     if len(fields) < PAYLOAD_FIELDS:
@@ -476,10 +497,13 @@ def open_envelope(
     *,
     clock: Clock,
     audience: str | Collection[str],
+    replay: ReplayCache | None,
     limits: EnvelopeLimits = DEFAULT_LIMITS,
-    replay: ReplayCache | None = None,
 ) -> Envelope:
     """The whole receive path in order: size, frame, signature, payload, rules, replay.
+
+    ``replay`` is required: a receiver MUST keep a replay cache (docs/iatp.md).
+    Passing ``None`` explicitly skips only that step, for stateless inspection.
 
     Raises:
         EnvelopeError: the subclass names the first rule the frame broke.
@@ -490,5 +514,11 @@ def open_envelope(
     now = clock.now_ms()
     check_validity(envelope, now_ms=now, audience=audience, limits=limits)
     if replay is not None:
-        replay.remember(envelope.sender, envelope.id, envelope.expires_at_ms, now_ms=now)
+        replay.remember(
+            envelope.sender,
+            envelope.id,
+            envelope.expires_at_ms,
+            now_ms=now,
+            clock_skew_ms=limits.clock_skew_ms,
+        )
     return envelope

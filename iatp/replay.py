@@ -44,8 +44,24 @@ class ReplayCache:
             removed += 1
         return removed
 
-    def remember(self, sender: str, envelope_id: bytes, expires_at_ms: int, *, now_ms: int) -> None:
+    @property
+    def clock_skew_ms(self) -> int:
+        return self._clock_skew_ms
+
+    def remember(
+        self,
+        sender: str,
+        envelope_id: bytes,
+        expires_at_ms: int,
+        *,
+        now_ms: int,
+        clock_skew_ms: int | None = None,
+    ) -> None:
         """Record an accepted envelope, or refuse it as a replay.
+
+        The entry is kept until ``expires_at_ms`` plus the larger of the cache's
+        skew and ``clock_skew_ms`` (the receiver's validity skew): a cache can
+        never forget an envelope that its receiver would still accept.
 
         Raises:
             ReplayedEnvelope: (sender, id) was already accepted and may still be valid.
@@ -65,6 +81,11 @@ class ReplayCache:
                 envelope_id=envelope_id,
                 sender=sender,
             )
-        forget_at = expires_at_ms + self._clock_skew_ms
+        skew = (
+            self._clock_skew_ms
+            if clock_skew_ms is None
+            else max(self._clock_skew_ms, clock_skew_ms)
+        )
+        forget_at = expires_at_ms + skew
         self._seen[key] = forget_at
         heapq.heappush(heap, (forget_at, sender, envelope_id))

@@ -191,7 +191,7 @@ def test_invalid_did_vector(vector: dict[str, Any]) -> None:
     # As an envelope sender the same string is rejected as invalid_sender.
     frame = msgpack.packb([1, did, msgpack.packb([]), bytes(64)], use_bin_type=True)
     with pytest.raises(EnvelopeError) as envelope_info:
-        open_envelope(frame, clock=ManualClock(), audience="x")
+        open_envelope(frame, clock=ManualClock(), audience="x", replay=None)
     assert envelope_info.value.code == "invalid_sender"
 
 

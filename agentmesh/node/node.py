@@ -373,7 +373,13 @@ class MeshNode:
                     envelope_id=envelope.id,
                     sender=envelope.sender,
                 )
-            self._replay.remember(envelope.sender, envelope.id, envelope.expires_at_ms, now_ms=now)
+            self._replay.remember(
+                envelope.sender,
+                envelope.id,
+                envelope.expires_at_ms,
+                now_ms=now,
+                clock_skew_ms=self.config.limits.clock_skew_ms,
+            )
         except EnvelopeError as exc:
             self._reject(exc, reply.subject)
             raise
@@ -430,7 +436,11 @@ class MeshNode:
                 now = self.clock.now_ms()
                 check_validity(envelope, now_ms=now, audience=audience, limits=self.config.limits)
                 self._replay.remember(
-                    envelope.sender, envelope.id, envelope.expires_at_ms, now_ms=now
+                    envelope.sender,
+                    envelope.id,
+                    envelope.expires_at_ms,
+                    now_ms=now,
+                    clock_skew_ms=self.config.limits.clock_skew_ms,
                 )
             except EnvelopeError as exc:
                 self._reject(exc, message.subject)
