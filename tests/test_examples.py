@@ -16,7 +16,11 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
 def run(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
         check=False,
     )
 
