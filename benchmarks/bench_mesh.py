@@ -78,6 +78,7 @@ MESH = "bench"
 BODY_SIZE = 256
 REQUEST_TIMEOUT = 10.0
 PEER_START_TIMEOUT = 60.0
+PEER_MODULE = "benchmarks.mesh_peer"
 
 
 # --------------------------------------------------------------------------- processes

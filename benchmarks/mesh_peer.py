@@ -51,7 +51,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from time import perf_counter
+from time import perf_counter, process_time, thread_time
 from typing import Any
 
 import nats
@@ -155,6 +155,7 @@ class Receiver(Peer):
         self.frames: list[bytes] = []
         self.pool: ThreadPoolExecutor | None = None
         self.pool_threads = 0
+        self.cpu_start = (0.0, 0.0)
 
     async def start(self) -> dict[str, Any]:
         self.node = MeshNode(
@@ -201,6 +202,7 @@ class Receiver(Peer):
             self.frames = []
         if mode == "mesh" and self.profiler is not None:
             self.profiler.enable()
+        self.cpu_start = (thread_time(), process_time())
         return {"armed": n}
 
     async def cmd_wait(self, timeout: float = 60.0) -> dict[str, Any]:
@@ -210,11 +212,15 @@ class Receiver(Peer):
         finally:
             if self.mode == "mesh" and self.profiler is not None:
                 self.profiler.disable()
+        loop_cpu, process_cpu = thread_time(), process_time()
         answer = {
             "mode": self.mode,
             "count": self.count,
             "target": self.target,
             "seconds": self.last - self.first,
+            # CPU seconds since `expect`: the event-loop thread, and the whole process
+            "loop_cpu": loop_cpu - self.cpu_start[0],
+            "process_cpu": process_cpu - self.cpu_start[1],
             "counters": self.node.counters.snapshot(),
         }
         self.mode = "idle"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from iatp.did import DID_KEY_PREFIX, public_key_from_did
+from iatp.did import DID_KEY_PREFIX, verify_key_for_did
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\Z")
 TOPIC_RECIPIENT_PREFIX = "topic:"
@@ -41,7 +41,7 @@ class MeshAddressing:
 
     @staticmethod
     def agent_key(did: str) -> str:
-        public_key_from_did(did)  # validates
+        verify_key_for_did(did)  # validates (cached: DIDs are immutable names)
         return did[len(DID_KEY_PREFIX) :]
 
     def inbox(self, did: str) -> str:

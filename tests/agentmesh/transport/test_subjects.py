@@ -184,3 +184,19 @@ def test_headers_are_normalized_like_nats() -> None:
     for bad in ({"": "v"}, {"a b": "v"}, {"X": "a\nb"}, {"X": "a\rb"}, {"ü": "v"}):
         with pytest.raises(TransportError):
             normalize_headers(bad)
+
+
+def test_bad_char_scan_is_exactly_whitespace_and_control_characters() -> None:
+    """The regex in ``_bad_char`` must agree with the plain definition on every code point."""
+    import sys
+
+    from agentmesh.transport.subjects import _bad_char
+
+    disagreements = [
+        code
+        for code in range(sys.maxunicode + 1)
+        if _bad_char(chr(code)) != (chr(code).isspace() or code < 0x20 or code == 0x7F)
+    ]
+    assert disagreements == []
+    assert _bad_char("ok.token") is False
+    assert _bad_char("tab\there") is True
