@@ -23,6 +23,7 @@ to the transport family below at its boundary::
         ├── HandlerError               a local handler raised (wrapped, audited)
         ├── InterceptorDenied          a local hook refused an outbound message or handshake
         ├── HandshakeRefused           the peer refused our handshake (field: remote_code)
+        ├── NoSession                  session-authenticated send without a handshake first
         └── RemoteError                the peer answered with a typed error reply
 """
 
@@ -119,6 +120,15 @@ class HandshakeRefused(MeshError):
         self.remote_code = remote_code
 
 
+class NoSession(MeshError):
+    """A session-authenticated message was asked for, but there is no session with the peer.
+
+    Run ``await node.handshake(peer)`` first (and again after the peer restarts).
+    """
+
+    code = "no_session"
+
+
 class RemoteError(MeshError):
     """The peer refused or failed the request and said why (``remote_code``)."""
 
@@ -141,6 +151,7 @@ __all__ = [
     "KeyValueError",
     "MeshError",
     "NoResponders",
+    "NoSession",
     "NodeStateError",
     "NotConnected",
     "PayloadTooLarge",

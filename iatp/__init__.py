@@ -11,6 +11,7 @@ from iatp.envelope import (
     DEFAULT_LIMITS,
     IATP_VERSION,
     SIGNING_DOMAIN,
+    AuthenticatedFrame,
     Envelope,
     EnvelopeLimits,
     Frame,
@@ -35,6 +36,7 @@ from iatp.errors import (
     IATPError,
     InvalidDID,
     InvalidSenderDID,
+    InvalidSessionMAC,
     InvalidSignature,
     IssuedInFuture,
     KeystoreDecryptError,
@@ -50,6 +52,7 @@ from iatp.errors import (
     RotationError,
     SenderMismatch,
     TrailingBytes,
+    UnknownSession,
     UnsupportedVersion,
     WrongAudience,
 )
@@ -64,6 +67,13 @@ from iatp.identity import AgentIdentity
 from iatp.keystore import KdfParams, load_identity, read_keystore_did, save_identity
 from iatp.replay import ReplayCache
 from iatp.rotation import RotationStatement, decode_rotation, rotate, verify_rotation
+from iatp.session_frame import (
+    SessionFrame,
+    parse_session_frame,
+    seal_session_frame,
+    session_mac,
+    verify_session_frame,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -71,6 +81,7 @@ __all__ = [
     "SIGNING_DOMAIN",
     "AgentIdentity",
     "AgentMeshError",
+    "AuthenticatedFrame",
     "Clock",
     "Envelope",
     "EnvelopeError",
@@ -86,6 +97,7 @@ __all__ = [
     "IATPError",
     "InvalidDID",
     "InvalidSenderDID",
+    "InvalidSessionMAC",
     "InvalidSignature",
     "IssuedInFuture",
     "KdfParams",
@@ -105,9 +117,11 @@ __all__ = [
     "RotationError",
     "RotationStatement",
     "SenderMismatch",
+    "SessionFrame",
     "SessionKeys",
     "SystemClock",
     "TrailingBytes",
+    "UnknownSession",
     "UnsupportedVersion",
     "WrongAudience",
     "check_validity",
@@ -122,12 +136,16 @@ __all__ = [
     "new_envelope_id",
     "open_envelope",
     "parse_frame",
+    "parse_session_frame",
     "public_key_from_did",
     "read_keystore_did",
     "rotate",
     "save_identity",
     "seal_envelope",
+    "seal_session_frame",
+    "session_mac",
     "verify_frame",
     "verify_key_for_did",
     "verify_rotation",
+    "verify_session_frame",
 ]

@@ -20,6 +20,7 @@ import re
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
+from typing import Protocol
 
 import msgpack
 from nacl.exceptions import BadSignatureError
@@ -121,6 +122,19 @@ class Envelope:
             dict(self.headers),
             self.body,
         ]
+
+
+class AuthenticatedFrame(Protocol):
+    """What :func:`decode_payload` reads: a sender and the payload bytes it authenticated.
+
+    A signed :class:`Frame` and a session frame (``iatp.session_frame``) both fit.
+    """
+
+    @property
+    def sender(self) -> str: ...
+
+    @property
+    def payload(self) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +382,7 @@ def verify_frame(frame: Frame) -> None:
         raise InvalidSignature("signature does not verify", sender=frame.sender) from None
 
 
-def decode_payload(frame: Frame, limits: EnvelopeLimits = DEFAULT_LIMITS) -> Envelope:
+def decode_payload(frame: AuthenticatedFrame, limits: EnvelopeLimits = DEFAULT_LIMITS) -> Envelope:
     """Strictly decode the (already verified) payload into an :class:`Envelope`.
 
     Raises:

@@ -24,6 +24,8 @@ counters, audit records and the JSON test vectors (``tests/vectors``)::
             │   ├── InvalidSenderDID       code "invalid_sender"
             │   └── NonCanonicalEncoding   code "non_canonical"
             ├── InvalidSignature           code "bad_signature"
+            ├── InvalidSessionMAC          code "bad_mac"
+            ├── UnknownSession             code "unknown_session"
             ├── SenderMismatch             code "sender_mismatch"
             ├── ExpiredEnvelope            code "expired"
             ├── IssuedInFuture             code "issued_in_future"
@@ -145,6 +147,18 @@ class NonCanonicalEncoding(MalformedEnvelope):
 
 class InvalidSignature(EnvelopeError):
     code = "bad_signature"
+
+
+class InvalidSessionMAC(EnvelopeError):
+    """A session frame's MAC does not verify under the session's receive key."""
+
+    code = "bad_mac"
+
+
+class UnknownSession(EnvelopeError):
+    """A session frame names no session this receiver holds with its sender."""
+
+    code = "unknown_session"
 
 
 class SenderMismatch(EnvelopeError):

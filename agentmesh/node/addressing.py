@@ -4,6 +4,7 @@
 
     {mesh}.agent.{key}.inbox        signed envelopes addressed to one agent
     {mesh}.agent.{key}.handshake    the three-message IATP handshake
+    {mesh}.agent.{key}.session      session-MAC envelopes (after a handshake; iatp.md §15)
     {mesh}.topic.{name}             broadcast topics (recipient "topic:{name}")
     {mesh}.ctl.{name}               mesh-wide control (revocations, quarantine, ...)
 
@@ -46,6 +47,9 @@ class MeshAddressing:
 
     def inbox(self, did: str) -> str:
         return f"{self.mesh}.agent.{self.agent_key(did)}.inbox"
+
+    def session_inbox(self, did: str) -> str:
+        return f"{self.mesh}.agent.{self.agent_key(did)}.session"
 
     def handshake(self, did: str) -> str:
         return f"{self.mesh}.agent.{self.agent_key(did)}.handshake"

@@ -60,6 +60,14 @@ class InboundMessage:
     envelope: Envelope
     subject: str
     is_request: bool
+    authenticated_by: str = "signature"
+    """``"signature"`` (Ed25519, verifiable by anyone) or ``"session"`` (a handshake
+    session's MAC: convinces only this node). Evidence, audit and saga state must
+    come from signed messages only."""
+
+    @property
+    def is_signed(self) -> bool:
+        return self.authenticated_by == "signature"
 
     @property
     def sender(self) -> str:

@@ -3,6 +3,7 @@
 Inbound path of every frame (see docs/architecture.md)::
 
     size -> outer frame -> sender key (cached) -> signature (thread pool, batched)
+          (session inbox: -> session lookup -> MAC, inline)
     -> payload -> lifetime / skew / expiry / audience -> replay cache
     -> interceptors (revocation, policy, trust, saga) -> handler -> outcome
 
@@ -26,6 +27,7 @@ from agentmesh.audit import AuditEvent, AuditSink, MemoryAuditSink
 from agentmesh.errors import (
     InterceptorDenied,
     NodeStateError,
+    NoSession,
     RemoteError,
 )
 from agentmesh.node.addressing import MeshAddressing
@@ -45,6 +47,7 @@ from agentmesh.node.wire import ERROR_TYPE, WireFormatError, decode_error, encod
 from agentmesh.transport.base import Message, Subscription, Transport
 from iatp.clock import Clock, SystemClock
 from iatp.envelope import (
+    AuthenticatedFrame,
     Envelope,
     Frame,
     check_validity,
@@ -58,6 +61,7 @@ from iatp.errors import EnvelopeError, SenderMismatch
 from iatp.handshake import PeerOffer, SessionKeys
 from iatp.identity import AgentIdentity
 from iatp.replay import ReplayCache
+from iatp.session_frame import parse_session_frame, seal_session_frame, verify_session_frame
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +187,11 @@ class MeshNode:
                     self.addressing.handshake(self.did), self._on_handshake
                 )
             )
+            self._subscriptions.append(
+                await self.transport.subscribe(
+                    self.addressing.session_inbox(self.did), self._on_session
+                )
+            )
         except BaseException:
             self._state = NodeState.CLOSING
             await self._teardown(stack)
@@ -268,6 +277,7 @@ class MeshNode:
         *,
         correlation_id: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        session: SessionKeys | None = None,
     ) -> tuple[Envelope, bytes]:
         envelope = new_envelope(
             sender=self.did,
@@ -290,7 +300,10 @@ class MeshNode:
                     f"outbound {message_type} to {recipient} refused: {verdict.reason}",
                     denial_code=verdict.code,
                 )
-        frame = seal_envelope(envelope, self.identity)
+        if session is None:
+            frame = seal_envelope(envelope, self.identity)
+        else:
+            frame = seal_session_frame(envelope, session)
         self.counters.sent += 1
         return envelope, frame
 
@@ -301,16 +314,32 @@ class MeshNode:
         body: bytes,
         *,
         headers: Mapping[str, str] | None = None,
+        via_session: bool = False,
     ) -> bytes:
         """One-way signed message to ``peer``'s inbox; returns the envelope id.
 
+        ``via_session=True`` authenticates it with the handshake session's MAC
+        instead of a signature (see :meth:`request`).
+
         Raises:
-            NodeStateError, InterceptorDenied, TransportError.
+            NodeStateError, InterceptorDenied, TransportError, NoSession.
         """
         self._require_running()
-        envelope, frame = await self._seal(peer, message_type, body, headers=headers)
-        await self.transport.publish(self.addressing.inbox(peer), frame)
+        session, subject = self._route(peer, via_session)
+        envelope, frame = await self._seal(
+            peer, message_type, body, headers=headers, session=session
+        )
+        await self.transport.publish(subject, frame)
         return envelope.id
+
+    def _route(self, peer: str, via_session: bool) -> tuple[SessionKeys | None, str]:
+        """The session (if asked for) and the subject of a message to ``peer``."""
+        if not via_session:
+            return None, self.addressing.inbox(peer)
+        session = self.sessions.sessions.get(peer)
+        if session is None:
+            raise NoSession(f"no handshake session with {peer}: await node.handshake(peer) first")
+        return session, self.addressing.session_inbox(peer)
 
     async def publish(
         self,
@@ -335,23 +364,34 @@ class MeshNode:
         *,
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        via_session: bool = False,
     ) -> InboundMessage:
         """Signed request to ``peer``; returns its verified, signed reply.
 
+        With ``via_session=True`` the request and its reply are authenticated by
+        the MAC of the session from :meth:`handshake` (about 50 µs less crypto
+        per round trip) instead of Ed25519 signatures. A MAC convinces only the
+        two parties: use signatures for anything that must be evidence for a
+        third party (trust receipts, audit, saga state).
+
         Raises:
+            NoSession: ``via_session`` without a handshake with ``peer`` first.
             RequestTimeout, NoResponders: nobody answered.
             RemoteError: the peer answered with a typed error (``remote_code``).
             EnvelopeError: the reply failed verification (forged, replayed, ...).
             InterceptorDenied: a local hook refused to send.
         """
         self._require_running()
-        envelope, frame = await self._seal(peer, message_type, body, headers=headers)
+        session, subject = self._route(peer, via_session)
+        envelope, frame = await self._seal(
+            peer, message_type, body, headers=headers, session=session
+        )
         reply = await self.transport.request(
-            self.addressing.inbox(peer),
+            subject,
             frame,
             timeout=timeout if timeout is not None else self.config.timeouts.request,
         )
-        answer = await self._open_reply(reply, peer, envelope.id)
+        answer = await self._open_reply(reply, peer, envelope.id, session)
         if answer.type == ERROR_TYPE:
             try:
                 code, text = decode_error(answer.body)
@@ -360,10 +400,17 @@ class MeshNode:
             raise RemoteError(f"{peer} answered {code}: {text}", remote_code=code)
         return answer
 
-    async def _open_reply(self, reply: Message, peer: str, request_id: bytes) -> InboundMessage:
+    async def _open_reply(
+        self, reply: Message, peer: str, request_id: bytes, session: SessionKeys | None
+    ) -> InboundMessage:
         try:
-            frame = parse_frame(reply.data, self.config.limits)
-            verify_frame(frame)
+            frame: AuthenticatedFrame
+            if session is None:
+                frame = parse_frame(reply.data, self.config.limits)
+                verify_frame(frame)
+            else:
+                frame = parse_session_frame(reply.data, self.config.limits)
+                verify_session_frame(frame, session)
             envelope = decode_payload(frame, self.config.limits)
             now = self.clock.now_ms()
             check_validity(envelope, now_ms=now, audience=self.did, limits=self.config.limits)
@@ -384,7 +431,12 @@ class MeshNode:
             self._reject(exc, reply.subject)
             raise
         self.counters.accepted += 1
-        return InboundMessage(envelope, reply.subject, is_request=False)
+        return InboundMessage(
+            envelope,
+            reply.subject,
+            is_request=False,
+            authenticated_by="signature" if session is None else "session",
+        )
 
     async def handshake(self, peer: str, *, timeout: float | None = None) -> SessionKeys:
         """Mutual IATP handshake with ``peer``; the session is kept in ``node.sessions``.
@@ -414,6 +466,17 @@ class MeshNode:
         if message.reply:
             await self.transport.publish(message.reply, reply)
 
+    async def _on_session(self, message: Message) -> None:
+        """A session-MAC frame: checked inline (a MAC costs ~1 µs), then admitted."""
+        self.counters.received += 1
+        try:
+            frame = parse_session_frame(message.data, self.config.limits)
+            verify_session_frame(frame, self.sessions.sessions.get(frame.sender))
+        except EnvelopeError as exc:
+            self._reject(exc, message.subject)
+            return
+        await self._admit(message, frame, self.did, "session")
+
     async def _intake(self, message: Message, audience: str) -> None:
         self.counters.received += 1
         try:
@@ -431,41 +494,50 @@ class MeshNode:
             if error is not None:
                 self._reject(error, message.subject)
                 continue
-            try:
-                envelope = decode_payload(frame, self.config.limits)
-                now = self.clock.now_ms()
-                check_validity(envelope, now_ms=now, audience=audience, limits=self.config.limits)
-                self._replay.remember(
-                    envelope.sender,
-                    envelope.id,
-                    envelope.expires_at_ms,
-                    now_ms=now,
-                    clock_skew_ms=self.config.limits.clock_skew_ms,
-                )
-            except EnvelopeError as exc:
-                self._reject(exc, message.subject)
-                continue
-            inbound = InboundMessage(
-                envelope, message.subject, is_request=message.reply is not None
+            await self._admit(message, frame, audience, "signature")
+
+    async def _admit(
+        self, message: Message, frame: AuthenticatedFrame, audience: str, authenticated_by: str
+    ) -> None:
+        """Payload, validity, replay and interceptors for an authenticated frame; dispatch."""
+        try:
+            envelope = decode_payload(frame, self.config.limits)
+            now = self.clock.now_ms()
+            check_validity(envelope, now_ms=now, audience=audience, limits=self.config.limits)
+            self._replay.remember(
+                envelope.sender,
+                envelope.id,
+                envelope.expires_at_ms,
+                now_ms=now,
+                clock_skew_ms=self.config.limits.clock_skew_ms,
             )
-            verdict = await self._check_inbound(inbound)
-            if not verdict.allowed:
-                self.counters.reject(verdict.code)
-                self._audit_event(
-                    "rejected",
-                    verdict.code,
-                    envelope.sender,
-                    verdict.reason,
-                    envelope.id,
-                    message.subject,
-                )
-                await self._reply_error(message, inbound, verdict.code, verdict.reason)
-                await self._record_outcome(inbound, Outcome.REJECTED)
-                continue
-            self.counters.accepted += 1
-            await self._handler_slots.acquire()
-            assert self._tasks is not None
-            self._tasks.create_task(self._dispatch(message, inbound))
+        except EnvelopeError as exc:
+            self._reject(exc, message.subject)
+            return
+        inbound = InboundMessage(
+            envelope,
+            message.subject,
+            is_request=message.reply is not None,
+            authenticated_by=authenticated_by,
+        )
+        verdict = await self._check_inbound(inbound)
+        if not verdict.allowed:
+            self.counters.reject(verdict.code)
+            self._audit_event(
+                "rejected",
+                verdict.code,
+                envelope.sender,
+                verdict.reason,
+                envelope.id,
+                message.subject,
+            )
+            await self._reply_error(message, inbound, verdict.code, verdict.reason)
+            await self._record_outcome(inbound, Outcome.REJECTED)
+            return
+        self.counters.accepted += 1
+        await self._handler_slots.acquire()
+        assert self._tasks is not None
+        self._tasks.create_task(self._dispatch(message, inbound))
 
     async def _check_inbound(self, inbound: InboundMessage) -> Verdict:
         for _, _, interceptor in self._interceptors:
@@ -534,6 +606,7 @@ class MeshNode:
                     inbound.type + ".reply",
                     result or b"",
                     correlation_id=inbound.envelope.id,
+                    session=self._reply_session(inbound),
                 )
                 await self.transport.publish(message.reply, frame)
             await self._record_outcome(inbound, Outcome.SUCCESS)
@@ -553,10 +626,17 @@ class MeshNode:
                 ERROR_TYPE,
                 encode_error(code, reason),
                 correlation_id=inbound.envelope.id,
+                session=self._reply_session(inbound),
             )
             await self.transport.publish(message.reply, frame)
         except Exception:
             logger.exception("could not send an error reply")
+
+    def _reply_session(self, inbound: InboundMessage) -> SessionKeys | None:
+        """Replies travel the way their request came: signed, or under the same session."""
+        if inbound.authenticated_by != "session":
+            return None
+        return self.sessions.sessions.get(inbound.sender)
 
     # -- rejections and audit ----------------------------------------------------------------
 
