@@ -16,6 +16,9 @@ see that module), and stops them all when it ends, whatever happens:
   frames: (a) raw nats-py pub→sub between the same two processes (the subscriber
   only counts), (b) raw PyNaCl verification in the receiver process on as many
   threads as the node's ``verify_workers``, in one chunk per thread.
+* **session request/reply** (latency): the same, with ``via_session=True`` after
+  one handshake: request and reply carry a session MAC instead of an Ed25519
+  signature (iatp.md §15), against raw frames of the session frames' sizes.
 * **handshake over NATS** (latency): ``node.handshake(peer)``, against two raw
   nats-py request/reply round trips with the handshake's message sizes (the
   handshake is two round trips). The goal is absolute: p50 <= 5 ms.
@@ -50,6 +53,7 @@ from iatp.envelope import new_envelope, seal_envelope
 from iatp.handshake import HandshakeInitiator, HandshakeResponder
 from iatp.identity import AgentIdentity
 from iatp.replay import ReplayCache
+from iatp.session_frame import seal_session_frame
 from tests.natsserver import NatsServerProcess
 
 BENCHMARK = Benchmark(
@@ -261,17 +265,29 @@ def _echo_frame_sizes(body: bytes) -> tuple[int, int]:
     return len(request), len(reply)
 
 
-@BENCHMARK.latency(
-    "signed request/reply",
-    subject="`node.request(peer, 'bench.echo', 256 B)` to a MeshNode echoing in a peer "
-    "process (seal, verify, checks, handler, signed reply, verify)",
-    floor="raw nats-py `nc.request` to a raw responder in the same peer process, payloads "
-    "of the signed request / reply frames' sizes",
-    goal=at_most(1.5, metric="p50"),
-    ops=1500,
-    quick_ops=300,
-)
-def request_reply(config: RunConfig) -> Iterator[Pair]:
+def _session_frame_sizes(body: bytes) -> tuple[int, int]:
+    """Sizes of a session-MAC ``bench.echo`` request and of its reply (sealed locally)."""
+    clock = SystemClock()
+    me, peer = AgentIdentity.generate(), AgentIdentity.generate()
+    initiator = HandshakeInitiator(me, peer.did, clock=clock)
+    responder = HandshakeResponder(peer, clock=clock, seen_hellos=ReplayCache())
+    responder.receive_hello(initiator.hello())
+    confirm, mine = initiator.finish(responder.accept())
+    theirs = responder.confirm(confirm)
+    now = clock.now_ms()
+    request = new_envelope(sender=me.did, type=ECHO_TYPE, recipient=peer.did, body=body, now_ms=now)
+    reply = new_envelope(
+        sender=peer.did,
+        type=ECHO_TYPE + ".reply",
+        recipient=me.did,
+        body=body,
+        now_ms=now,
+        correlation_id=bytes(16),
+    )
+    return len(seal_session_frame(request, mine)), len(seal_session_frame(reply, theirs))
+
+
+def _request_reply(via_session: bool) -> Iterator[Pair]:
     with contextlib.ExitStack() as stack:
         url = _server(stack)
         (peer,) = _peers(stack, url, "responder")
@@ -279,7 +295,11 @@ def request_reply(config: RunConfig) -> Iterator[Pair]:
         client = _client(stack, loop, url)
         node, nc, peer_did = client.node, client.nc, peer.info["did"]
         body = random.Random(BODY_SIZE).randbytes(BODY_SIZE)
-        request_size, reply_size = _echo_frame_sizes(body)
+        if via_session:
+            loop.run_until_complete(node.handshake(peer_did, timeout=REQUEST_TIMEOUT))
+            request_size, reply_size = _session_frame_sizes(body)
+        else:
+            request_size, reply_size = _echo_frame_sizes(body)
         raw = _raw_request(reply_size, request_size)
         raw_subject = raw_echo_subject(MESH)
 
@@ -287,7 +307,9 @@ def request_reply(config: RunConfig) -> Iterator[Pair]:
             latencies = []
             for _ in range(n):
                 start = perf_counter()
-                reply = await node.request(peer_did, ECHO_TYPE, body, timeout=REQUEST_TIMEOUT)
+                reply = await node.request(
+                    peer_did, ECHO_TYPE, body, timeout=REQUEST_TIMEOUT, via_session=via_session
+                )
                 latencies.append(perf_counter() - start)
             if reply.body != body:
                 raise RuntimeError("the echo reply does not carry the request body")
@@ -307,6 +329,35 @@ def request_reply(config: RunConfig) -> Iterator[Pair]:
             lambda n: loop.run_until_complete(mesh(n)),
             lambda n: loop.run_until_complete(floor(n)),
         )
+
+
+@BENCHMARK.latency(
+    "signed request/reply",
+    subject="`node.request(peer, 'bench.echo', 256 B)` to a MeshNode echoing in a peer "
+    "process (seal, verify, checks, handler, signed reply, verify)",
+    floor="raw nats-py `nc.request` to a raw responder in the same peer process, payloads "
+    "of the signed request / reply frames' sizes",
+    goal=at_most(1.5, metric="p50"),
+    ops=1500,
+    quick_ops=300,
+)
+def request_reply(config: RunConfig) -> Iterator[Pair]:
+    yield from _request_reply(via_session=False)
+
+
+@BENCHMARK.latency(
+    "session request/reply",
+    subject="`node.request(peer, 'bench.echo', 256 B, via_session=True)` after one "
+    "handshake: request and reply authenticated by the session MAC (iatp.md §15), "
+    "same checks otherwise",
+    floor="raw nats-py `nc.request` to a raw responder in the same peer process, payloads "
+    "of the session request / reply frames' sizes",
+    goal=at_most(1.5, metric="p50"),
+    ops=1500,
+    quick_ops=300,
+)
+def session_request_reply(config: RunConfig) -> Iterator[Pair]:
+    yield from _request_reply(via_session=True)
 
 
 # --------------------------------------------------------------------------- one-way
