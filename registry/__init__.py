@@ -1,3 +1,96 @@
-"""registry: the agent directory (layer 1; imports only iatp)."""
+"""registry: the agent directory's pure core (layer 1; imports only iatp).
 
-__all__: list[str] = []
+Signed agent cards, capability fingerprints (rug-pull detection), signed
+revocation / quarantine / release entries and the rotation chain. The async,
+store-backed directory built on these lives in :mod:`agentmesh.directory`.
+"""
+
+from registry.card import (
+    CARD_DOMAIN,
+    MAX_CAPABILITIES,
+    MAX_CARD_BYTES,
+    MAX_CARD_LIFETIME_MS,
+    AgentCard,
+    Capability,
+    canonical_json,
+    decode_card,
+    sign_card,
+    verify_card,
+)
+from registry.errors import (
+    AgentNotFound,
+    CapabilityDrift,
+    CardDIDMismatch,
+    CardError,
+    CardExpired,
+    CardIssuedInFuture,
+    CardSignatureInvalid,
+    InvalidCard,
+    InvalidRevocation,
+    OversizedCard,
+    RegistryError,
+    RevocationError,
+    RevocationSignatureInvalid,
+    RotationRejected,
+    StaleCard,
+    UnauthorizedRevocation,
+)
+from registry.pins import CapabilityDriftEvent, CapabilityPins, PinKey
+from registry.revocation import (
+    BLOCKING_KINDS,
+    MAX_REVOCATION_BYTES,
+    REVOCATION_DOMAIN,
+    RevocationAuthorities,
+    RevocationEntry,
+    RevocationKind,
+    RevocationLedger,
+    decode_revocation,
+    sign_revocation,
+    verify_revocation,
+)
+from registry.rotations import MAX_CHAIN, RotationChain, decode_rotation_entry
+
+__all__ = [
+    "BLOCKING_KINDS",
+    "CARD_DOMAIN",
+    "MAX_CAPABILITIES",
+    "MAX_CARD_BYTES",
+    "MAX_CARD_LIFETIME_MS",
+    "MAX_CHAIN",
+    "MAX_REVOCATION_BYTES",
+    "REVOCATION_DOMAIN",
+    "AgentCard",
+    "AgentNotFound",
+    "Capability",
+    "CapabilityDrift",
+    "CapabilityDriftEvent",
+    "CapabilityPins",
+    "CardDIDMismatch",
+    "CardError",
+    "CardExpired",
+    "CardIssuedInFuture",
+    "CardSignatureInvalid",
+    "InvalidCard",
+    "InvalidRevocation",
+    "OversizedCard",
+    "PinKey",
+    "RegistryError",
+    "RevocationAuthorities",
+    "RevocationEntry",
+    "RevocationError",
+    "RevocationKind",
+    "RevocationLedger",
+    "RevocationSignatureInvalid",
+    "RotationChain",
+    "RotationRejected",
+    "StaleCard",
+    "UnauthorizedRevocation",
+    "canonical_json",
+    "decode_card",
+    "decode_revocation",
+    "decode_rotation_entry",
+    "sign_card",
+    "sign_revocation",
+    "verify_card",
+    "verify_revocation",
+]

@@ -1,0 +1,494 @@
+"""The agent directory: signed cards in a KV bucket, mirrored into a local cache.
+
+Writes go to the store (JetStream KV over NATS, or the in-memory bus); every node
+watches the buckets and keeps verified copies, so :meth:`Directory.lookup` and
+:meth:`Directory.find` are local reads that never wait on the network. Every card
+read from the store is verified again (signature, DID, validity window) before it
+reaches the cache; refusals are counted and audited.
+
+Buckets of a mesh ``m``: ``m_registry_cards`` (key = the DID's multibase part),
+``m_registry_rotations`` (key = the old DID's multibase part) and
+``m_registry_pins`` (capability fingerprints, see :mod:`registry.pins`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Coroutine
+
+from pydantic import JsonValue
+
+from agentmesh.audit import AuditEvent, AuditSink, MemoryAuditSink
+from agentmesh.directory.cache import CardCache, Rank
+from agentmesh.directory.events import DirectoryEvent, DirectoryEventKind, EventFanout
+from agentmesh.directory.revocations import RevocationList
+from agentmesh.directory.watcher import WatchedBucket, bucket_name
+from agentmesh.errors import KeyExists, TransportError
+from agentmesh.node.addressing import MeshAddressing
+from agentmesh.transport.base import KVEntry, KVOperation, Transport
+from iatp.clock import Clock, SystemClock
+from iatp.did import DID_KEY_PREFIX
+from iatp.errors import AgentMeshError, RotationError
+from iatp.identity import AgentIdentity
+from iatp.rotation import RotationStatement, verify_rotation
+from registry.card import (
+    DEFAULT_CLOCK_SKEW_MS,
+    MAX_CARD_BYTES,
+    AgentCard,
+    Capability,
+    canonical_json,
+    decode_card,
+    sign_card,
+    verify_card,
+)
+from registry.errors import (
+    AgentNotFound,
+    CardDIDMismatch,
+    CardError,
+    InvalidCard,
+    OversizedCard,
+    RegistryError,
+    RotationRejected,
+    StaleCard,
+)
+from registry.pins import CapabilityDriftEvent, CapabilityPins, PinKey
+from registry.rotations import RotationChain, decode_rotation_entry
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TTL_MS = 30_000
+
+
+def _pin_key(key: PinKey) -> str:
+    did, name, version = key
+    digest = hashlib.sha256(f"{name}@{version}".encode()).hexdigest()[:16]
+    return f"{MeshAddressing.agent_key(did)}.{digest}"
+
+
+class Directory:
+    """Register, renew, look up and find agents; follow rotations; detect rug pulls.
+
+    Args:
+        transport: a connected transport; its KV is the store.
+        mesh: mesh name (selects the buckets).
+        revocations: when given, :meth:`find` leaves out blocked agents and the list
+            follows quarantines across rotations recorded here.
+        audit: where refusals, drifts and approvals are audited.
+        node: the DID recorded as ``node`` in audit events.
+        clock: wall clock for validity checks.
+        clock_skew_ms: how far in the future a card's ``issued_at_ms`` may be.
+        sweep_interval: seconds between sweeps that drop expired cards from the cache.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        mesh: str = "agentmesh",
+        revocations: RevocationList | None = None,
+        audit: AuditSink | None = None,
+        node: str = "directory",
+        clock: Clock | None = None,
+        clock_skew_ms: int = DEFAULT_CLOCK_SKEW_MS,
+        sweep_interval: float = 1.0,
+    ) -> None:
+        self.addressing = MeshAddressing(mesh)
+        self.revocations = revocations
+        self.audit: AuditSink = audit if audit is not None else MemoryAuditSink()
+        self.clock: Clock = clock or SystemClock()
+        self.rejected: Counter[str] = Counter()
+        self.pins = CapabilityPins()
+        self.rotations = RotationChain()
+        self._node = node
+        self._skew = clock_skew_ms
+        self._sweep_interval = sweep_interval
+        self._cache = CardCache()
+        self._events = EventFanout()
+        self._own: dict[str, tuple[AgentIdentity, AgentCard, int]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._cards = WatchedBucket(transport, bucket_name(mesh, "cards"), self._on_card)
+        self._rotation_bucket = WatchedBucket(
+            transport, bucket_name(mesh, "rotations"), self._on_rotation
+        )
+        self._pin_bucket = WatchedBucket(transport, bucket_name(mesh, "pins"), self._on_pin)
+        if revocations is not None:
+            revocations.predecessors = self.rotations.predecessors
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, *, timeout: float = 5.0) -> None:
+        """Load pins, rotations and cards from the store, then follow every change.
+
+        Raises:
+            TransportError: a bucket could not be opened.
+        """
+        await self._pin_bucket.start(timeout=timeout)
+        await self._rotation_bucket.start(timeout=timeout)
+        await self._cards.start(timeout=timeout)
+        self._spawn(self._sweep(), "directory-sweep")
+
+    async def aclose(self) -> None:
+        """Stop heartbeats, sweeps and watches; end every :meth:`watch` iterator. Idempotent."""
+        tasks, self._tasks = self._tasks, set()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for bucket in (self._cards, self._rotation_bucket, self._pin_bucket):
+            await bucket.aclose()
+        self._events.close()
+
+    async def __aenter__(self) -> Directory:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _spawn(self, coroutine: Coroutine[object, object, None], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- reads: local, never on the network --------------------------------------------------
+
+    def lookup(self, did: str, *, follow_rotation: bool = True) -> AgentCard | None:
+        """The live card of ``did`` (of its newest key when it rotated), or ``None``."""
+        target = self.rotations.current(did) if follow_rotation else did
+        card = self._cache.get(target)
+        if card is None or not card.is_live(self.clock.now_ms()):
+            return None
+        return card
+
+    def get(self, did: str, *, follow_rotation: bool = True) -> AgentCard:
+        """Like :meth:`lookup`, but raises.
+
+        Raises:
+            AgentNotFound: no live card.
+        """
+        card = self.lookup(did, follow_rotation=follow_rotation)
+        if card is None:
+            raise AgentNotFound(f"no live card for {did}", did=did)
+        return card
+
+    def find(
+        self,
+        capability: str,
+        *,
+        version: str | None = None,
+        rank: Rank | None = None,
+        include_held: bool = False,
+    ) -> list[AgentCard]:
+        """Live cards offering ``capability``, best first.
+
+        Leaves out revoked or quarantined agents, keys that rotated away, and (unless
+        ``include_held``) agents held for a capability drift until re-approved.
+
+        Args:
+            capability: capability name.
+            version: only this version.
+            rank: DID -> score, higher first (e.g. ``TrustEngine.score``).
+            include_held: keep agents held for a drift (for operators, not routing).
+        """
+        return self._cache.find(
+            capability,
+            now_ms=self.clock.now_ms(),
+            version=version,
+            excluded=lambda did: self.is_excluded(did, include_held=include_held),
+            rank=rank,
+        )
+
+    def is_excluded(self, did: str, *, include_held: bool = False) -> bool:
+        """True when routing to ``did`` is refused (blocked, rotated away, or held)."""
+        if self.revocations is not None and self.revocations.is_blocked(did):
+            return True
+        if self.rotations.statement_from(did) is not None:
+            return True
+        return not include_held and self.pins.is_held(did)
+
+    def cards(self) -> list[AgentCard]:
+        """Every live card, by DID."""
+        now = self.clock.now_ms()
+        return [card for card in self._cache.all() if card.is_live(now)]
+
+    def drifts(self, did: str) -> list[CapabilityDriftEvent]:
+        return self.pins.drifts(did)
+
+    def watch(self) -> AsyncIterator[DirectoryEvent]:
+        """Every later change (registered, updated, removed, expired, drift, ...)."""
+        return self._events.events()
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def register(
+        self,
+        identity: AgentIdentity,
+        *,
+        display_name: str,
+        capabilities: tuple[Capability, ...] = (),
+        organization: str | None = None,
+        inbox: str | None = None,
+        ttl_ms: int = DEFAULT_TTL_MS,
+        timeout: float = 2.0,
+    ) -> AgentCard:
+        """Sign and store ``identity``'s card (valid ``ttl_ms``); :meth:`renew` keeps it live.
+
+        Raises:
+            CardError: a field is invalid or the card is too large (audited).
+            TransportError: the store refused the write.
+        """
+        try:
+            card = sign_card(
+                identity,
+                display_name=display_name,
+                inbox=inbox or self.addressing.inbox(identity.did),
+                issued_at_ms=self.clock.now_ms(),
+                ttl_ms=ttl_ms,
+                capabilities=capabilities,
+                organization=organization,
+            )
+        except CardError as exc:
+            self._refuse(exc, identity.did, "register")
+            raise
+        await self.publish(card, timeout=timeout)
+        self._own[identity.did] = (identity, card, ttl_ms)
+        return card
+
+    async def renew(self, identity: AgentIdentity, *, timeout: float = 2.0) -> AgentCard:
+        """Re-sign the card registered by this directory with a fresh validity window.
+
+        Raises:
+            AgentNotFound: ``identity`` was not registered here.
+            TransportError: the store refused the write.
+        """
+        own = self._own.get(identity.did)
+        if own is None:
+            raise AgentNotFound(f"{identity.did} is not registered here", did=identity.did)
+        _, card, ttl_ms = own
+        return await self.register(
+            identity,
+            display_name=card.display_name,
+            capabilities=card.capabilities,
+            organization=card.organization,
+            inbox=card.inbox,
+            ttl_ms=ttl_ms,
+            timeout=timeout,
+        )
+
+    def start_heartbeat(self, identity: AgentIdentity, *, every: float | None = None) -> None:
+        """Renew ``identity``'s card every ``every`` seconds (default: a third of its TTL)."""
+        own = self._own.get(identity.did)
+        if own is None:
+            raise AgentNotFound(f"{identity.did} is not registered here", did=identity.did)
+        period = every if every is not None else own[2] / 3000
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(period)
+                try:
+                    await self.renew(identity, timeout=max(period, 1.0))
+                except AgentMeshError as exc:  # retried next period; the TTL has slack
+                    logger.warning("renewal of %s failed: %s", identity.did, exc)
+
+        self._spawn(beat(), f"heartbeat:{identity.did[-8:]}")
+
+    async def publish(self, card: AgentCard, *, timeout: float = 2.0) -> None:
+        """Verify ``card`` and store it (for cards signed elsewhere).
+
+        Raises:
+            CardError: the card fails :func:`registry.card.verify_card` or is too large.
+            TransportError: the store refused the write.
+        """
+        data = card.encode()
+        try:
+            if len(data) > MAX_CARD_BYTES:
+                raise OversizedCard(f"card is larger than {MAX_CARD_BYTES} bytes", did=card.did)
+            verify_card(card, now_ms=self.clock.now_ms(), clock_skew_ms=self._skew)
+        except CardError as exc:
+            self._refuse(exc, card.did, "publish")
+            raise
+        await self._cards.kv.put(self.addressing.agent_key(card.did), data, timeout=timeout)
+        self._accept(card)
+
+    async def deregister(self, identity: AgentIdentity, *, timeout: float = 2.0) -> None:
+        """Remove ``identity``'s card from the store and stop renewing it."""
+        self._own.pop(identity.did, None)
+        for task in list(self._tasks):
+            if task.get_name() == f"heartbeat:{identity.did[-8:]}":
+                task.cancel()
+        await self._cards.kv.delete(self.addressing.agent_key(identity.did), timeout=timeout)
+        self._remove(identity.did, DirectoryEventKind.REMOVED)
+
+    async def publish_rotation(self, statement: RotationStatement, *, timeout: float = 2.0) -> None:
+        """Store a rotation statement so that every node follows the agent to its new DID.
+
+        Raises:
+            RotationRejected: invalid, or conflicting with a known statement (audited).
+            TransportError: the store refused the write.
+        """
+        try:
+            verify_rotation(statement)
+        except RotationError as exc:
+            self._refuse(RotationRejected(str(exc), did=statement.old_did), None, "rotation")
+            raise RotationRejected(str(exc), did=statement.old_did) from None
+        known = self.rotations.statement_from(statement.old_did)
+        if known is not None and known != statement:
+            error = RotationRejected(f"{statement.old_did} already rotated", did=statement.old_did)
+            self._refuse(error, statement.old_did, "rotation")
+            raise error
+        # On KeyExists the watch delivers whichever statement won; a conflict is refused there.
+        with contextlib.suppress(KeyExists):
+            await self._rotation_bucket.kv.create(
+                self.addressing.agent_key(statement.old_did), statement.encode(), timeout=timeout
+            )
+        self._add_rotation(statement)
+
+    async def approve(self, did: str, *, timeout: float = 2.0) -> AgentCard:
+        """Accept ``did``'s current descriptors (after a drift) on every node.
+
+        Raises:
+            AgentNotFound: no live card for ``did``.
+            TransportError: the store refused the write.
+        """
+        card = self.get(did, follow_rotation=False)
+        for key in self.pins.approve(card):
+            await self._pin_bucket.kv.put(_pin_key(key), self._pin_record(key), timeout=timeout)
+        self._audit("registry", "approved", did, "capability descriptors re-approved")
+        self._events.emit(DirectoryEvent(DirectoryEventKind.APPROVED, did, card))
+        return card
+
+    # -- store -> cache ----------------------------------------------------------------------
+
+    def _on_card(self, item: KVEntry) -> None:
+        did = DID_KEY_PREFIX + item.key
+        if item.operation is KVOperation.DELETE:
+            self._remove(did, DirectoryEventKind.REMOVED)
+            return
+        try:
+            card = decode_card(
+                item.value, now_ms=self.clock.now_ms(), expected_did=did, clock_skew_ms=self._skew
+            )
+        except CardDIDMismatch as exc:
+            self._refuse(exc, did, item.key)
+            return
+        except CardError as exc:
+            self._refuse(exc, exc.did or did, item.key)
+            return
+        self._accept(card)
+
+    def _accept(self, card: AgentCard) -> None:
+        old = self._cache.get(card.did)
+        if old is not None:
+            if old == card:
+                return
+            if card.issued_at_ms < old.issued_at_ms:
+                self._refuse(StaleCard("an older card than the known one", did=card.did), None, "")
+                return
+        self._cache.put(card)
+        kind = DirectoryEventKind.REGISTERED if old is None else DirectoryEventKind.UPDATED
+        self._events.emit(DirectoryEvent(kind, card.did, card))
+        self._check_pins(card)
+
+    def _check_pins(self, card: AgentCard) -> None:
+        was_held = self.pins.is_held(card.did)
+        new, drifts = self.pins.observe(card)
+        for key in new:
+            self._spawn(self._store_pin(key, self._pin_record(key)), "pin")
+        for drift in drifts:
+            detail = f"{drift.name}@{drift.version} {drift.pinned[:12]} -> {drift.seen[:12]}"
+            self._audit("registry_drift", "capability_drift", card.did, detail)
+            self._events.emit(DirectoryEvent(DirectoryEventKind.DRIFT, card.did, card, detail))
+        if was_held and not drifts:
+            self._events.emit(DirectoryEvent(DirectoryEventKind.APPROVED, card.did, card))
+
+    def _pin_record(self, key: PinKey) -> bytes:
+        did, name, version = key
+        record: dict[str, JsonValue] = {"did": did, "name": name, "version": version}
+        record["fingerprint"] = self.pins.pinned(did, name, version) or ""
+        return canonical_json(record)
+
+    async def _store_pin(self, key: PinKey, value: bytes) -> None:
+        with contextlib.suppress(KeyExists, TransportError):
+            await self._pin_bucket.kv.create(_pin_key(key), value)
+
+    def _on_pin(self, item: KVEntry) -> None:
+        if item.operation is KVOperation.DELETE:
+            return
+        try:
+            record = json.loads(item.value)
+            did, name, version = record["did"], record["name"], record["version"]
+            fingerprint = record["fingerprint"]
+            if _pin_key((did, name, version)) != item.key or not isinstance(fingerprint, str):
+                raise ValueError("pin stored under another key")
+        except (ValueError, KeyError, TypeError, AgentMeshError):
+            self._refuse(InvalidCard("malformed capability pin"), None, item.key)
+            return
+        if self.pins.pinned(did, name, version) == fingerprint:
+            return
+        self.pins.pin(did, name, version, fingerprint)
+        card = self._cache.get(did)
+        if card is not None:
+            self._check_pins(card)
+
+    def _on_rotation(self, item: KVEntry) -> None:
+        if item.operation is KVOperation.DELETE:
+            return
+        try:
+            statement = self._decode_rotation(item)
+        except RegistryError as exc:
+            self._refuse(exc, exc.did, item.key)
+            return
+        self._add_rotation(statement)
+
+    def _decode_rotation(self, item: KVEntry) -> RotationStatement:
+        statement = decode_rotation_entry(item.value)
+        if self.addressing.agent_key(statement.old_did) != item.key:
+            raise RotationRejected("rotation stored under another key", did=statement.old_did)
+        return statement
+
+    def _add_rotation(self, statement: RotationStatement) -> None:
+        try:
+            added = self.rotations.add(statement)
+        except RotationRejected as exc:
+            self._refuse(exc, exc.did, "rotation")
+            return
+        if added is not None:
+            detail = f"{statement.old_did} -> {statement.new_did}"
+            self._audit("registry", "rotated", statement.old_did, detail)
+            self._events.emit(
+                DirectoryEvent(DirectoryEventKind.ROTATED, statement.new_did, None, detail)
+            )
+
+    def _remove(self, did: str, kind: DirectoryEventKind) -> None:
+        old = self._cache.remove(did)
+        if old is not None:
+            self._events.emit(DirectoryEvent(kind, did, old))
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            for card in self._cache.expired(self.clock.now_ms()):
+                self._remove(card.did, DirectoryEventKind.EXPIRED)
+
+    def _refuse(self, error: RegistryError, did: str | None, where: str) -> None:
+        self.rejected[error.code] += 1
+        self._audit("registry_rejected", error.code, did, f"{where}: {error}")
+        self._events.emit(DirectoryEvent(DirectoryEventKind.REJECTED, did, None, error.code))
+
+    def _audit(self, kind: str, code: str, peer: str | None, detail: str) -> None:
+        self.audit.append(
+            AuditEvent(
+                at_ms=self.clock.now_ms(),
+                node=self._node,
+                kind=kind,
+                code=code,
+                peer=peer,
+                detail=detail[:300],
+            )
+        )
