@@ -1,0 +1,191 @@
+"""Govern any Python callable, sync or async: ``@governed(governor, "http.get")``.
+
+Works for plain functions, CrewAI/AutoGen tool functions, or methods. Every call
+is checked by the :class:`~agentmesh.policy.governor.Governor` with the calling
+agent's identity and context, taken from :func:`acting_as` (a context variable,
+so it follows asyncio tasks). A call without an agent identity is refused.
+A refused call raises the typed :class:`~agentmesh.policy.errors.PolicyDenied`
+subclass that says why; the tool never runs.
+
+Example::
+
+    @governed(governor, "payments.transfer", cost_arg="amount")
+    async def transfer(account: str, amount: float) -> str: ...
+
+    with acting_as(agent.did, context={"saga": saga_id}):
+        await transfer("acct-1", 25.0)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ParamSpec, TypeVar, cast
+
+from agentmesh.policy.decision import DecisionRequest
+from agentmesh.policy.errors import PolicyDenied
+from agentmesh.policy.governor import Governor, Usage
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentContext:
+    """Who is calling, and what else the policy may look at (``context.*`` paths)."""
+
+    did: str
+    org: str | None = None
+    context: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+_CURRENT: contextvars.ContextVar[AgentContext | None] = contextvars.ContextVar(
+    "agentmesh_current_agent", default=None
+)
+
+
+@contextlib.contextmanager
+def acting_as(
+    did: str, *, org: str | None = None, context: Mapping[str, Any] | None = None
+) -> Iterator[AgentContext]:
+    """Run the block as agent ``did``: governed calls inside it are decided for that agent."""
+    agent = AgentContext(did, org, MappingProxyType(dict(context or {})))
+    token = _CURRENT.set(agent)
+    try:
+        yield agent
+    finally:
+        _CURRENT.reset(token)
+
+
+def current_agent() -> AgentContext | None:
+    return _CURRENT.get()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """How to read a call: which arguments are the resource, URLs, tokens and cost."""
+
+    action: str
+    resource_arg: str | None = None
+    url_args: tuple[str, ...] = ()
+    tokens_arg: str | None = None
+    cost_arg: str | None = None
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PolicyDenied(f"argument {name!r} must be a number for budgeting", rule="budget")
+    return float(value)
+
+
+class _Checker:
+    """Builds the request for one call and asks the governor."""
+
+    def __init__(self, governor: Governor, spec: ToolSpec, function: Callable[..., Any]) -> None:
+        self.governor = governor
+        self.spec = spec
+        self.signature = inspect.signature(function)
+
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        spec = self.spec
+        agent = _CURRENT.get()
+        if agent is None:
+            raise PolicyDenied(
+                f"{spec.action}: no calling agent (wrap the call in acting_as(did))",
+                action=spec.action,
+                rule="identity",
+            )
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise PolicyDenied(
+                f"{spec.action}: arguments do not fit the tool: {exc}",
+                did=agent.did,
+                action=spec.action,
+                rule="arguments",
+            ) from None
+        arguments = {k: v for k, v in bound.arguments.items() if k not in ("self", "cls")}
+        resource = arguments.get(spec.resource_arg) if spec.resource_arg else None
+        urls = tuple(str(arguments[name]) for name in spec.url_args if arguments.get(name))
+        usage = Usage(
+            tokens=int(_number(arguments.get(spec.tokens_arg, 0), spec.tokens_arg))
+            if spec.tokens_arg
+            else 0,
+            cost=_number(arguments.get(spec.cost_arg, 0), spec.cost_arg) if spec.cost_arg else 0.0,
+            urls=urls,
+        )
+        request = DecisionRequest(
+            spec.action,
+            kind="tool",
+            direction="outbound",
+            peer=agent.did,
+            org=agent.org,
+            resource=None if resource is None else str(resource),
+            args=MappingProxyType(arguments),
+            context=agent.context,
+        )
+        self.governor.authorize(request, usage)
+
+
+def governed(
+    governor: Governor,
+    action: str | None = None,
+    *,
+    resource_arg: str | None = None,
+    url_args: tuple[str, ...] = (),
+    tokens_arg: str | None = None,
+    cost_arg: str | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorator: check every call of a sync or async callable before it runs.
+
+    Args:
+        governor: the node's governor.
+        action: the tool name the policy sees (default: the function's qualified name).
+        resource_arg: the argument that names the resource (``match.resources``).
+        url_args: arguments holding URLs, checked by the egress guard.
+        tokens_arg: the argument counted as tokens against budgets.
+        cost_arg: the argument counted as cost against budgets.
+
+    Raises (from the wrapped call):
+        PolicyDenied and its subclasses: the call was refused and did not run.
+    """
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        name = action or f"{function.__module__}.{function.__qualname__}"
+        spec = ToolSpec(name, resource_arg, tuple(url_args), tokens_arg, cost_arg)
+        check = _Checker(governor, spec, function)
+        if inspect.iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                check(args, kwargs)
+                return await function(*args, **kwargs)
+
+            wrapper = cast(Callable[P, R], async_wrapper)
+        else:
+
+            @functools.wraps(function)
+            def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+                check(args, kwargs)
+                return function(*args, **kwargs)
+
+            wrapper = sync_wrapper
+        wrapper.__agentmesh_action__ = name  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def govern(
+    governor: Governor, function: Callable[P, R], action: str, **options: Any
+) -> Callable[P, R]:
+    """Wrap an existing callable (a framework's tool) without decorator syntax."""
+    return governed(governor, action, **options)(function)
+
+
+__all__ = ["AgentContext", "ToolSpec", "acting_as", "current_agent", "govern", "governed"]

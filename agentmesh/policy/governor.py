@@ -1,0 +1,195 @@
+"""The governor: every check one node applies to a governed action, in one order.
+
+::
+
+    quarantine -> ring capability -> policy decision -> egress (URLs) -> rate limit -> budget
+
+Each refusal raises a typed :class:`PolicyDenied` subclass carrying the DID, the
+ring and the rule (or check) that decided, and is audited; nothing is charged to
+a rate limit or a budget unless every earlier check allowed. Pure and
+synchronous, so message interceptors and tool wrappers share it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from agentmesh.audit import AuditEvent, AuditSink
+from agentmesh.policy.budgets import BudgetLedger
+from agentmesh.policy.decision import Decision, DecisionRequest
+from agentmesh.policy.document import Effect
+from agentmesh.policy.egress import EgressGuard
+from agentmesh.policy.engine import PolicyEngine
+from agentmesh.policy.errors import (
+    AgentQuarantined,
+    ApprovalRequired,
+    PolicyDenied,
+    RingDenied,
+)
+from agentmesh.policy.ratelimit import RateLimiter
+from agentmesh.policy.rings import RingEnforcer
+from iatp.clock import Clock, SystemClock
+
+BlockedCheck = Callable[[str], bool]
+TrustLookup = Callable[[str], float]
+OrgLookup = Callable[[str], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a governed call is about to spend (for budgets) and touch (for egress)."""
+
+    tokens: int = 0
+    cost: float = 0.0
+    urls: Sequence[str] = ()
+
+
+class Governor:
+    """Applies quarantine, rings, policy, egress, rate limits and budgets.
+
+    Args:
+        engine: the policy engine.
+        rings: ring enforcer; when given, the request's ring comes from it and the
+            action must be a capability of that ring.
+        limiter: token buckets per agent and action.
+        budgets: spend per agent and window.
+        egress: checks every URL of a tool call.
+        blocked: ``did -> bool``, true when the agent is quarantined or revoked.
+        trust: ``did -> score`` to fill the request's ``trust``.
+        orgs: ``did -> organization DID`` to fill the request's ``org`` when unset.
+        audit: refusals (and, with ``audit_allows``, allowed tool calls) go here.
+        node: DID recorded in audit events.
+        clock: audit timestamps.
+        audit_allows: also audit allowed tool calls.
+    """
+
+    def __init__(
+        self,
+        engine: PolicyEngine,
+        *,
+        rings: RingEnforcer | None = None,
+        limiter: RateLimiter | None = None,
+        budgets: BudgetLedger | None = None,
+        egress: EgressGuard | None = None,
+        blocked: BlockedCheck | None = None,
+        trust: TrustLookup | None = None,
+        orgs: OrgLookup | None = None,
+        audit: AuditSink | None = None,
+        node: str = "",
+        clock: Clock | None = None,
+        audit_allows: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.rings = rings
+        self.limiter = limiter
+        self.budgets = budgets
+        self.egress = egress
+        self.blocked = blocked
+        self.trust = trust
+        self.orgs = orgs
+        self.audit = audit
+        self.node = node
+        self.clock: Clock = clock or SystemClock()
+        self.audit_allows = audit_allows
+
+    def enrich(self, request: DecisionRequest) -> DecisionRequest:
+        """Fill the request's ring, trust and org from the enforcer and lookups."""
+        did = request.peer
+        if did is None:
+            return request
+        ring = self.rings.ring(did) if self.rings is not None else request.ring
+        trust = self.trust(did) if self.trust is not None else request.trust
+        org = request.org
+        if org is None and self.orgs is not None:
+            org = self.orgs(did)
+        if ring == request.ring and trust == request.trust and org == request.org:
+            return request
+        return replace(request, ring=ring, trust=trust, org=org)
+
+    def authorize(
+        self,
+        request: DecisionRequest,
+        usage: Usage | None = None,
+        *,
+        check_ring: bool = True,
+        meter: bool = True,
+        record: bool = True,
+    ) -> Decision:
+        """Run every check; return the policy's allow decision.
+
+        ``check_ring=False`` skips the ring capability check and ``meter=False`` the rate
+        limits and budgets (outbound messages: the peer is the recipient, not the actor).
+        ``record=False`` leaves auditing to the caller (the node audits its own rejections).
+
+        Raises:
+            AgentQuarantined, RingDenied, PolicyDenied, ApprovalRequired,
+            EgressDenied, RateLimited, BudgetExceeded.
+        """
+        try:
+            request = self.enrich(request)
+            decision = self._authorize(request, usage or Usage(), check_ring, meter)
+        except PolicyDenied as denied:
+            if record:
+                self._record("denied", denied.code, request, str(denied), denied.rule)
+            raise
+        if record and self.audit_allows and request.kind == "tool":
+            self._record("allowed", "allowed", request, decision.reason, decision.rule)
+        return decision
+
+    def _authorize(
+        self, request: DecisionRequest, usage: Usage, check_ring: bool, meter: bool
+    ) -> Decision:
+        did = request.peer
+        if did is not None and self.blocked is not None and self.blocked(did):
+            raise AgentQuarantined(
+                f"{did} is quarantined", did=did, ring=request.ring, rule="quarantine"
+            )
+        if check_ring and self.rings is not None:
+            if did is None:
+                raise RingDenied("no agent identity: ring unknown", action=request.action)
+            self.rings.check(did, request.action)
+        decision = self.engine.decide(request)
+        if decision.effect is not Effect.ALLOW:
+            error = ApprovalRequired if decision.effect is Effect.REQUIRE_APPROVAL else PolicyDenied
+            raise error(
+                f"{request.action}: {decision.reason}",
+                did=did,
+                rule=decision.rule,
+                ring=request.ring,
+                action=request.action,
+            )
+        agent = did or "<anonymous>"
+        try:
+            if self.egress is not None:
+                for url in usage.urls:
+                    self.egress.check_url(url)
+            if meter and self.limiter is not None:
+                self.limiter.acquire(agent, request.action)
+            if meter and self.budgets is not None:
+                self.budgets.charge(agent, request.action, tokens=usage.tokens, cost=usage.cost)
+        except PolicyDenied as denied:
+            denied.did, denied.ring, denied.action = did, request.ring, request.action
+            raise
+        return decision
+
+    def _record(
+        self, kind: str, code: str, request: DecisionRequest, detail: str, rule: str | None
+    ) -> None:
+        if self.audit is None:
+            return
+        self.audit.append(
+            AuditEvent(
+                at_ms=self.clock.now_ms(),
+                node=self.node,
+                kind=f"policy_{kind}",
+                code=code,
+                peer=request.peer,
+                subject=request.action,
+                detail=f"{request.kind} {request.direction} ring={request.ring} "
+                f"rule={rule}: {detail}"[:300],
+            )
+        )
+
+
+__all__ = ["BlockedCheck", "Governor", "OrgLookup", "TrustLookup", "Usage"]
