@@ -1,0 +1,100 @@
+"""Tuning of the trust engine: one frozen, validated dataclass."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+from trust.errors import InvalidTrustConfig
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class TrustConfig:
+    """Every knob of the model; the maths is in ``docs/trust.md``.
+
+    Attributes:
+        half_life_ms: evidence loses half its weight after this long.
+        negative_weight: kappa; one unit of negative evidence cancels this much positive
+            evidence in the propagation weight ``max(alpha - kappa*beta, 0)``.
+        damping: a; share of the global vector re-anchored in the pre-trusted set per step.
+        tolerance: L1 change that ends the power iteration.
+        max_iterations: bound on the power iteration.
+        ring1_score: global score needed for ring 1 (privileged).
+        ring1_evidence: credible evidence needed for ring 1.
+        ring2_score: global score needed for ring 2 (standard).
+        ring2_evidence: credible evidence needed for ring 2.
+        promotion_rounds: recomputes an agent must qualify in a row before each one-ring
+            promotion (demotion is immediate).
+        credibility_share: relative share ``n*t`` at which an observer's reports count
+            fully in drift detection and in the evidence volume.
+        cusum_slack: k, tolerated excess badness per interaction above the baseline.
+        cusum_threshold: h, the CUSUM alarm level.
+        baseline_rate: starting badness baseline of an agent; learnt with ``baseline_gain``.
+        baseline_gain: EWMA gain of the per-agent badness baseline.
+        action_window: recent actions compared with the agent's history.
+        action_min_history: actions needed in the history before the test runs.
+        action_divergence: Jensen-Shannon divergence (bits) that raises a drift.
+        drift_penalty: factor applied to the score of a drifting agent.
+        recovery_successes: credible successes in a row that clear a drift flag.
+        max_future_skew_ms: receipts further ahead of the clock are refused.
+        explain_top: receipts kept per agent for :meth:`TrustEngine.explain`.
+        validate_dids: check that every new agent name is a well-formed did:key.
+    """
+
+    half_life_ms: int = 7 * DAY_MS
+    negative_weight: float = 2.0
+    damping: float = 0.15
+    tolerance: float = 1e-10
+    max_iterations: int = 200
+    ring1_score: float = 0.6
+    ring1_evidence: float = 50.0
+    ring2_score: float = 0.2
+    ring2_evidence: float = 5.0
+    promotion_rounds: int = 2
+    credibility_share: float = 0.5
+    cusum_slack: float = 0.3
+    cusum_threshold: float = 4.0
+    baseline_rate: float = 0.05
+    baseline_gain: float = 0.02
+    action_window: int = 20
+    action_min_history: int = 50
+    action_divergence: float = 0.5
+    drift_penalty: float = 0.1
+    recovery_successes: int = 30
+    max_future_skew_ms: int = 300_000
+    explain_top: int = 8
+    validate_dids: bool = True
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InvalidTrustConfig(f"{f.name} must be finite")
+        _require(self.half_life_ms > 0, "half_life_ms must be > 0")
+        _require(self.negative_weight >= 0, "negative_weight must be >= 0")
+        _require(0.0 < self.damping < 1.0, "damping must be in (0, 1)")
+        _require(0.0 < self.tolerance < 1.0, "tolerance must be in (0, 1)")
+        _require(self.max_iterations >= 1, "max_iterations must be >= 1")
+        _require(0.0 < self.ring2_score <= self.ring1_score < 1.0, "need 0 < ring2 <= ring1 < 1")
+        _require(
+            0.0 <= self.ring2_evidence <= self.ring1_evidence, "need 0 <= ring2 <= ring1 evidence"
+        )
+        _require(self.promotion_rounds >= 1, "promotion_rounds must be >= 1")
+        _require(self.credibility_share > 0, "credibility_share must be > 0")
+        _require(self.cusum_slack >= 0 and self.cusum_threshold > 0, "bad CUSUM parameters")
+        _require(0.0 < self.baseline_rate < 1.0, "baseline_rate must be in (0, 1)")
+        _require(0.0 < self.baseline_gain < 1.0, "baseline_gain must be in (0, 1)")
+        _require(self.action_window >= 2, "action_window must be >= 2")
+        _require(self.action_min_history >= 1, "action_min_history must be >= 1")
+        _require(0.0 < self.action_divergence <= 1.0, "action_divergence must be in (0, 1]")
+        _require(0.0 <= self.drift_penalty < 1.0, "drift_penalty must be in [0, 1)")
+        _require(self.recovery_successes >= 1, "recovery_successes must be >= 1")
+        _require(self.max_future_skew_ms >= 0, "max_future_skew_ms must be >= 0")
+        _require(self.explain_top >= 1, "explain_top must be >= 1")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidTrustConfig(message)

@@ -1,0 +1,118 @@
+"""Local trust per (observer, subject): decayed beta evidence kept in flat numpy arrays.
+
+Each edge holds the positive evidence ``alpha`` and the negative evidence
+``beta``, both decayed to the edge's ``last`` time with the configured half-life.
+A receipt at time ``t`` is folded in as
+
+* ``t >= last``: ``alpha <- alpha * 2^(-(t - last)/H) + w``, ``last <- t``;
+* ``t < last`` (it arrived late): ``alpha <- alpha + w * 2^(-(last - t)/H)``;
+
+so the state equals ``sum_k w_k 2^(-(last - t_k)/H)`` whatever the arrival order
+(up to float rounding). The local estimate is the beta mean
+``(alpha + 1) / (alpha + beta + 2)`` next to the evidence amount ``alpha + beta``:
+an unknown pair is (0.5, 0), a distrusted one is (low, large).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+_INITIAL_CAPACITY = 1024
+_KEY_SHIFT = 32
+
+
+@dataclass(frozen=True, slots=True)
+class LocalTrust:
+    """What one observer's own evidence says about one subject, decayed to ``at_ms``."""
+
+    observer: str
+    subject: str
+    estimate: float
+    evidence: float
+    positive: float
+    negative: float
+    at_ms: int
+
+    @property
+    def known(self) -> bool:
+        """False when the observer has no (remaining) evidence about the subject."""
+        return self.evidence > 1e-9
+
+
+class EdgeStore:
+    """Growable arrays of edges; ``version`` changes whenever an edge is added."""
+
+    def __init__(self) -> None:
+        self._index: dict[int, int] = {}
+        self.count = 0
+        self.version = 0
+        self.observer = np.zeros(_INITIAL_CAPACITY, dtype=np.int64)
+        self.subject = np.zeros(_INITIAL_CAPACITY, dtype=np.int64)
+        self.alpha = np.zeros(_INITIAL_CAPACITY)
+        self.beta = np.zeros(_INITIAL_CAPACITY)
+        self.last = np.zeros(_INITIAL_CAPACITY)
+
+    def edge(self, observer: int, subject: int) -> int | None:
+        return self._index.get((observer << _KEY_SHIFT) | subject)
+
+    def fold(
+        self,
+        observer: int,
+        subject: int,
+        positive: float,
+        negative: float,
+        at_ms: int,
+        half_life_ms: float,
+    ) -> None:
+        """Add decayed evidence to the edge ``observer -> subject`` (created if new)."""
+        key = (observer << _KEY_SHIFT) | subject
+        e = self._index.get(key)
+        if e is None:
+            e = self._append(key, observer, subject, at_ms)
+        last = float(self.last[e])
+        if at_ms >= last:
+            decay = 2.0 ** (-(at_ms - last) / half_life_ms)
+            self.alpha[e] = float(self.alpha[e]) * decay + positive
+            self.beta[e] = float(self.beta[e]) * decay + negative
+            self.last[e] = at_ms
+        else:
+            decay = 2.0 ** (-(last - at_ms) / half_life_ms)
+            self.alpha[e] = float(self.alpha[e]) + positive * decay
+            self.beta[e] = float(self.beta[e]) + negative * decay
+
+    def _append(self, key: int, observer: int, subject: int, at_ms: int) -> int:
+        if self.count == len(self.alpha):
+            self._grow()
+        e = self.count
+        self.count += 1
+        self.version += 1
+        self._index[key] = e
+        self.observer[e] = observer
+        self.subject[e] = subject
+        self.last[e] = at_ms
+        return e
+
+    def _grow(self) -> None:
+        size = 2 * len(self.alpha)
+        for name in ("observer", "subject", "alpha", "beta", "last"):
+            old = getattr(self, name)
+            new = np.zeros(size, dtype=old.dtype)
+            new[: self.count] = old[: self.count]
+            setattr(self, name, new)
+
+    def decayed(
+        self, now_ms: int, half_life_ms: float
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """(alpha, beta) of every edge decayed to ``now_ms`` (never amplified)."""
+        n = self.count
+        age = np.maximum(now_ms - self.last[:n], 0.0)
+        decay = np.exp2(-age / half_life_ms)
+        return self.alpha[:n] * decay, self.beta[:n] * decay
+
+    def local(self, e: int, now_ms: int, half_life_ms: float) -> tuple[float, float]:
+        """(alpha, beta) of one edge decayed to ``now_ms``."""
+        decay = 2.0 ** (-max(now_ms - float(self.last[e]), 0.0) / half_life_ms)
+        return float(self.alpha[e]) * decay, float(self.beta[e]) * decay

@@ -1,0 +1,392 @@
+"""The trust engine: evidence in, local trust, global trust, drift, rings out.
+
+Pure and I/O-free: the mesh, the simulations and external harnesses drive it
+directly. Not thread-safe: one owner calls it (the node's event loop).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections.abc import Callable, Iterable
+
+import networkx as nx
+import numpy as np
+
+from iatp.clock import Clock, SystemClock
+from iatp.did import is_did
+from trust.config import TrustConfig
+from trust.drift import DriftMonitor
+from trust.edges import EdgeStore, LocalTrust
+from trust.errors import EvidenceFromFuture, InvalidEvidence, SelfEvidence
+from trust.events import DriftDetected, RingChanged, TrustEvent, TrustListener
+from trust.evidence import Outcome, Receipt
+from trust.explain import Endorsement, Explanation, ReceiptImpact
+from trust.propagation import FloatArray, PropagationResult, Propagator
+from trust.rings import RING_SANDBOX, RingLadder
+
+logger = logging.getLogger(__name__)
+
+
+class TrustEngine:
+    """Signed-evidence trust with decay, drift detection and EigenTrust propagation.
+
+    Args:
+        pre_trusted: DIDs that anchor the propagation (the paper's pre-trusted peers).
+            Empty means uniform anchoring, which Sybils can exploit: set it in production.
+        clock: time source for decay and the future-skew check.
+        config: model parameters (:class:`TrustConfig`).
+    """
+
+    def __init__(
+        self,
+        pre_trusted: Iterable[str] = (),
+        clock: Clock | None = None,
+        config: TrustConfig | None = None,
+    ) -> None:
+        self.config = config or TrustConfig()
+        self.clock: Clock = clock or SystemClock()
+        self._dids: list[str] = []
+        self._ids: dict[str, int] = {}
+        self._edges = EdgeStore()
+        self._propagator = Propagator()
+        self._rings = RingLadder(self.config)
+        self._drift: dict[int, DriftMonitor] = {}
+        self._drift_events: dict[int, DriftDetected] = {}
+        self._impacts: dict[int, list[tuple[float, int, ReceiptImpact]]] = {}
+        self._seq = itertools.count()
+        self._seen: set[str] = set()
+        self._listeners: list[TrustListener] = []
+        self._trust: FloatArray = np.zeros(0)
+        self._scores: list[float] = []
+        self._credibility: list[float] = []
+        self._evidence: FloatArray = np.zeros(0)
+        self._last: PropagationResult | None = None
+        self._computed_at: int | None = None
+        self.recomputes = 0
+        self._pre_trusted: set[int] = set()
+        for did in sorted(set(pre_trusted)):
+            self._pre_trusted.add(self._agent(did))
+        self._refresh_scores(self._anchor())
+
+    # -- agents ---------------------------------------------------------------
+
+    def _agent(self, did: str) -> int:
+        idx = self._ids.get(did)
+        if idx is None:
+            if self.config.validate_dids and not is_did(did):
+                raise InvalidEvidence(f"{did[:80]!r} is not a did:key")
+            idx = len(self._dids)
+            self._ids[did] = idx
+            self._dids.append(did)
+            self._rings.add()
+        return idx
+
+    @property
+    def agents(self) -> list[str]:
+        """Every DID the engine has heard of (observers, subjects, pre-trusted)."""
+        return list(self._dids)
+
+    @property
+    def pre_trusted(self) -> frozenset[str]:
+        return frozenset(self._dids[i] for i in self._pre_trusted)
+
+    def __contains__(self, did: object) -> bool:
+        return did in self._ids
+
+    def __len__(self) -> int:
+        return len(self._dids)
+
+    # -- events ---------------------------------------------------------------
+
+    def add_listener(self, callback: TrustListener) -> Callable[[], None]:
+        """Call ``callback(event)`` on every :class:`DriftDetected` / :class:`RingChanged`.
+
+        The engine's state is updated before listeners run, so ``ring(did)`` inside a
+        listener already answers the new ring. A listener that raises is logged and
+        skipped. Returns a function that removes the listener.
+        """
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    def _emit(self, event: TrustEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("trust listener %r failed on %s", listener, type(event).__name__)
+
+    # -- evidence -------------------------------------------------------------
+
+    def record(self, evidence: Receipt) -> bool:
+        """Fold one already-verified receipt in. Returns False for a duplicate id.
+
+        Raises:
+            SelfEvidence: observer and subject are the same agent.
+            EvidenceFromFuture: the receipt is further ahead than ``max_future_skew_ms``.
+            InvalidEvidence: not a Receipt, or an agent name is not a did:key.
+        """
+        if not isinstance(evidence, Receipt):
+            raise InvalidEvidence(f"expected a Receipt, got {type(evidence).__name__}")
+        rid = evidence.receipt_id
+        if rid in self._seen:
+            return False
+        if evidence.observer == evidence.subject:
+            raise SelfEvidence("an agent cannot report on itself", receipt_id=rid)
+        now = self.clock.now_ms()
+        if evidence.at_ms > now + self.config.max_future_skew_ms:
+            raise EvidenceFromFuture(
+                f"at_ms is {evidence.at_ms - now} ms ahead of the clock", receipt_id=rid
+            )
+        observer = self._agent(evidence.observer)
+        subject = self._agent(evidence.subject)
+        self._seen.add(rid)
+        severity = evidence.outcome.severity
+        weight = evidence.weight
+        positive = weight if evidence.outcome is Outcome.SUCCESS else 0.0
+        negative = weight * severity
+        self._edges.fold(
+            observer, subject, positive, negative, evidence.at_ms, self.config.half_life_ms
+        )
+        credibility = self.credibility_of(observer)
+        impact = (positive - negative) * credibility
+        self._keep_impact(subject, evidence, impact)
+        monitor = self._drift.get(subject)
+        if monitor is None:
+            monitor = self._drift[subject] = DriftMonitor(self.config)
+        kind = monitor.observe(severity, credibility, evidence.action, self.config)
+        if kind is not None:
+            self._on_drift(subject, kind, evidence, monitor.cusum)
+        elif not monitor.flagged and subject in self._drift_events:
+            del self._drift_events[subject]
+        return True
+
+    def record_many(self, receipts: Iterable[Receipt]) -> int:
+        """Record each receipt; returns how many were new (duplicates are skipped)."""
+        return sum(1 for receipt in receipts if self.record(receipt))
+
+    def has_seen(self, receipt_id: str) -> bool:
+        return receipt_id in self._seen
+
+    def credibility_of(self, idx: int) -> float:
+        """How much an observer's reports count in drift detection, in [0, 1]."""
+        if idx in self._pre_trusted:
+            return 1.0
+        monitor = self._drift.get(idx)
+        if monitor is not None and monitor.flagged:
+            return 0.0
+        return self._credibility[idx] if idx < len(self._credibility) else 0.0
+
+    def _keep_impact(self, subject: int, receipt: Receipt, impact: float) -> None:
+        heap = self._impacts.setdefault(subject, [])
+        item = (
+            abs(impact),
+            next(self._seq),
+            ReceiptImpact(
+                receipt.receipt_id, receipt.observer, receipt.outcome.value, receipt.at_ms, impact
+            ),
+        )
+        if len(heap) < self.config.explain_top:
+            heapq.heappush(heap, item)
+        elif item[0] > heap[0][0]:
+            heapq.heapreplace(heap, item)
+
+    def _on_drift(self, subject: int, kind: str, receipt: Receipt, statistic: float) -> None:
+        now = self.clock.now_ms()
+        did = self._dids[subject]
+        event = DriftDetected(did, kind, receipt.receipt_id, statistic, now)
+        self._drift_events[subject] = event
+        old = self._rings.demote_now(subject)
+        logger.info("drift %s on %s (receipt %s)", kind, did, receipt.receipt_id)
+        self._emit(event)
+        if old != RING_SANDBOX:
+            self._emit(RingChanged(did, old, RING_SANDBOX, "drift", receipt.receipt_id, now))
+
+    # -- global trust ---------------------------------------------------------
+
+    def _anchor(self) -> FloatArray:
+        n = len(self._dids)
+        anchor = np.zeros(n)
+        if self._pre_trusted:
+            anchor[list(self._pre_trusted)] = 1.0 / len(self._pre_trusted)
+        elif n:
+            anchor[:] = 1.0 / n
+        return anchor
+
+    def flagged(self, did: str) -> bool:
+        """True while a drift flag is raised on ``did``."""
+        idx = self._ids.get(did)
+        monitor = self._drift.get(idx) if idx is not None else None
+        return monitor is not None and monitor.flagged
+
+    def recompute(self, *, at_ms: int | None = None, cold: bool = False) -> int:
+        """Recompute global trust, scores, evidence volumes and rings.
+
+        Args:
+            at_ms: evaluation time for decay (default: the clock). Nodes that must agree
+                bit for bit evaluate at the same ``at_ms``.
+            cold: start from the anchor instead of the previous vector.
+
+        Returns:
+            The number of power iterations.
+        """
+        now = self.clock.now_ms() if at_ms is None else at_ms
+        n = len(self._dids)
+        cfg = self.config
+        alpha, beta = self._edges.decayed(now, cfg.half_life_ms)
+        weights = np.maximum(alpha - cfg.negative_weight * beta, 0.0)
+        observers = self._edges.observer[: self._edges.count]
+        suspended = [i for i, m in self._drift.items() if m.flagged]
+        if suspended:
+            weights[np.isin(observers, suspended)] = 0.0
+        anchor = self._anchor()
+        result = self._propagator.run(
+            self._edges,
+            n,
+            weights,
+            anchor,
+            damping=cfg.damping,
+            tolerance=cfg.tolerance,
+            max_iterations=cfg.max_iterations,
+            cold=cold,
+        )
+        self._last, self._computed_at = result, now
+        self._refresh_scores(result.trust)
+        credibility = np.asarray(self._credibility)
+        volume = (alpha + beta) * credibility[observers]
+        self._evidence = np.bincount(
+            self._edges.subject[: self._edges.count], weights=volume, minlength=n
+        ).astype(np.float64)
+        for did_idx, old, new in self._rings.step(self._scores, self._evidence, set(suspended)):
+            self._emit(RingChanged(self._dids[did_idx], old, new, "recompute", None, now))
+        self.recomputes += 1
+        return result.iterations
+
+    def _refresh_scores(self, trust: FloatArray) -> None:
+        self._trust = trust
+        positive = trust > 1e-12 * max(float(trust.max()), 1e-300) if len(trust) else trust
+        share = trust * max(int(np.count_nonzero(positive)), 1)
+        self._scores = (share / (share + 1.0)).tolist()
+        credibility = np.minimum(share / self.config.credibility_share, 1.0)
+        credibility[list(self._pre_trusted)] = 1.0
+        self._credibility = credibility.tolist()
+
+    # -- queries --------------------------------------------------------------
+
+    def score(self, did: str) -> float:
+        """Global score in [0, 1] (0.0 for unknown agents); fits ``Directory.find(rank=...)``."""
+        idx = self._ids.get(did)
+        if idx is None or idx >= len(self._scores):
+            return 0.0
+        value = self._scores[idx]
+        monitor = self._drift.get(idx)
+        if monitor is not None and monitor.flagged:
+            value *= self.config.drift_penalty
+        return value
+
+    def ring(self, did: str) -> int:
+        """Ring 1, 2 or 3 (never 0; 3 for unknown agents). Demotions are visible at once."""
+        idx = self._ids.get(did)
+        return RING_SANDBOX if idx is None else self._rings.ring(idx)
+
+    def evidence(self, did: str) -> float:
+        """Credible evidence volume about ``did`` at the last recompute."""
+        idx = self._ids.get(did)
+        return float(self._evidence[idx]) if idx is not None and idx < len(self._evidence) else 0.0
+
+    def local(self, observer: str, subject: str, *, at_ms: int | None = None) -> LocalTrust:
+        """The observer's own beta estimate of the subject (0.5 with 0 evidence if none)."""
+        now = self.clock.now_ms() if at_ms is None else at_ms
+        o, s = self._ids.get(observer), self._ids.get(subject)
+        e = self._edges.edge(o, s) if o is not None and s is not None else None
+        a, b = (0.0, 0.0) if e is None else self._edges.local(e, now, self.config.half_life_ms)
+        return LocalTrust(observer, subject, (a + 1.0) / (a + b + 2.0), a + b, a, b, now)
+
+    def top(self, limit: int = 10) -> list[tuple[str, float, int]]:
+        """The ``limit`` best (did, score, ring), best first, ties by DID."""
+        ranked = sorted((-self.score(d), d) for d in self._dids)[:limit]
+        return [(d, -s, self.ring(d)) for s, d in ranked]
+
+    def explain(self, did: str) -> Explanation:
+        """The score, its components and the receipts that moved it most."""
+        idx = self._ids.get(did)
+        if idx is None:
+            return Explanation(
+                did,
+                False,
+                0.0,
+                0.0,
+                0.0,
+                False,
+                0.0,
+                0.0,
+                0.0,
+                None,
+                RING_SANDBOX,
+                RING_SANDBOX,
+                self._computed_at,
+            )
+        now = self.clock.now_ms() if self._computed_at is None else self._computed_at
+        trust = float(self._trust[idx]) if idx < len(self._trust) else 0.0
+        scores = self._scores
+        share = scores[idx] / (1.0 - scores[idx]) if idx < len(scores) else 0.0
+        endorsers: list[Endorsement] = []
+        positive = negative = 0.0
+        last = self._last
+        if last is not None and idx < last.matrix.shape[0]:
+            start, stop = last.matrix.indptr[idx], last.matrix.indptr[idx + 1]
+            keep = 1.0 - self.config.damping
+            for pos in range(start, stop):
+                edge = int(last.order[pos])
+                observer = int(last.matrix.indices[pos])
+                a, b = self._edges.local(edge, now, self.config.half_life_ms)
+                positive, negative = positive + a, negative + b
+                contribution = keep * float(last.matrix.data[pos]) * float(self._trust[observer])
+                endorsers.append(
+                    Endorsement(self._dids[observer], contribution, (a + 1) / (a + b + 2), a + b)
+                )
+        endorsers.sort(key=lambda e: (-e.contribution, e.observer))
+        receipts = [item[2] for item in sorted(self._impacts.get(idx, []), reverse=True)]
+        return Explanation(
+            did=did,
+            known=True,
+            score=self.score(did),
+            global_trust=trust,
+            relative_share=share,
+            pre_trusted=idx in self._pre_trusted,
+            evidence=self.evidence(did),
+            positive=positive,
+            negative=negative,
+            drift=self._drift_events.get(idx) if self.flagged(did) else None,
+            ring=self.ring(did),
+            target_ring=self._rings.target(idx),
+            computed_at_ms=self._computed_at,
+            endorsers=endorsers[: self.config.explain_top],
+            receipts=receipts,
+        )
+
+    def to_networkx(self, *, at_ms: int | None = None) -> nx.DiGraph:
+        """The trust graph for analysis and export (not used by the hot path).
+
+        Nodes carry ``score``, ``ring``, ``pre_trusted``; edges ``estimate``,
+        ``evidence``, ``positive``, ``negative`` of the observer's local trust.
+        """
+        now = self.clock.now_ms() if at_ms is None else at_ms
+        graph = nx.DiGraph()
+        for i, did in enumerate(self._dids):
+            graph.add_node(
+                did, score=self.score(did), ring=self.ring(did), pre_trusted=i in self._pre_trusted
+            )
+        alpha, beta = self._edges.decayed(now, self.config.half_life_ms)
+        for e in range(self._edges.count):
+            a, b = float(alpha[e]), float(beta[e])
+            graph.add_edge(
+                self._dids[int(self._edges.observer[e])],
+                self._dids[int(self._edges.subject[e])],
+                estimate=(a + 1.0) / (a + b + 2.0),
+                evidence=a + b,
+                positive=a,
+                negative=b,
+            )
+        return graph
