@@ -77,9 +77,16 @@ class ToolSpec:
     cost_arg: str | None = None
 
 
-def _number(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PolicyDenied(f"argument {name!r} must be a number for budgeting", rule="budget")
+def _number(arguments: Mapping[str, Any], name: str | None, did: str) -> float:
+    if name is None:
+        return 0.0
+    value = arguments.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise PolicyDenied(
+            f"argument {name!r} must be a non-negative number (it is budgeted)",
+            did=did,
+            rule="budget",
+        )
     return float(value)
 
 
@@ -94,6 +101,20 @@ class _Checker:
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         spec = self.spec
         agent = _CURRENT.get()
+        request = DecisionRequest(
+            spec.action, kind="tool", direction="outbound", peer=agent.did if agent else None
+        )
+        try:
+            request, usage = self._read_call(agent, args, kwargs)
+        except PolicyDenied as denied:
+            self.governor.record_refusal(request, denied)
+            raise
+        self.governor.authorize(request, usage)
+
+    def _read_call(
+        self, agent: AgentContext | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[DecisionRequest, Usage]:
+        spec = self.spec
         if agent is None:
             raise PolicyDenied(
                 f"{spec.action}: no calling agent (wrap the call in acting_as(did))",
@@ -112,13 +133,8 @@ class _Checker:
         arguments = {k: v for k, v in bound.arguments.items() if k not in ("self", "cls")}
         resource = arguments.get(spec.resource_arg) if spec.resource_arg else None
         urls = tuple(str(arguments[name]) for name in spec.url_args if arguments.get(name))
-        usage = Usage(
-            tokens=int(_number(arguments.get(spec.tokens_arg, 0), spec.tokens_arg))
-            if spec.tokens_arg
-            else 0,
-            cost=_number(arguments.get(spec.cost_arg, 0), spec.cost_arg) if spec.cost_arg else 0.0,
-            urls=urls,
-        )
+        tokens = _number(arguments, spec.tokens_arg, agent.did)
+        cost = _number(arguments, spec.cost_arg, agent.did)
         request = DecisionRequest(
             spec.action,
             kind="tool",
@@ -129,7 +145,7 @@ class _Checker:
             args=MappingProxyType(arguments),
             context=agent.context,
         )
-        self.governor.authorize(request, usage)
+        return request, Usage(tokens=int(tokens), cost=cost, urls=urls)
 
 
 def governed(

@@ -173,6 +173,10 @@ class Governor:
             raise
         return decision
 
+    def record_refusal(self, request: DecisionRequest, denied: PolicyDenied) -> None:
+        """Audit a refusal decided before :meth:`authorize` could run (no identity, bad args)."""
+        self._record("denied", denied.code, request, str(denied), denied.rule)
+
     def _record(
         self, kind: str, code: str, request: DecisionRequest, detail: str, rule: str | None
     ) -> None:
