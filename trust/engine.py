@@ -62,6 +62,8 @@ class TrustEngine:
         self._scores: list[float] = []
         self._credibility: list[float] = []
         self._evidence: FloatArray = np.zeros(0)
+        self._positive: FloatArray = np.zeros(0)
+        self._negative: FloatArray = np.zeros(0)
         self._last: PropagationResult | None = None
         self._computed_at: int | None = None
         self.recomputes = 0
@@ -254,10 +256,11 @@ class TrustEngine:
         self._last, self._computed_at = result, now
         self._refresh_scores(result.trust)
         credibility = np.asarray(self._credibility)
-        volume = (alpha + beta) * credibility[observers]
-        self._evidence = np.bincount(
-            self._edges.subject[: self._edges.count], weights=volume, minlength=n
-        ).astype(np.float64)
+        subjects = self._edges.subject[: self._edges.count]
+        credible = credibility[observers]
+        self._positive = np.bincount(subjects, weights=alpha * credible, minlength=n)
+        self._negative = np.bincount(subjects, weights=beta * credible, minlength=n)
+        self._evidence = (self._positive + self._negative).astype(np.float64)
         for did_idx, old, new in self._rings.step(self._scores, self._evidence, set(suspended)):
             self._emit(RingChanged(self._dids[did_idx], old, new, "recompute", None, now))
         self.recomputes += 1
@@ -294,6 +297,17 @@ class TrustEngine:
         """Credible evidence volume about ``did`` at the last recompute."""
         idx = self._ids.get(did)
         return float(self._evidence[idx]) if idx is not None and idx < len(self._evidence) else 0.0
+
+    def credible_evidence(self, did: str) -> tuple[float, float]:
+        """(positive, negative) evidence about ``did`` weighted by observer credibility.
+
+        As of the last recompute. ``(0, 0)`` means unknown; a large negative part means
+        distrusted: callers that explore newcomers should skip the latter.
+        """
+        idx = self._ids.get(did)
+        if idx is None or idx >= len(self._evidence):
+            return 0.0, 0.0
+        return float(self._positive[idx]), float(self._negative[idx])
 
     def local(self, observer: str, subject: str, *, at_ms: int | None = None) -> LocalTrust:
         """The observer's own beta estimate of the subject (0.5 with 0 evidence if none)."""
