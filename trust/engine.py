@@ -258,9 +258,13 @@ class TrustEngine:
         credibility = np.asarray(self._credibility)
         subjects = self._edges.subject[: self._edges.count]
         credible = credibility[observers]
-        self._positive = np.bincount(subjects, weights=alpha * credible, minlength=n)
-        self._negative = np.bincount(subjects, weights=beta * credible, minlength=n)
-        self._evidence = (self._positive + self._negative).astype(np.float64)
+        self._positive = np.bincount(subjects, weights=alpha * credible, minlength=n).astype(
+            np.float64
+        )
+        self._negative = np.bincount(subjects, weights=beta * credible, minlength=n).astype(
+            np.float64
+        )
+        self._evidence = self._positive + self._negative
         for did_idx, old, new in self._rings.step(self._scores, self._evidence, set(suspended)):
             self._emit(RingChanged(self._dids[did_idx], old, new, "recompute", None, now))
         self.recomputes += 1
