@@ -230,7 +230,6 @@ class SagaCoordinator:
         run = _Run(SagaState.fold(saga_id, records), lease)
         self.counters.resumed += 1
         self._audit(saga_id, "resumed", None, f"{len(records)} records")
-        lost = False
         try:
             async with asyncio.TaskGroup() as group:
                 keeper = group.create_task(self._keep_lease(run))
@@ -240,12 +239,13 @@ class SagaCoordinator:
                     )
                 await self._drive(run)
                 keeper.cancel()
-        except* SagaOwnershipLost:
-            lost = True
-        if lost:
-            self.counters.ownership_lost += 1
-            self._audit(saga_id, "ownership_lost", None, "another replica took over")
-            return None
+        except BaseExceptionGroup as group_error:
+            first = _first_error(group_error)
+            if isinstance(first, SagaOwnershipLost):
+                self.counters.ownership_lost += 1
+                self._audit(saga_id, "ownership_lost", None, "another replica took over")
+                return None
+            raise first from group_error
         await self.log.release(run.lease)
         return run.state
 
@@ -322,7 +322,18 @@ class SagaCoordinator:
             for e in run.state.executions
             if e.compensation.value == "failed"
         ]
-        await self._append(run, kind, failed=failed)
+        # A completed saga may leave attempts it abandoned on agents that were
+        # quarantined or stopped answering mid-step: their outcome is unknown and
+        # they are not undone automatically (the agent may be hostile or gone), so
+        # they are named in the completion record and audited for reconciliation.
+        abandoned = [
+            {"step": e.step, "agent": e.agent}
+            for e in run.state.executions
+            if kind is RecordKind.SAGA_COMPLETED and e.in_doubt
+        ]
+        await self._append(run, kind, failed=failed, abandoned=abandoned)
+        for item in abandoned:
+            self._audit(run.state.saga_id, "abandoned_in_doubt", item["agent"], item["step"])
         if kind is RecordKind.SAGA_COMPLETED:
             self.counters.completed += 1
         elif kind is RecordKind.SAGA_COMPENSATED:
@@ -598,6 +609,14 @@ class SagaCoordinator:
                 detail=detail,
             )
             await asyncio.sleep(step.retry.delay(attempt))
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf exception of a (nested) task-group error."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 __all__ = ["CoordinatorConfig", "CoordinatorCounters", "SagaCoordinator", "SagaNotFound"]

@@ -278,7 +278,10 @@ class SagaState:
             if record.attempt != view.attempts.get(record.agent, 0) + 1:
                 raise self._illegal(record, "attempts count up by one")
             return
-        if view.status is not StepStatus.RUNNING:
+        never_started = view.status is StepStatus.PENDING and view.agent is None
+        if record.kind is RecordKind.STEP_FAILED and never_started:
+            pass  # no eligible agent at all: the step fails without a start
+        elif view.status is not StepStatus.RUNNING:
             raise self._illegal(record, f"step is {view.status.value}, not running")
         if record.agent != view.agent:
             raise self._illegal(record, "it names another agent than the running one")
