@@ -96,6 +96,48 @@ class RuleModel(_Strict):
         return value.replace("_", "-") if isinstance(value, str) else value
 
 
+class RingsModel(_Strict):
+    """Ring capabilities and policy-assigned rings (caps: an agent is never better than this)."""
+
+    capabilities: dict[int, list[str]] = Field(default_factory=dict)
+    agents: dict[str, int] = Field(default_factory=dict)
+    default: int = Field(default=3, ge=1, le=3)
+
+    @field_validator("capabilities")
+    @classmethod
+    def _capability_rings(cls, value: dict[int, list[str]]) -> dict[int, list[str]]:
+        bad = [ring for ring in value if not 1 <= ring <= 3]
+        if bad:
+            raise ValueError(f"capabilities are listed for rings 1..3, got {bad}")
+        return value
+
+    @field_validator("agents")
+    @classmethod
+    def _agent_rings(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = {did: ring for did, ring in value.items() if not 1 <= ring <= 3}
+        if bad:
+            raise ValueError(f"agents get rings 1..3 (0 is the node's kernel), got {bad}")
+        return value
+
+
+class RateLimitModel(_Strict):
+    """``rate`` calls per second per agent and action, bursts up to ``burst``."""
+
+    actions: list[str] = Field(min_length=1)
+    rate: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class BudgetModel(_Strict):
+    """Calls, tokens or cost per agent per window of ``window_s`` seconds."""
+
+    actions: list[str] = Field(min_length=1)
+    window_s: float = Field(gt=0)
+    calls: int | None = Field(default=None, ge=0)
+    tokens: int | None = Field(default=None, ge=0)
+    cost: float | None = Field(default=None, ge=0)
+
+
 class PolicyDocument(_Strict):
     """A whole policy file."""
 
@@ -106,6 +148,9 @@ class PolicyDocument(_Strict):
     combining: Combining = Combining.DENY_OVERRIDES
     default: Effect = Effect.DENY
     rules: list[RuleModel] = Field(default_factory=list)
+    rings: RingsModel | None = None
+    rate_limits: list[RateLimitModel] = Field(default_factory=list)
+    budgets: list[BudgetModel] = Field(default_factory=list)
 
 
 def _rule_name(raw: object, index: int) -> str:
@@ -167,11 +212,14 @@ def read_policy_file(path: str | Path) -> tuple[object, str]:
 
 __all__ = [
     "SCHEMA_VERSION",
+    "BudgetModel",
     "Combining",
     "Effect",
     "Kind",
     "MatchModel",
     "PolicyDocument",
+    "RateLimitModel",
+    "RingsModel",
     "RuleModel",
     "parse_policy",
     "read_policy_file",

@@ -135,6 +135,10 @@ class RingEnforcer:
         self._elevations: dict[str, ElevationGrant] = {}
         self._lock = threading.Lock()
 
+    def set_capabilities(self, capabilities: Mapping[int, Iterable[str]]) -> None:
+        """Replace the capability table (a policy reload); applies from the next check."""
+        self._capabilities = {ring: PatternSet(c) for ring, c in capabilities.items()}
+
     def base_ring(self, did: str) -> int:
         ring = max(source.ring(did) for source in self._sources)
         return max(ring, 1) if ring <= KERNEL_RING else min(ring, SANDBOX_RING)
