@@ -207,10 +207,15 @@ class StepExecutor:
                 self._audit("compensation_noop", sender, f"{request.saga_id}/{request.step}")
                 return StepReplyBody(ReplyStatus.OK, result={"noop": True})
         record = found[0]
-        if record["state"] == "done" and record["reply"]["status"] != ReplyStatus.OK.value:
-            self.counters.noop_compensations += 1
-            return StepReplyBody(ReplyStatus.OK, result={"noop": True})
-        return "done" if record["state"] == "done" else "in_doubt"
+        if record["state"] != "done":
+            return "in_doubt"  # running: interrupted, or still running in another process
+        status = record["reply"]["status"]
+        if status == ReplyStatus.OK.value:
+            return "done"
+        if status == ReplyStatus.IN_DOUBT.value:
+            return "in_doubt"
+        self.counters.noop_compensations += 1  # it failed cleanly: nothing to undo
+        return StepReplyBody(ReplyStatus.OK, result={"noop": True})
 
     async def _remember_new(self, key: str, request: StepRequestBody, reply: StepReplyBody) -> None:
         with contextlib.suppress(KeyExists):
