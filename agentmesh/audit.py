@@ -83,8 +83,16 @@ class JsonlAuditSink:
 
 
 def read_jsonl_audit(path: str | os.PathLike[str]) -> list[AuditEvent]:
+    """Events of a plain JSON-lines log or of a hash-chained one (``agentmesh.auditlog``)."""
+    events = []
     with Path(path).open(encoding="utf-8") as handle:
-        return [AuditEvent(**json.loads(line)) for line in handle if line.strip()]
+        for line in handle:
+            if line.strip():
+                data = json.loads(line)
+                if "event" in data and "hash" in data:
+                    data = data["event"]
+                events.append(AuditEvent(**data))
+    return events
 
 
 class FanoutAuditSink:

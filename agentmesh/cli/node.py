@@ -11,6 +11,9 @@ from rich.console import Console
 
 from agentmesh.cli.passphrase import obtain_passphrase
 from agentmesh.node.runner import RunPlan, install_stop_signals, run_node
+from agentmesh.policy.engine import CompiledPolicy
+from agentmesh.policy.errors import PolicyLoadError
+from agentmesh.policy.runtime import GovernanceOptions
 from agentmesh.transport.factory import make_transport
 from iatp.did import is_did
 from iatp.errors import KeystoreError
@@ -45,17 +48,44 @@ def run(
         list[str] | None, typer.Option("--capability", help="Capability to declare (repeatable).")
     ] = None,
     audit_log: Annotated[
-        Path | None, typer.Option("--audit-log", help="Append audit events (JSON lines) here.")
+        Path | None,
+        typer.Option(
+            "--audit-log",
+            help="Hash-chained audit log; signed checkpoints go to FILE.checkpoints and the mesh.",
+        ),
     ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy", help="Policy file (YAML/JSON) for every message; SIGHUP reloads it."
+        ),
+    ] = None,
+    authority: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--authority", help="DID allowed to quarantine and release agents (repeatable)."
+        ),
+    ] = None,
+    checkpoint_every: Annotated[
+        int, typer.Option("--checkpoint-every", help="Audit records between signed checkpoints.")
+    ] = 1000,
 ) -> None:
     """Join the mesh, answer `mesh.echo` requests, optionally talk to peers, leave on SIGTERM.
 
     Prints one JSON object per line: ready, handshake, request_failed, requests_done, stats, left.
     """
     peers = tuple(peer or ())
-    for did in peers:
+    for did in (*peers, *(authority or ())):
         if not is_did(did):
-            raise typer.BadParameter(f"{did!r} is not an Ed25519 did:key", param_hint="--peer")
+            raise typer.BadParameter(
+                f"{did!r} is not an Ed25519 did:key", param_hint="--peer/--authority"
+            )
+    if policy is not None:
+        try:
+            CompiledPolicy.from_file(policy)
+        except PolicyLoadError as exc:
+            console.print(f"[red]policy error:[/] {exc}\nFix it (see 'agentmesh policy check').")
+            raise typer.Exit(2) from None
     try:
         me = load_identity(identity, obtain_passphrase(passphrase_env, confirm=False))
     except KeystoreError as exc:
@@ -78,6 +108,12 @@ def run(
             plan,
             mesh=mesh,
             audit_log=str(audit_log) if audit_log else None,
+            governance=GovernanceOptions(
+                policy=str(policy) if policy else None,
+                authorities=tuple(authority or ()),
+                checkpoint_every=checkpoint_every,
+                reload_on_sighup=True,
+            ),
             stop=stop,
         )
 

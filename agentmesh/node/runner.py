@@ -12,14 +12,14 @@ import json
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TextIO
 
-from agentmesh.audit import AuditSink, JsonlAuditSink, MemoryAuditSink
 from agentmesh.errors import AgentMeshError, NoResponders, RequestTimeout
 from agentmesh.node.config import NodeConfig
 from agentmesh.node.interceptors import InboundMessage
 from agentmesh.node.node import MeshNode
+from agentmesh.policy.runtime import GovernanceOptions, NodeGovernance
 from agentmesh.transport.base import Transport
 from iatp.identity import AgentIdentity
 
@@ -71,20 +71,26 @@ async def run_node(
     *,
     mesh: str = "agentmesh",
     audit_log: str | None = None,
+    governance: GovernanceOptions | None = None,
     emit: Callable[..., None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> int:
     """Run until ``plan.duration`` elapses or ``stop`` is set (SIGTERM/SIGINT in the CLI).
 
     Returns the process exit code: 0 when every planned request got its reply.
+    ``audit_log`` is a hash-chained log with signed checkpoints; ``governance``
+    adds a policy, quarantine authorities and live reload (see NodeGovernance).
     """
     say = emit or EventPrinter(sys.stdout)
     stop = stop or asyncio.Event()
-    audit: AuditSink = JsonlAuditSink(audit_log) if audit_log else MemoryAuditSink()
+    options = replace(governance or GovernanceOptions(), audit_log=audit_log)
+    governed = NodeGovernance(identity, transport, options, mesh=mesh, emit=say)
+    audit = governed.audit
     failures = 0
     config = NodeConfig(mesh=mesh, capabilities=plan.capabilities)
     try:
-        async with MeshNode(identity, transport, config=config, audit=audit) as node:
+        async with governed, MeshNode(identity, transport, config=config, audit=audit) as node:
+            governed.install(node)
             node.handle(ECHO_TYPE, _echo)
             say("ready", did=node.did, inbox=node.addressing.inbox(node.did))
             for peer in plan.peers:
@@ -116,8 +122,8 @@ async def run_node(
                 await asyncio.wait_for(stop.wait(), timeout=plan.duration)
             say("stats", **node.counters.snapshot())
     finally:
-        if isinstance(audit, JsonlAuditSink):
-            audit.close()
+        if governed.chain is not None:
+            governed.chain.close()
     say("left", did=identity.did)
     return 0 if failures == 0 else 1
 
