@@ -19,13 +19,18 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 
 from pydantic import JsonValue
 
 from agentmesh.audit import AuditEvent, AuditSink, MemoryAuditSink
 from agentmesh.directory.cache import CardCache, Rank
-from agentmesh.directory.events import DirectoryEvent, DirectoryEventKind, EventFanout
+from agentmesh.directory.events import (
+    DirectoryEvent,
+    DirectoryEventKind,
+    EventFanout,
+    EventStream,
+)
 from agentmesh.directory.revocations import RevocationList
 from agentmesh.directory.watcher import WatchedBucket, bucket_name
 from agentmesh.errors import KeyExists, TransportError
@@ -134,7 +139,7 @@ class Directory:
 
     async def aclose(self) -> None:
         """Stop heartbeats, sweeps and watches; end every :meth:`watch` iterator. Idempotent."""
-        tasks, self._tasks = self._tasks, set()
+        tasks, self._tasks = list(self._tasks), set()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -154,7 +159,7 @@ class Directory:
     def _spawn(self, coroutine: Coroutine[object, object, None], name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: self._tasks.discard(done))
 
     # -- reads: local, never on the network --------------------------------------------------
 
@@ -220,9 +225,9 @@ class Directory:
     def drifts(self, did: str) -> list[CapabilityDriftEvent]:
         return self.pins.drifts(did)
 
-    def watch(self) -> AsyncIterator[DirectoryEvent]:
-        """Every later change (registered, updated, removed, expired, drift, ...)."""
-        return self._events.events()
+    def watch(self) -> EventStream:
+        """Every change from now on (registered, updated, removed, expired, drift, ...)."""
+        return self._events.stream()
 
     # -- writes ------------------------------------------------------------------------------
 

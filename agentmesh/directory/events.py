@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from registry.card import AgentCard
@@ -31,29 +30,57 @@ class DirectoryEvent:
     detail: str = ""
 
 
+class EventStream:
+    """Events from the moment :meth:`Directory.watch` was called; ends when the directory closes.
+
+    Use ``async for event in stream``; call :meth:`close` to stop early.
+    """
+
+    def __init__(self, fanout: EventFanout) -> None:
+        self._fanout = fanout
+        self._queue: asyncio.Queue[DirectoryEvent | None] = asyncio.Queue()
+
+    def put(self, event: DirectoryEvent | None) -> None:
+        self._queue.put_nowait(event)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> DirectoryEvent:
+        event = await self._queue.get()
+        if event is None:
+            self._queue.put_nowait(None)  # stay ended
+            raise StopAsyncIteration
+        return event
+
+    def close(self) -> None:
+        self._fanout.discard(self)
+        self._queue.put_nowait(None)
+
+
 class EventFanout:
-    """Unbounded per-watcher queues; a closed fanout ends every iterator."""
+    """One unbounded queue per open stream; closing the fanout ends every stream."""
 
     def __init__(self) -> None:
-        self._queues: set[asyncio.Queue[DirectoryEvent | None]] = set()
+        self._streams: set[EventStream] = set()
         self._closed = False
 
     def emit(self, event: DirectoryEvent) -> None:
-        for queue in self._queues:
-            queue.put_nowait(event)
+        for stream in self._streams:
+            stream.put(event)
 
-    async def events(self) -> AsyncIterator[DirectoryEvent]:
-        queue: asyncio.Queue[DirectoryEvent | None] = asyncio.Queue()
+    def stream(self) -> EventStream:
+        stream = EventStream(self)
         if self._closed:
-            return
-        self._queues.add(queue)
-        try:
-            while (event := await queue.get()) is not None:
-                yield event
-        finally:
-            self._queues.discard(queue)
+            stream.put(None)
+        else:
+            self._streams.add(stream)
+        return stream
+
+    def discard(self, stream: EventStream) -> None:
+        self._streams.discard(stream)
 
     def close(self) -> None:
         self._closed = True
-        for queue in self._queues:
-            queue.put_nowait(None)
+        for stream in list(self._streams):
+            stream.close()

@@ -136,7 +136,7 @@ async def test_unauthorized_and_forged_entries_are_refused_and_audited(
         assert not rl.is_blocked(agent.did)
         assert rl.rejected["revocation_unauthorized"] == 3
         assert rl.rejected["revocation_invalid"] == 1
-        audited = [e.code for e in rl.audit if e.kind == "revocation_rejected"]  # type: ignore[attr-defined]
+        audited = [e.code for e in rl.audit if e.kind == "revocation_rejected"]
         assert sorted(audited) == sorted(rl.rejected.elements())
     finally:
         await rl.aclose()
