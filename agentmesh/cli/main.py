@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from agentmesh.cli import identity, node
+from agentmesh.cli import audit, identity, node, policy, quarantine
 
 app = typer.Typer(
     help="agentmesh: safe teams of AI agents over a signed, trust-aware mesh.",
@@ -15,6 +15,10 @@ app = typer.Typer(
 )
 app.add_typer(identity.app, name="identity")
 app.add_typer(node.app, name="node")
+app.add_typer(policy.app, name="policy")
+app.add_typer(audit.app, name="audit")
+app.command("quarantine")(quarantine.quarantine)
+app.command("release")(quarantine.release)
 
 
 @app.command("demo")

@@ -191,6 +191,30 @@ def parse_policy(raw: object, *, file: str = "<memory>") -> PolicyDocument:
         ) from None
 
 
+def rule_lines(text: str) -> dict[str, int]:
+    """Rule id (or ``#index``) -> the 1-based line where it starts, for error locations."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    found: dict[str, int] = {}
+    if not isinstance(root, yaml.MappingNode):
+        return found
+    for key, value in root.value:
+        if getattr(key, "value", None) != "rules" or not isinstance(value, yaml.SequenceNode):
+            continue
+        for index, item in enumerate(value.value):
+            name = f"#{index}"
+            if isinstance(item, yaml.MappingNode):
+                for field_key, field_value in item.value:
+                    if getattr(field_key, "value", None) == "id" and isinstance(
+                        field_value, yaml.ScalarNode
+                    ):
+                        name = str(field_value.value)
+            found.setdefault(name, item.start_mark.line + 1)
+    return found
+
+
 def read_policy_file(path: str | Path) -> tuple[object, str]:
     """Read and parse a ``.yaml``/``.yml``/``.json`` file; returns (raw data, file name).
 
@@ -223,4 +247,5 @@ __all__ = [
     "RuleModel",
     "parse_policy",
     "read_policy_file",
+    "rule_lines",
 ]

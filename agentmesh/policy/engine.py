@@ -28,7 +28,9 @@ from agentmesh.policy.document import (
     PolicyDocument,
     parse_policy,
     read_policy_file,
+    rule_lines,
 )
+from agentmesh.policy.errors import PolicyLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +71,13 @@ class CompiledPolicy:
             PolicyLoadError: naming the file, the rule and the reason.
         """
         raw, file = read_policy_file(path)
-        return cls.from_data(raw, file=file)
+        try:
+            return cls.from_data(raw, file=file)
+        except PolicyLoadError as exc:
+            if exc.rule is None:
+                raise
+            text = Path(path).read_text(encoding="utf-8")
+            raise exc.at_line(rule_lines(text).get(exc.rule)) from None
 
     def candidates(self, action: str) -> tuple[CompiledRule, ...]:
         """Rules that may apply to ``action``, in document order (cached per action)."""

@@ -6,7 +6,7 @@ understand why (``did``, ``rule``, ``ring``, ``action``)::
     AgentMeshError
     └── MeshError
         └── PolicyError                       code "policy_error"
-            ├── PolicyLoadError               code "policy_load"       (file, rule, reason)
+            ├── PolicyLoadError               code "policy_load"       (file, line, rule, reason)
             ├── PolicyEvaluationError         code "policy_evaluation" (an evaluation bug; denies)
             ├── ElevationError                code "elevation_refused"  (not an authority, ...)
             ├── QuarantineOrderError          code "quarantine_order"   (bad or unsigned order)
@@ -35,12 +35,26 @@ class PolicyLoadError(PolicyError):
 
     code = "policy_load"
 
-    def __init__(self, reason: str, *, file: str = "<memory>", rule: str | None = None) -> None:
-        where = file if rule is None else f"{file}: rule {rule!r}"
+    def __init__(
+        self,
+        reason: str,
+        *,
+        file: str = "<memory>",
+        rule: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        where = file if line is None else f"{file}:{line}"
+        if rule is not None:
+            where += f": rule {rule!r}"
         super().__init__(f"{where}: {reason}")
         self.file = file
         self.rule = rule
+        self.line = line
         self.reason = reason
+
+    def at_line(self, line: int | None) -> PolicyLoadError:
+        """The same error, located at ``line`` of the file (1-based)."""
+        return PolicyLoadError(self.reason, file=self.file, rule=self.rule, line=line)
 
 
 class PolicyEvaluationError(PolicyError):

@@ -1,0 +1,91 @@
+"""``agentmesh audit``: verify a hash-chained audit log against its signed checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentmesh.auditlog.checkpoint import Checkpoint, checkpoint_path, read_checkpoints
+from agentmesh.auditlog.verify import verify_log
+from agentmesh.errors import TransportError
+from iatp.did import is_did
+
+app = typer.Typer(help="Verify tamper-evident audit logs.", no_args_is_help=True)
+out = Console(emoji=False, highlight=False)
+err = Console(stderr=True, emoji=False, highlight=False)
+
+
+async def _witnessed(url: str, mesh: str, node: str) -> list[Checkpoint | None]:
+    from agentmesh.auditlog.witness import fetch_checkpoints
+    from agentmesh.transport.factory import make_transport
+
+    async with make_transport(url, name="audit-verify") as transport:
+        return await fetch_checkpoints(transport, mesh, node)
+
+
+@app.command("verify")
+def verify(
+    log: Annotated[Path, typer.Argument(help="The audit log (from 'node run --audit-log').")],
+    node: Annotated[
+        str | None,
+        typer.Option("--node", help="DID that must have signed the checkpoints (recommended)."),
+    ] = None,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option("--checkpoints", help="Checkpoint file (default: LOG.checkpoints)."),
+    ] = None,
+    nats: Annotated[
+        str | None,
+        typer.Option(
+            "--nats", help="Also check the checkpoints the mesh witnessed (needs --node)."
+        ),
+    ] = None,
+    mesh: Annotated[str, typer.Option("--mesh", help="Mesh name.")] = "agentmesh",
+) -> None:
+    """Find edited, removed, inserted or reordered records and say where. Exits 1 if any."""
+    if not log.exists():
+        err.print(f"[red]error:[/] {log} does not exist")
+        raise typer.Exit(2)
+    if node is not None and not is_did(node):
+        raise typer.BadParameter(f"{node!r} is not a did:key", param_hint="--node")
+    found: list[tuple[int | None, Checkpoint | None]] = list(
+        read_checkpoints(checkpoints or checkpoint_path(log))
+    )
+    if nats is not None:
+        if node is None:
+            raise typer.BadParameter(
+                "name the node whose checkpoints to fetch", param_hint="--node"
+            )
+        try:
+            found += [(None, c) for c in asyncio.run(_witnessed(nats, mesh, node))]
+        except TransportError as exc:
+            err.print(f"[red]could not read witnessed checkpoints:[/] {exc}")
+            raise typer.Exit(2) from None
+    report = verify_log(log, found, node=node)
+    out.print(
+        f"{log}: {report.records} records, last seq {report.last_seq}, "
+        f"{report.checkpoints} valid checkpoint(s)"
+    )
+    if node is None and report.checkpoints:
+        err.print("[yellow]warning:[/] without --node any validly signed checkpoint counts")
+    if report.ok:
+        if not report.checkpoints:
+            err.print("[yellow]warning:[/] no checkpoint: a full rewrite would go unnoticed")
+        out.print("[green]OK[/]: the chain is intact")
+        return
+    table = Table("problem", "line", "seq", "detail")
+    for problem in report.problems:
+        table.add_row(
+            problem.kind,
+            "-" if problem.line is None else str(problem.line),
+            "-" if problem.seq is None else str(problem.seq),
+            problem.message,
+        )
+    out.print(table)
+    out.print(f"[red]TAMPERED[/]: {len(report.problems)} problem(s)")
+    raise typer.Exit(1)

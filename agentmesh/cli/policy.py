@@ -1,0 +1,100 @@
+"""``agentmesh policy``: check policy files and try requests against them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentmesh.policy.document import Effect
+from agentmesh.policy.engine import CompiledPolicy, PolicyEngine, request_from_mapping
+from agentmesh.policy.errors import PolicyLoadError
+
+app = typer.Typer(help="Check policy files and test requests against them.", no_args_is_help=True)
+out = Console(emoji=False, highlight=False)
+err = Console(stderr=True, emoji=False, highlight=False)
+
+
+@app.command("check")
+def check(
+    files: Annotated[list[Path], typer.Argument(help="Policy files (YAML or JSON).")],
+) -> None:
+    """Load and compile each file; report every load error with its file, rule and reason.
+
+    Exits 1 when any file fails to load.
+    """
+    table = Table("file", "policy", "rules", "combining", "default", "status")
+    failed = 0
+    for path in files:
+        try:
+            policy = CompiledPolicy.from_file(path)
+        except PolicyLoadError as exc:
+            failed += 1
+            table.add_row(str(path), "-", "-", "-", "-", "[red]error[/]")
+            err.print(f"[red]error:[/] {exc}")
+            continue
+        doc = policy.document
+        table.add_row(
+            str(path),
+            policy.label,
+            str(len(policy.rules)),
+            doc.combining.value,
+            doc.default.value,
+            "[green]ok[/]",
+        )
+    out.print(table)
+    if failed:
+        err.print(f"{failed} file(s) failed to load; the policy language is in docs/policy.md")
+        raise typer.Exit(1)
+
+
+@app.command("test")
+def try_request(
+    file: Annotated[Path, typer.Argument(help="Policy file (YAML or JSON).")],
+    request: Annotated[
+        str,
+        typer.Option(
+            "--request",
+            help='The request as JSON: \'{"action": "pay", "ring": 2, "args": {"amount": 5}}\'.',
+        ),
+    ],
+    expect: Annotated[
+        str | None,
+        typer.Option("--expect", help="allow | deny | require-approval: exit 1 if different."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+) -> None:
+    """Print the decision for one request and the rule that decided it."""
+    try:
+        policy = CompiledPolicy.from_file(file)
+    except PolicyLoadError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    try:
+        data = json.loads(request)
+        if not isinstance(data, dict):
+            raise ValueError("the request must be a JSON object")
+        parsed = request_from_mapping(data)
+    except (ValueError, TypeError) as exc:
+        err.print(f"[red]bad --request:[/] {exc}")
+        raise typer.Exit(2) from None
+    decision = PolicyEngine(policy).decide(parsed)
+    if as_json:
+        out.print_json(json.dumps(decision.to_dict()))
+    else:
+        colour = {"allow": "green", "deny": "red"}.get(decision.effect.value, "yellow")
+        out.print(f"[{colour}]{decision.effect.value}[/]  rule: {decision.rule or '(default)'}")
+        out.print(f"reason: {decision.reason}  policy: {decision.policy}")
+    if expect is not None:
+        try:
+            wanted = Effect(expect.replace("_", "-"))
+        except ValueError:
+            err.print("[red]--expect[/] is allow, deny or require-approval")
+            raise typer.Exit(2) from None
+        if decision.effect is not wanted:
+            err.print(f"[red]expected {wanted.value}, got {decision.effect.value}[/]")
+            raise typer.Exit(1)

@@ -1,0 +1,111 @@
+"""``agentmesh quarantine`` / ``agentmesh release``: the signed kill switch."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from agentmesh.cli.passphrase import obtain_passphrase
+from agentmesh.errors import TransportError
+from agentmesh.policy.errors import QuarantineOrderError
+from iatp.did import is_did
+from iatp.errors import KeystoreError
+from iatp.identity import AgentIdentity
+from iatp.keystore import load_identity
+from registry.revocation import RevocationKind
+
+out = Console(emoji=False, highlight=False)
+err = Console(stderr=True, emoji=False, highlight=False)
+
+Identity = Annotated[
+    Path, typer.Option("--identity", help="The authority's identity file (signs the order).")
+]
+Nats = Annotated[str, typer.Option("--nats", help="NATS server URL.")]
+Mesh = Annotated[str, typer.Option("--mesh", help="Mesh name.")]
+PassphraseEnv = Annotated[
+    str | None, typer.Option("--passphrase-env", metavar="VAR", help="Passphrase variable.")
+]
+
+
+async def _send(
+    issuer: AgentIdentity, did: str, kind: RevocationKind, reason: str, url: str, mesh: str
+) -> None:
+    from agentmesh.directory.revocations import RevocationList
+    from agentmesh.policy.killswitch import KillSwitch
+    from agentmesh.transport.factory import make_transport
+    from registry.revocation import RevocationAuthorities
+
+    async with make_transport(url, name="kill-switch") as transport:
+        revocations = RevocationList(
+            transport,
+            mesh=mesh,
+            authorities=RevocationAuthorities(mesh=frozenset({issuer.did})),
+            node=issuer.did,
+        )
+        await revocations.start()
+        try:
+            switch = KillSwitch(transport, revocations, mesh=mesh, node=issuer.did)
+            if kind is RevocationKind.QUARANTINED:
+                await switch.quarantine(issuer, did, reason)
+            else:
+                await switch.release(issuer, did, reason)
+            await transport.flush()
+        finally:
+            await revocations.aclose()
+
+
+def _order(
+    kind: RevocationKind,
+    did: str,
+    reason: str,
+    identity: Path,
+    nats: str,
+    mesh: str,
+    passphrase_env: str | None,
+) -> None:
+    if not is_did(did):
+        raise typer.BadParameter(f"{did!r} is not an Ed25519 did:key", param_hint="DID")
+    try:
+        issuer = load_identity(identity, obtain_passphrase(passphrase_env, confirm=False))
+    except KeystoreError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    try:
+        asyncio.run(_send(issuer, did, kind, reason, nats, mesh))
+    except (QuarantineOrderError, TransportError) as exc:
+        err.print(f"[red]refused:[/] {exc}")
+        raise typer.Exit(1) from None
+    out.print(f"{kind.value}: {did} (signed by {issuer.did}); nodes that trust it obey at once")
+
+
+def quarantine(
+    did: Annotated[str, typer.Argument(help="The agent to quarantine.")],
+    identity: Identity,
+    nats: Nats,
+    reason: Annotated[str, typer.Option("--reason", help="Why (audited everywhere).")],
+    mesh: Mesh = "agentmesh",
+    passphrase_env: PassphraseEnv = None,
+) -> None:
+    """Sign a quarantine order: nodes that trust you stop routing to and from DID at once.
+
+    The order is broadcast (running nodes obey within milliseconds) and stored
+    (nodes that join or restart later obey it too). Nodes trust the DIDs given
+    to 'node run --authority'.
+    """
+    _order(RevocationKind.QUARANTINED, did, reason, identity, nats, mesh, passphrase_env)
+
+
+def release(
+    did: Annotated[str, typer.Argument(help="The agent to release.")],
+    identity: Identity,
+    nats: Nats,
+    reason: Annotated[str, typer.Option("--reason", help="Why (audited everywhere).")],
+    mesh: Mesh = "agentmesh",
+    passphrase_env: PassphraseEnv = None,
+) -> None:
+    """Sign the release of DID's quarantine (an agent can never release itself)."""
+    _order(RevocationKind.RELEASED, did, reason, identity, nats, mesh, passphrase_env)
