@@ -103,6 +103,32 @@ class EdgeStore:
             new[: self.count] = old[: self.count]
             setattr(self, name, new)
 
+    def load(
+        self,
+        observer: npt.NDArray[np.int64],
+        subject: npt.NDArray[np.int64],
+        alpha: npt.NDArray[np.float64],
+        beta: npt.NDArray[np.float64],
+        last: npt.NDArray[np.float64],
+    ) -> None:
+        """Bulk-load unique edges into an empty store (checked by the caller)."""
+        count = len(observer)
+        capacity = max(_INITIAL_CAPACITY, 1 << max(count - 1, 1).bit_length())
+        for name, values in (
+            ("observer", observer),
+            ("subject", subject),
+            ("alpha", alpha),
+            ("beta", beta),
+            ("last", last),
+        ):
+            array = np.zeros(capacity, dtype=getattr(self, name).dtype)
+            array[:count] = values
+            setattr(self, name, array)
+        keys = (observer.astype(np.int64) << _KEY_SHIFT) | subject.astype(np.int64)
+        self._index = dict(zip(keys.tolist(), range(count), strict=True))
+        self.count = count
+        self.version += 1
+
     def decayed(
         self, now_ms: int, half_life_ms: float
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:

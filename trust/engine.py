@@ -9,10 +9,11 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import networkx as nx
 import numpy as np
+import numpy.typing as npt
 
 from iatp.clock import Clock, SystemClock
 from iatp.did import is_did
@@ -53,6 +54,7 @@ class TrustEngine:
         self._propagator = Propagator()
         self._rings = RingLadder(self.config)
         self._drift: dict[int, DriftMonitor] = {}
+        self._flagged: set[int] = set()
         self._drift_events: dict[int, DriftDetected] = {}
         self._impacts: dict[int, list[tuple[float, int, ReceiptImpact]]] = {}
         self._seq = itertools.count()
@@ -60,10 +62,12 @@ class TrustEngine:
         self._listeners: list[TrustListener] = []
         self._trust: FloatArray = np.zeros(0)
         self._scores: list[float] = []
+        self._score_array: FloatArray = np.zeros(0)
         self._credibility: list[float] = []
+        self._credibility_array: FloatArray = np.zeros(0)
         self._evidence: FloatArray = np.zeros(0)
-        self._positive: FloatArray = np.zeros(0)
-        self._negative: FloatArray = np.zeros(0)
+        self._negative: FloatArray | None = None
+        self._split_inputs: tuple[np.ndarray, FloatArray, FloatArray] | None = None
         self._last: PropagationResult | None = None
         self._computed_at: int | None = None
         self.recomputes = 0
@@ -159,10 +163,62 @@ class TrustEngine:
             monitor = self._drift[subject] = DriftMonitor(self.config)
         kind = monitor.observe(severity, credibility, evidence.action, self.config)
         if kind is not None:
+            self._flagged.add(subject)
             self._on_drift(subject, kind, evidence, monitor.cusum)
-        elif not monitor.flagged and subject in self._drift_events:
-            del self._drift_events[subject]
+        elif not monitor.flagged and subject in self._flagged:
+            self._flagged.discard(subject)
+            self._drift_events.pop(subject, None)
         return True
+
+    def load_local_trust(
+        self,
+        agents: Sequence[str],
+        observer: npt.ArrayLike,
+        subject: npt.ArrayLike,
+        positive: npt.ArrayLike,
+        negative: npt.ArrayLike,
+        at_ms: npt.ArrayLike,
+    ) -> None:
+        """Bulk-load local trust into an engine that holds no evidence yet.
+
+        For snapshot restores and benchmarks: edge ``k`` says ``agents[observer[k]]``
+        holds ``positive[k]`` / ``negative[k]`` evidence about ``agents[subject[k]]``,
+        decayed to ``at_ms[k]``. Nothing is loaded if any check fails.
+
+        Raises:
+            InvalidEvidence: evidence was already recorded, an array has the wrong
+                length, an index is out of range, an edge repeats or is a self-loop,
+                an amount is negative or not finite, or an agent is not a did:key.
+        """
+        if self._edges.count or self._seen:
+            raise InvalidEvidence("load_local_trust needs an engine without evidence")
+        obs = np.asarray(observer, dtype=np.int64)
+        sub = np.asarray(subject, dtype=np.int64)
+        pos = np.asarray(positive, dtype=np.float64)
+        neg = np.asarray(negative, dtype=np.float64)
+        last = np.asarray(at_ms, dtype=np.float64)
+        n = len(agents)
+        if not len(obs) == len(sub) == len(pos) == len(neg) == len(last):
+            raise InvalidEvidence("edge arrays differ in length")
+        if len(obs) and (min(obs.min(), sub.min()) < 0 or max(obs.max(), sub.max()) >= n):
+            raise InvalidEvidence("edge index out of range")
+        if np.any(obs == sub):
+            raise InvalidEvidence("self-evidence in the snapshot")
+        if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(neg))) or (
+            np.any(pos < 0) or np.any(neg < 0)
+        ):
+            raise InvalidEvidence("evidence amounts must be finite and >= 0")
+        if len(np.unique(obs * n + sub)) != len(obs):
+            raise InvalidEvidence("an edge appears twice in the snapshot")
+        if len(set(agents)) != n:
+            raise InvalidEvidence("an agent appears twice in the snapshot")
+        if self.config.validate_dids:
+            bad = next((d for d in agents if d not in self._ids and not is_did(d)), None)
+            if bad is not None:
+                raise InvalidEvidence(f"{bad[:80]!r} is not a did:key")
+        local = [self._agent(did) for did in agents]
+        mapping = np.asarray(local, dtype=np.int64)
+        self._edges.load(mapping[obs], mapping[sub], pos, neg, last)
 
     def record_many(self, receipts: Iterable[Receipt]) -> int:
         """Record each receipt; returns how many were new (duplicates are skipped)."""
@@ -175,8 +231,7 @@ class TrustEngine:
         """How much an observer's reports count in drift detection, in [0, 1]."""
         if idx in self._pre_trusted:
             return 1.0
-        monitor = self._drift.get(idx)
-        if monitor is not None and monitor.flagged:
+        if idx in self._flagged:
             return 0.0
         return self._credibility[idx] if idx < len(self._credibility) else 0.0
 
@@ -219,8 +274,7 @@ class TrustEngine:
     def flagged(self, did: str) -> bool:
         """True while a drift flag is raised on ``did``."""
         idx = self._ids.get(did)
-        monitor = self._drift.get(idx) if idx is not None else None
-        return monitor is not None and monitor.flagged
+        return idx is not None and idx in self._flagged
 
     def recompute(self, *, at_ms: int | None = None, cold: bool = False) -> int:
         """Recompute global trust, scores, evidence volumes and rings.
@@ -239,7 +293,7 @@ class TrustEngine:
         alpha, beta = self._edges.decayed(now, cfg.half_life_ms)
         weights = np.maximum(alpha - cfg.negative_weight * beta, 0.0)
         observers = self._edges.observer[: self._edges.count]
-        suspended = [i for i, m in self._drift.items() if m.flagged]
+        suspended = sorted(self._flagged)
         if suspended:
             weights[np.isin(observers, suspended)] = 0.0
         anchor = self._anchor()
@@ -255,17 +309,15 @@ class TrustEngine:
         )
         self._last, self._computed_at = result, now
         self._refresh_scores(result.trust)
-        credibility = np.asarray(self._credibility)
+        credibility = self._credibility_array
         subjects = self._edges.subject[: self._edges.count]
         credible = credibility[observers]
-        self._positive = np.bincount(subjects, weights=alpha * credible, minlength=n).astype(
-            np.float64
-        )
-        self._negative = np.bincount(subjects, weights=beta * credible, minlength=n).astype(
-            np.float64
-        )
-        self._evidence = self._positive + self._negative
-        for did_idx, old, new in self._rings.step(self._scores, self._evidence, set(suspended)):
+        volume = (alpha + beta) * credible
+        self._evidence = np.bincount(subjects, weights=volume, minlength=n).astype(np.float64)
+        # The positive/negative split is needed only by queries: computed on first use.
+        self._split_inputs = (subjects, beta, credible)
+        self._negative = None
+        for did_idx, old, new in self._rings.step(self._score_array, self._evidence, suspended):
             self._emit(RingChanged(self._dids[did_idx], old, new, "recompute", None, now))
         self.recomputes += 1
         return result.iterations
@@ -274,9 +326,11 @@ class TrustEngine:
         self._trust = trust
         positive = trust > 1e-12 * max(float(trust.max()), 1e-300) if len(trust) else trust
         share = trust * max(int(np.count_nonzero(positive)), 1)
-        self._scores = (share / (share + 1.0)).tolist()
+        self._score_array = share / (share + 1.0)
+        self._scores = self._score_array.tolist()
         credibility = np.minimum(share / self.config.credibility_share, 1.0)
         credibility[list(self._pre_trusted)] = 1.0
+        self._credibility_array = credibility
         self._credibility = credibility.tolist()
 
     # -- queries --------------------------------------------------------------
@@ -286,11 +340,9 @@ class TrustEngine:
         idx = self._ids.get(did)
         if idx is None or idx >= len(self._scores):
             return 0.0
-        value = self._scores[idx]
-        monitor = self._drift.get(idx)
-        if monitor is not None and monitor.flagged:
-            value *= self.config.drift_penalty
-        return value
+        if idx in self._flagged:
+            return self._scores[idx] * self.config.drift_penalty
+        return self._scores[idx]
 
     def ring(self, did: str) -> int:
         """Ring 1, 2 or 3 (never 0; 3 for unknown agents). Demotions are visible at once."""
@@ -311,7 +363,13 @@ class TrustEngine:
         idx = self._ids.get(did)
         if idx is None or idx >= len(self._evidence):
             return 0.0, 0.0
-        return float(self._positive[idx]), float(self._negative[idx])
+        if self._negative is None and self._split_inputs is not None:
+            subjects, beta, credible = self._split_inputs
+            self._negative = np.bincount(
+                subjects, weights=beta * credible, minlength=len(self._evidence)
+            ).astype(np.float64)
+        negative = float(self._negative[idx]) if self._negative is not None else 0.0
+        return float(self._evidence[idx]) - negative, negative
 
     def local(self, observer: str, subject: str, *, at_ms: int | None = None) -> LocalTrust:
         """The observer's own beta estimate of the subject (0.5 with 0 evidence if none)."""
@@ -354,13 +412,13 @@ class TrustEngine:
         last = self._last
         if last is not None and idx < last.matrix.shape[0]:
             start, stop = last.matrix.indptr[idx], last.matrix.indptr[idx + 1]
-            keep = 1.0 - self.config.damping
             for pos in range(start, stop):
                 edge = int(last.order[pos])
                 observer = int(last.matrix.indices[pos])
                 a, b = self._edges.local(edge, now, self.config.half_life_ms)
                 positive, negative = positive + a, negative + b
-                contribution = keep * float(last.matrix.data[pos]) * float(self._trust[observer])
+                # The stored matrix already carries the (1 - a) factor.
+                contribution = float(last.matrix.data[pos]) * float(self._trust[observer])
                 endorsers.append(
                     Endorsement(self._dids[observer], contribution, (a + 1) / (a + b + 2), a + b)
                 )

@@ -10,7 +10,7 @@ recomputes in a row before the agent climbs one ring.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +21,8 @@ RING_KERNEL = 0
 RING_PRIVILEGED = 1
 RING_STANDARD = 2
 RING_SANDBOX = 3
+_INITIAL_CAPACITY = 1024
+FloatArray = npt.NDArray[np.float64]
 
 
 class RingLadder:
@@ -28,56 +30,62 @@ class RingLadder:
 
     def __init__(self, config: TrustConfig) -> None:
         self._config = config
-        self._ring: list[int] = []
-        self._target: list[int] = []
-        self._streak: list[int] = []
+        self._count = 0
+        self._ring = np.full(_INITIAL_CAPACITY, RING_SANDBOX, dtype=np.int8)
+        self._target = np.full(_INITIAL_CAPACITY, RING_SANDBOX, dtype=np.int8)
+        self._streak = np.zeros(_INITIAL_CAPACITY, dtype=np.int32)
 
     def add(self) -> None:
-        self._ring.append(RING_SANDBOX)
-        self._target.append(RING_SANDBOX)
-        self._streak.append(0)
+        if self._count == len(self._ring):
+            size = 2 * len(self._ring)
+            self._ring = np.concatenate((self._ring, np.full(size // 2, RING_SANDBOX, np.int8)))
+            self._target = np.concatenate((self._target, np.full(size // 2, RING_SANDBOX, np.int8)))
+            self._streak = np.concatenate((self._streak, np.zeros(size // 2, np.int32)))
+        self._count += 1
 
     def ring(self, idx: int) -> int:
-        return self._ring[idx]
+        return int(self._ring[idx])
 
     def target(self, idx: int) -> int:
-        return self._target[idx]
+        return int(self._target[idx])
 
     def demote_now(self, idx: int) -> int:
         """Move to ring 3 at once (drift); returns the previous ring."""
-        old = self._ring[idx]
+        old = int(self._ring[idx])
         self._ring[idx] = RING_SANDBOX
         self._target[idx] = RING_SANDBOX
         self._streak[idx] = 0
         return old
 
-    def target_for(self, score: float, evidence: float) -> int:
+    def targets(self, scores: FloatArray, evidence: FloatArray) -> npt.NDArray[np.int8]:
+        """Target ring of every agent from its score and credible evidence."""
         cfg = self._config
-        if score >= cfg.ring1_score and evidence >= cfg.ring1_evidence:
-            return RING_PRIVILEGED
-        if score >= cfg.ring2_score and evidence >= cfg.ring2_evidence:
-            return RING_STANDARD
-        return RING_SANDBOX
+        target = np.full(len(scores), RING_SANDBOX, dtype=np.int8)
+        target[(scores >= cfg.ring2_score) & (evidence >= cfg.ring2_evidence)] = RING_STANDARD
+        target[(scores >= cfg.ring1_score) & (evidence >= cfg.ring1_evidence)] = RING_PRIVILEGED
+        return target
 
     def step(
-        self, scores: Sequence[float], evidence: npt.NDArray[np.float64], flagged: set[int]
-    ) -> Iterator[tuple[int, int, int]]:
-        """Apply one recompute; yields ``(idx, old, new)`` for every ring change."""
-        volumes = evidence.tolist()
-        rounds = self._config.promotion_rounds
-        for idx, current in enumerate(self._ring):
-            if idx in flagged:
-                target = RING_SANDBOX
-            else:
-                target = self.target_for(scores[idx], volumes[idx] if idx < len(volumes) else 0.0)
-            self._target[idx] = target
-            if target > current:
-                self._ring[idx], self._streak[idx] = target, 0
-                yield idx, current, target
-            elif target < current:
-                self._streak[idx] += 1
-                if self._streak[idx] >= rounds:
-                    self._ring[idx], self._streak[idx] = current - 1, 0
-                    yield idx, current, current - 1
-            else:
-                self._streak[idx] = 0
+        self, scores: FloatArray, evidence: FloatArray, flagged: Sequence[int]
+    ) -> list[tuple[int, int, int]]:
+        """Apply one recompute; returns ``(idx, old, new)`` for every ring change."""
+        n = self._count
+        target = self.targets(scores[:n], evidence[:n])
+        if len(flagged):
+            target[np.asarray(flagged, dtype=np.int64)] = RING_SANDBOX
+        current = self._ring[:n]
+        self._target[:n] = target
+        demote = target > current
+        climb = target < current
+        streak = self._streak[:n]
+        streak[~climb] = 0
+        streak[climb] += 1
+        promote = climb & (streak >= self._config.promotion_rounds)
+        new = current.copy()
+        new[demote] = target[demote]
+        new[promote] = current[promote] - 1
+        streak[promote] = 0
+        changed = np.flatnonzero(new != current)
+        events = [(int(i), int(current[i]), int(new[i])) for i in changed]
+        self._ring[:n] = new
+        return events
