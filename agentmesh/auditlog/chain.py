@@ -60,6 +60,19 @@ class ChainedRecord:
         return canonical_json(body).decode()
 
 
+def encode_record(seq: int, prev: str, event: AuditEvent) -> tuple[str, str]:
+    """(hash, line) of the next record, serializing the event once.
+
+    Byte-for-byte what :func:`record_hash` and :meth:`ChainedRecord.to_line` give
+    (``prev`` and the hash are hex, so they need no escaping); tests check it.
+    """
+    event_json = canonical_json(asdict(event))
+    head = f'[{seq},"{prev}",'.encode()
+    digest = hashlib.sha256(RECORD_DOMAIN + head + event_json + b"]").hexdigest()
+    line = f'{{"event":{event_json.decode()},"hash":"{digest}","prev":"{prev}","seq":{seq}}}'
+    return digest, line
+
+
 @dataclass(frozen=True, slots=True)
 class ChainHead:
     """Where the chain ends: the last sequence number and its hash."""
@@ -114,12 +127,13 @@ class ChainedAuditLog:
     def append(self, event: AuditEvent) -> None:
         """Append ``event`` as the next record (thread-safe)."""
         with self._lock:
-            record = ChainedRecord.create(self._head.seq + 1, self._head.hash, event)
-            self._file.write(record.to_line() + "\n")
+            seq = self._head.seq + 1
+            digest, line = encode_record(seq, self._head.hash, event)
+            self._file.write(line + "\n")
             self._file.flush()
             if self._fsync:
                 os.fsync(self._file.fileno())
-            self._head = ChainHead(record.seq, record.hash)
+            self._head = ChainHead(seq, digest)
             self._since_checkpoint += 1
             due = self._every > 0 and self._since_checkpoint >= self._every
             if due:
@@ -169,6 +183,7 @@ __all__ = [
     "ChainedRecord",
     "CheckpointHook",
     "canonical_json",
+    "encode_record",
     "iter_lines",
     "record_hash",
 ]

@@ -222,6 +222,7 @@ class CompiledRule:
     effect: Effect
     actions: tuple[str, ...]
     matches: Predicate
+    reason: str = ""
 
     def applies(self, request: DecisionRequest) -> bool:
         return self.matches(request)
@@ -252,13 +253,34 @@ def _compile_rule(rule: RuleModel, order: int, file: str) -> CompiledRule:
     tests.extend(compile_condition(path, spec, fail) for path, spec in rule.when.items())
     negated = [compile_condition(path, spec, fail) for path, spec in rule.unless.items()]
 
+    if not negated:
+        if not tests:
+            return CompiledRule(
+                rule.id, order, rule.effect, tuple(match.actions), _always, _reason(rule)
+            )
+        if len(tests) == 1:
+            return CompiledRule(
+                rule.id, order, rule.effect, tuple(match.actions), tests[0], _reason(rule)
+            )
+
     def matches(request: DecisionRequest) -> bool:
         for test in tests:
             if not test(request):
                 return False
-        return not any(test(request) for test in negated)
+        for test in negated:  # noqa: SIM110 - a plain loop: no generator on the hot path
+            if test(request):
+                return False
+        return True
 
-    return CompiledRule(rule.id, order, rule.effect, tuple(match.actions), matches)
+    return CompiledRule(rule.id, order, rule.effect, tuple(match.actions), matches, _reason(rule))
+
+
+def _always(request: DecisionRequest) -> bool:
+    return True
+
+
+def _reason(rule: RuleModel) -> str:
+    return f"rule {rule.id!r}: {rule.effect.value}"
 
 
 def _pattern_test(field: str, patterns: PatternSet) -> Predicate:

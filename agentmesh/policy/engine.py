@@ -57,6 +57,14 @@ class CompiledPolicy:
                 self._globbed.append((PatternSet(globs), rule))
         self._candidates: dict[str, tuple[CompiledRule, ...]] = {}
         self._lock = threading.Lock()
+        # Decisions are immutable: build each rule's (and the default's) once.
+        self._decisions = {
+            rule.id: Decision(rule.effect, rule.id, rule.reason, self.label) for rule in self.rules
+        }
+        default = document.default
+        self._default = Decision(
+            default, None, f"no rule matched: default {default.value}", self.label
+        )
 
     @classmethod
     def from_data(cls, raw: object, *, file: str = "<memory>") -> CompiledPolicy:
@@ -122,11 +130,10 @@ class CompiledPolicy:
             winner = approval or deny
         if winner is not None:
             return self._decided(winner)
-        default = self.document.default
-        return Decision(default, None, f"no rule matched: default {default.value}", self.label)
+        return self._default
 
     def _decided(self, rule: CompiledRule) -> Decision:
-        return Decision(rule.effect, rule.id, f"rule {rule.id!r}: {rule.effect.value}", self.label)
+        return self._decisions[rule.id]
 
 
 def _deny_all() -> CompiledPolicy:

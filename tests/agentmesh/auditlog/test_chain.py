@@ -188,3 +188,14 @@ def test_any_single_edit_is_detected(tmp_path: Path, index: int, field: str, noi
     assert report.problems[0].line == index + 1
     path.unlink()
     checkpoint_path(path).unlink()
+
+
+@given(i=st.integers(0, 10**6), detail=st.text(max_size=40), peer=st.none() | st.text(max_size=10))
+def test_fast_encoding_is_the_canonical_one(i: int, detail: str, peer: str | None) -> None:
+    from dataclasses import replace
+
+    from agentmesh.auditlog.chain import ChainedRecord, encode_record
+
+    ev = replace(event(i), detail=detail, peer=peer)
+    record = ChainedRecord.create(i + 1, "ab" * 32, ev)
+    assert encode_record(i + 1, "ab" * 32, ev) == (record.hash, record.to_line())
