@@ -1,0 +1,24 @@
+"""Trust on the mesh: signed receipts in a stream, folded by every node.
+
+* :class:`ReceiptLedger`: publish signed receipts; fold the stream (verified,
+  de-duplicated, refused ones audited) into a :class:`trust.TrustEngine`.
+* :class:`ReceiptInterceptor`: a node hook that turns handled messages into receipts.
+* :class:`MeshTrust`: engine + ledger + live fold + periodic recompute for one node.
+* :func:`find_trusted`: directory discovery ranked by global trust.
+"""
+
+from agentmesh.trustnet.discovery import find_trusted
+from agentmesh.trustnet.interceptor import OUTCOMES, ReceiptInterceptor
+from agentmesh.trustnet.ledger import AUDIT_KIND, ReceiptLedger, receipt_subject, stream_name
+from agentmesh.trustnet.service import MeshTrust
+
+__all__ = [
+    "AUDIT_KIND",
+    "OUTCOMES",
+    "MeshTrust",
+    "ReceiptInterceptor",
+    "ReceiptLedger",
+    "find_trusted",
+    "receipt_subject",
+    "stream_name",
+]

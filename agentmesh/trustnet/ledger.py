@@ -1,0 +1,186 @@
+"""The mesh's receipt ledger: signed receipts in a stream, folded by every node.
+
+Stream ``TRUST-<mesh>``, subject ``trust.<mesh>.receipt``, JetStream on NATS (the
+embedded stream otherwise). A receipt is appended with ``msg_id = receipt_id``,
+so the server de-duplicates re-publications inside its window; the engine
+de-duplicates by id forever after. Every node folds the stream *in stream order*
+(nodes do not fold their own receipts before publishing them), so all nodes fold
+the same receipts in the same order and end with the same local trust; a node
+that joins late reads the stream from sequence 1 and catches up.
+
+Each stored receipt is checked before it counts: canonical bytes, the observer's
+signature (a receipt signed by anyone else is forged), then the engine's rules.
+A refused receipt is counted by its error code and audited; the fold goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import AsyncGenerator
+
+from agentmesh.audit import AuditEvent, AuditSink, MemoryAuditSink
+from agentmesh.transport.base import PublishAck, Stream, StreamMessage, Transport
+from iatp.clock import Clock, SystemClock
+from trust.engine import TrustEngine
+from trust.errors import TrustError
+from trust.evidence import SignedReceipt, decode_signed_receipt, verify_receipt
+
+logger = logging.getLogger(__name__)
+
+AUDIT_KIND = "trust_receipt"
+
+
+def stream_name(mesh: str) -> str:
+    return f"TRUST-{mesh}"
+
+
+def receipt_subject(mesh: str) -> str:
+    return f"trust.{mesh}.receipt"
+
+
+class ReceiptLedger:
+    """Publish signed receipts and fold the mesh's receipt stream into ``engine``.
+
+    Build with :meth:`open`. Not thread-safe: use it from one event loop.
+
+    Attributes:
+        position: sequence of the last stream message folded (0 before any).
+        folded: receipts that entered the engine.
+        duplicates: stored receipts whose id the engine had already seen.
+        refused: refused receipts by error code (``forged_receipt``, ``malformed_receipt``...).
+    """
+
+    def __init__(
+        self,
+        stream: Stream,
+        engine: TrustEngine,
+        *,
+        mesh: str,
+        node: str = "",
+        audit: AuditSink | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.stream = stream
+        self.engine = engine
+        self.mesh = mesh
+        self.node = node
+        self.audit: AuditSink = audit if audit is not None else MemoryAuditSink()
+        self.clock: Clock = clock or SystemClock()
+        self.subject = receipt_subject(mesh)
+        self.position = 0
+        self.folded = 0
+        self.duplicates = 0
+        self.refused: Counter[str] = Counter()
+        self._reader: AsyncGenerator[StreamMessage, None] | None = None
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(
+        cls,
+        transport: Transport,
+        engine: TrustEngine,
+        *,
+        mesh: str = "agentmesh",
+        node: str = "",
+        audit: AuditSink | None = None,
+        clock: Clock | None = None,
+        duplicate_window: float = 120.0,
+    ) -> ReceiptLedger:
+        """Create-or-bind the receipt stream of ``mesh``.
+
+        Raises:
+            TransportError: the stream could not be created or bound.
+        """
+        stream = await transport.stream(
+            stream_name(mesh), [receipt_subject(mesh)], duplicate_window=duplicate_window
+        )
+        return cls(stream, engine, mesh=mesh, node=node, audit=audit, clock=clock)
+
+    async def publish(self, signed: SignedReceipt, *, timeout: float = 2.0) -> PublishAck:
+        """Append a signed receipt (de-duplicated by its id). Does not fold it here.
+
+        Raises:
+            TransportError: the stream did not acknowledge the append.
+        """
+        return await self.stream.append(
+            self.subject, signed.encode(), msg_id=signed.receipt.receipt_id, timeout=timeout
+        )
+
+    def fold(self, message: StreamMessage) -> bool:
+        """Check one stored message and record it; False when refused or a duplicate."""
+        self.position = max(self.position, message.seq)
+        try:
+            signed = decode_signed_receipt(message.data)
+            receipt = verify_receipt(signed)
+            if not self.engine.record(receipt):
+                self.duplicates += 1
+                return False
+        except TrustError as exc:
+            self._refuse(exc, message)
+            return False
+        self.folded += 1
+        return True
+
+    def _refuse(self, error: TrustError, message: StreamMessage) -> None:
+        self.refused[error.code] += 1
+        observer = getattr(error, "observer", None)
+        logger.info("refused receipt at seq %d: %s", message.seq, error.code)
+        self.audit.append(
+            AuditEvent(
+                at_ms=self.clock.now_ms(),
+                node=self.node,
+                kind=AUDIT_KIND,
+                code=error.code,
+                peer=observer,
+                envelope_id=getattr(error, "receipt_id", None),
+                subject=message.subject,
+                detail=f"seq {message.seq}: {error}"[:300],
+            )
+        )
+
+    async def catch_up(self, *, timeout: float = 10.0) -> int:
+        """Fold everything stored now (up to the current last sequence); returns folds.
+
+        Raises:
+            TimeoutError: the stored messages did not all arrive within ``timeout``.
+            TransportError: the stream could not be read.
+        """
+        async with self._lock:
+            target = await self.stream.last_seq(timeout=timeout)
+            before = self.folded
+            if self.position >= target:
+                return 0
+            try:
+                async with asyncio.timeout(timeout):
+                    async for message in self._ensure_reader():
+                        self.fold(message)
+                        if message.seq >= target:
+                            break
+            except TimeoutError:
+                await self.aclose()  # a cancelled reader cannot resume; reopen from position
+                raise
+            return self.folded - before
+
+    async def follow(self) -> None:
+        """Fold live receipts as they are stored, until cancelled or the transport closes."""
+        async with self._lock:
+            try:
+                async for message in self._ensure_reader():
+                    self.fold(message)
+            finally:
+                await self.aclose()
+
+    def _ensure_reader(self) -> AsyncGenerator[StreamMessage, None]:
+        if self._reader is None:
+            self._reader = self.stream.read(start_seq=self.position + 1, subject=self.subject)
+        return self._reader
+
+    async def aclose(self) -> None:
+        """Release the stream reader (idempotent)."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                await reader.aclose()
