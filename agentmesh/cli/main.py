@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from agentmesh.cli import audit, identity, node, policy, quarantine
+from agentmesh.cli import audit, identity, node, policy, quarantine, trust
 
 app = typer.Typer(
     help="agentmesh: safe teams of AI agents over a signed, trust-aware mesh.",
@@ -17,6 +17,7 @@ app.add_typer(identity.app, name="identity")
 app.add_typer(node.app, name="node")
 app.add_typer(policy.app, name="policy")
 app.add_typer(audit.app, name="audit")
+app.add_typer(trust.app, name="trust")
 app.command("quarantine")(quarantine.quarantine)
 app.command("release")(quarantine.release)
 
