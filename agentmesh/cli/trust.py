@@ -198,7 +198,7 @@ def graph(
     except ImportError:
         err.print(
             "[red]error:[/] drawing needs matplotlib. Install the plots extra: "
-            "pip install 'agentmesh[plots]'"
+            "pip install 'agentmesh\\[plots]'"
         )
         raise typer.Exit(2) from None
     import networkx as nx
