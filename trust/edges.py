@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from trust.errors import InvalidEvidence
+
 _INITIAL_CAPACITY = 1024
 _KEY_SHIFT = 32
 
@@ -40,6 +42,45 @@ class LocalTrust:
     def known(self) -> bool:
         """False when the observer has no (remaining) evidence about the subject."""
         return self.evidence > 1e-9
+
+
+def check_snapshot(
+    agents: int,
+    observer: npt.ArrayLike,
+    subject: npt.ArrayLike,
+    positive: npt.ArrayLike,
+    negative: npt.ArrayLike,
+    at_ms: npt.ArrayLike,
+) -> tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+]:
+    """Validated arrays of a local-trust snapshot over ``agents`` agents.
+
+    Raises:
+        InvalidEvidence: lengths differ, an index is out of range, an edge repeats or
+            is a self-loop, or an amount is negative or not finite.
+    """
+    obs = np.asarray(observer, dtype=np.int64)
+    sub = np.asarray(subject, dtype=np.int64)
+    pos = np.asarray(positive, dtype=np.float64)
+    neg = np.asarray(negative, dtype=np.float64)
+    last = np.asarray(at_ms, dtype=np.float64)
+    if not len(obs) == len(sub) == len(pos) == len(neg) == len(last):
+        raise InvalidEvidence("edge arrays differ in length")
+    if len(obs) and (min(obs.min(), sub.min()) < 0 or max(obs.max(), sub.max()) >= agents):
+        raise InvalidEvidence("edge index out of range")
+    if np.any(obs == sub):
+        raise InvalidEvidence("self-evidence in the snapshot")
+    amounts_ok = np.all(np.isfinite(pos)) and np.all(np.isfinite(neg))
+    if not amounts_ok or np.any(pos < 0) or np.any(neg < 0) or not np.all(np.isfinite(last)):
+        raise InvalidEvidence("evidence amounts and times must be finite, amounts >= 0")
+    if len(np.unique(obs * agents + sub)) != len(obs):
+        raise InvalidEvidence("an edge appears twice in the snapshot")
+    return obs, sub, pos, neg, last
 
 
 class EdgeStore:

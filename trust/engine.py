@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import networkx as nx
 import numpy as np
@@ -19,7 +19,7 @@ from iatp.clock import Clock, SystemClock
 from iatp.did import is_did
 from trust.config import TrustConfig
 from trust.drift import DriftMonitor
-from trust.edges import EdgeStore, LocalTrust
+from trust.edges import EdgeStore, LocalTrust, check_snapshot
 from trust.errors import EvidenceFromFuture, InvalidEvidence, SelfEvidence
 from trust.events import DriftDetected, RingChanged, TrustEvent, TrustListener
 from trust.evidence import Outcome, Receipt
@@ -192,25 +192,10 @@ class TrustEngine:
         """
         if self._edges.count or self._seen:
             raise InvalidEvidence("load_local_trust needs an engine without evidence")
-        obs = np.asarray(observer, dtype=np.int64)
-        sub = np.asarray(subject, dtype=np.int64)
-        pos = np.asarray(positive, dtype=np.float64)
-        neg = np.asarray(negative, dtype=np.float64)
-        last = np.asarray(at_ms, dtype=np.float64)
-        n = len(agents)
-        if not len(obs) == len(sub) == len(pos) == len(neg) == len(last):
-            raise InvalidEvidence("edge arrays differ in length")
-        if len(obs) and (min(obs.min(), sub.min()) < 0 or max(obs.max(), sub.max()) >= n):
-            raise InvalidEvidence("edge index out of range")
-        if np.any(obs == sub):
-            raise InvalidEvidence("self-evidence in the snapshot")
-        if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(neg))) or (
-            np.any(pos < 0) or np.any(neg < 0)
-        ):
-            raise InvalidEvidence("evidence amounts must be finite and >= 0")
-        if len(np.unique(obs * n + sub)) != len(obs):
-            raise InvalidEvidence("an edge appears twice in the snapshot")
-        if len(set(agents)) != n:
+        obs, sub, pos, neg, last = check_snapshot(
+            len(agents), observer, subject, positive, negative, at_ms
+        )
+        if len(set(agents)) != len(agents):
             raise InvalidEvidence("an agent appears twice in the snapshot")
         if self.config.validate_dids:
             bad = next((d for d in agents if d not in self._ids and not is_did(d)), None)
@@ -442,6 +427,23 @@ class TrustEngine:
             receipts=receipts,
         )
 
+    def local_trust_edges(self, *, at_ms: int | None = None) -> Iterator[LocalTrust]:
+        """Every (observer, subject) pair with evidence, decayed to ``at_ms``, in fold order."""
+        now = self.clock.now_ms() if at_ms is None else at_ms
+        alpha, beta = self._edges.decayed(now, self.config.half_life_ms)
+        observers, subjects = self._edges.observer, self._edges.subject
+        for e in range(self._edges.count):
+            a, b = float(alpha[e]), float(beta[e])
+            yield LocalTrust(
+                self._dids[int(observers[e])],
+                self._dids[int(subjects[e])],
+                (a + 1.0) / (a + b + 2.0),
+                a + b,
+                a,
+                b,
+                now,
+            )
+
     def to_networkx(self, *, at_ms: int | None = None) -> nx.DiGraph:
         """The trust graph for analysis and export (not used by the hot path).
 
@@ -454,15 +456,13 @@ class TrustEngine:
             graph.add_node(
                 did, score=self.score(did), ring=self.ring(did), pre_trusted=i in self._pre_trusted
             )
-        alpha, beta = self._edges.decayed(now, self.config.half_life_ms)
-        for e in range(self._edges.count):
-            a, b = float(alpha[e]), float(beta[e])
+        for local in self.local_trust_edges(at_ms=now):
             graph.add_edge(
-                self._dids[int(self._edges.observer[e])],
-                self._dids[int(self._edges.subject[e])],
-                estimate=(a + 1.0) / (a + b + 2.0),
-                evidence=a + b,
-                positive=a,
-                negative=b,
+                local.observer,
+                local.subject,
+                estimate=local.estimate,
+                evidence=local.evidence,
+                positive=local.positive,
+                negative=local.negative,
             )
         return graph
