@@ -21,11 +21,20 @@ import pytest
 from iatp import errors
 from iatp.clock import ManualClock
 from iatp.did import did_from_public_key, is_did, public_key_from_did
-from iatp.envelope import SIGNING_DOMAIN, Envelope, EnvelopeLimits, open_envelope
+from iatp.envelope import (
+    SIGNING_DOMAIN,
+    Envelope,
+    EnvelopeLimits,
+    check_validity,
+    decode_payload,
+    open_envelope,
+)
 from iatp.errors import EnvelopeError, InvalidDID, ReplayedEnvelope, RotationError
+from iatp.handshake import PeerOffer, SessionKeys
 from iatp.identity import AgentIdentity
 from iatp.replay import ReplayCache
 from iatp.rotation import ROTATION_ACCEPT_DOMAIN, ROTATION_DOMAIN, decode_rotation
+from iatp.session_frame import parse_session_frame, verify_session_frame
 from tests.vectors import generate
 
 VECTOR_DIR = Path(__file__).resolve().parent / "vectors"
@@ -39,6 +48,9 @@ def _load(name: str) -> dict[str, Any]:
 ENVELOPES = _load("envelopes.json")
 DIDS = _load("dids.json")
 ROTATION = _load("rotation.json")
+SESSIONS = _load("sessions.json")
+# Codes only the session-frame receive path raises (iatp.md section 15).
+SESSION_ONLY_CODES = {"bad_mac", "unknown_session"}
 
 # The codes the envelope receive path can raise, as the brief of the spec lists them.
 LISTED_ENVELOPE_CODES = {
@@ -141,8 +153,58 @@ def test_every_envelope_rejection_code_has_a_vector() -> None:
     }
     defined = _envelope_error_codes()
     assert defined >= LISTED_ENVELOPE_CODES
-    assert defined - codes == set(), "rejection codes without a vector"
+    assert defined - SESSION_ONLY_CODES - codes == set(), "rejection codes without a vector"
     assert codes <= defined, "vectors expect codes the errors module does not define"
+
+
+# ------------------------------------------------------------------ session frames
+
+
+def _session_receiver(document: dict[str, Any], vector: dict[str, Any]) -> Any:
+    if vector["session"] is None:
+        return None
+    held = document["session"]
+    session_id = bytes.fromhex(held["session_id_hex"])
+    return SessionKeys(
+        session_id=session_id,
+        peer=PeerOffer(held["peer"], session_id, (), ()),
+        send_key=bytes(32),  # Bob's own direction: not used to receive
+        receive_key=bytes.fromhex(held["receive_key_hex"]),
+        transcript_hash=bytes(32),
+    )
+
+
+@pytest.mark.parametrize("vector", SESSIONS["vectors"], ids=lambda v: v["name"])
+def test_session_vector(vector: dict[str, Any]) -> None:
+    data = bytes.fromhex(vector["frame_hex"])
+    now = vector["now_ms"]
+    replay = ReplayCache()
+    for sender, id_hex in vector.get("seen_before", []):
+        replay.remember(sender, bytes.fromhex(id_hex), now + 60_000, now_ms=now)
+
+    def receive() -> Envelope:
+        frame = parse_session_frame(data)
+        verify_session_frame(frame, _session_receiver(SESSIONS, vector))
+        envelope = decode_payload(frame)
+        check_validity(envelope, now_ms=now, audience=vector["audience"])
+        replay.remember(envelope.sender, envelope.id, envelope.expires_at_ms, now_ms=now)
+        return envelope
+
+    expected = vector["expected"]
+    if expected["verdict"] == "accept":
+        assert _envelope_json(receive()) == expected["envelope"]
+    else:
+        with pytest.raises(EnvelopeError) as info:
+            receive()
+        assert info.value.code == expected["code"], str(info.value)
+
+
+def test_every_session_only_code_has_a_vector() -> None:
+    codes = {
+        v["expected"]["code"] for v in SESSIONS["vectors"] if v["expected"]["verdict"] == "reject"
+    }
+    assert codes >= SESSION_ONLY_CODES
+    assert _envelope_error_codes() >= SESSION_ONLY_CODES
 
 
 def test_envelope_vectors_have_accepts_and_unique_names() -> None:

@@ -42,7 +42,7 @@ from iatp.rotation import ROTATION_ACCEPT_DOMAIN, ROTATION_DOMAIN, rotate
 
 HERE = Path(__file__).resolve().parent
 SPEC = "docs/iatp.md"
-FILES = ("envelopes.json", "dids.json", "rotation.json")
+FILES = ("envelopes.json", "dids.json", "rotation.json", "sessions.json")
 
 Json = dict[str, Any]
 
@@ -1487,10 +1487,13 @@ def render(document: Json) -> str:
 
 def generate() -> dict[str, str]:
     """File name -> exact file content."""
+    from tests.vectors.sessions import sessions_document  # imports this module
+
     return {
         "envelopes.json": render(envelopes_document()),
         "dids.json": render(dids_document()),
         "rotation.json": render(rotation_document()),
+        "sessions.json": render(sessions_document()),
     }
 
 

@@ -1,0 +1,150 @@
+"""Session-frame test vectors (``docs/iatp.md`` section 15), written to ``sessions.json``.
+
+The receiver (Bob) holds one session with Alice: its id and Bob's receive key
+(Alice's send key, ``k_I->R`` with Alice as initiator) are given in hex. A vector's
+frame must be checked against that session (or against no session when
+``session`` is null), then decoded like a signed frame's payload with the
+vector's ``now_ms`` and audience.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from iatp.session_frame import SESSION_DOMAIN, session_mac
+from tests.vectors.generate import (
+    ALICE,
+    BASIC_DECODED,
+    BOB,
+    MALLORY,
+    NOW,
+    SPEC,
+    Json,
+    accept,
+    keys_section,
+    pack,
+    payload,
+    reject,
+)
+
+SESSION_ID = hashlib.blake2b(b"iatp test vectors: session id", digest_size=16).digest()
+ALICE_TO_BOB = hashlib.blake2b(b"iatp test vectors: k_I->R", digest_size=32).digest()
+OTHER_SESSION_ID = hashlib.blake2b(b"iatp test vectors: older session", digest_size=16).digest()
+
+
+def session_frame(
+    sender: object = ALICE.did,
+    session_id: object = SESSION_ID,
+    payload_bytes: object | None = None,
+    mac: object | None = None,
+    key: bytes = ALICE_TO_BOB,
+) -> bytes:
+    body = payload() if payload_bytes is None else payload_bytes
+    if mac is None:
+        assert isinstance(session_id, bytes)
+        assert isinstance(body, bytes)
+        mac = session_mac(key, session_id, body)
+    return pack([1, sender, session_id, body, mac])
+
+
+def session_vectors() -> list[Json]:
+    items: list[Json] = []
+
+    def add(name: str, description: str, data: bytes, expected: Json, **extra: Any) -> None:
+        assert all(v["name"] != name for v in items), name
+        vector: Json = {
+            "name": name,
+            "description": description,
+            "frame_hex": data.hex(),
+            "now_ms": NOW,
+            "audience": [BOB.did],
+            "session": "alice" if extra.get("session", True) else None,
+            "expected": expected,
+        }
+        items.append(vector)
+
+    good = session_frame()
+    add("accept/basic", "Alice to Bob inside their session.", good, accept(BASIC_DECODED))
+    tampered = bytearray(good)
+    tampered[-40] ^= 0x01
+    add(
+        "reject/bad-mac-tampered-payload",
+        "One bit of the payload flipped after the MAC was computed.",
+        bytes(tampered),
+        reject("bad_mac"),
+    )
+    add(
+        "reject/bad-mac-reflected",
+        "Bob's own direction key (here: a different key) made the MAC: keys are directional.",
+        session_frame(key=hashlib.blake2b(b"iatp test vectors: k_R->I", digest_size=32).digest()),
+        reject("bad_mac"),
+    )
+    add(
+        "reject/unknown-session-id",
+        "The frame names an older session than the receiver's current one.",
+        session_frame(session_id=OTHER_SESSION_ID),
+        reject("unknown_session"),
+    )
+    add(
+        "reject/unknown-session-none",
+        "The receiver holds no session with the sender.",
+        good,
+        reject("unknown_session"),
+        session=False,
+    )
+    add(
+        "reject/unknown-session-other-sender",
+        "Mallory's frame, but the receiver's session is with Alice.",
+        session_frame(sender=MALLORY.did, payload_bytes=payload(sender=MALLORY.did)),
+        reject("unknown_session"),
+    )
+    add(
+        "reject/sender-mismatch",
+        "Valid MAC, but the payload names Mallory as sender: a session party cannot "
+        "speak for anyone else.",
+        session_frame(payload_bytes=payload(sender=MALLORY.did)),
+        reject("sender_mismatch"),
+    )
+    add(
+        "reject/missing-fields",
+        "A signed 4-item frame sent where session frames are expected.",
+        pack([1, ALICE.did, payload(), b"\0" * 64]),
+        reject("missing_fields"),
+    )
+    add(
+        "reject/field-type-short-mac",
+        "A 31-byte MAC.",
+        session_frame(mac=b"\0" * 31),
+        reject("field_type"),
+    )
+    add(
+        "reject/replayed",
+        "Accepted once already (the receiver has seen this id from Alice).",
+        good,
+        reject("replayed"),
+    )
+    items[-1]["seen_before"] = [[ALICE.did, BASIC_DECODED["id_hex"]]]
+    return items
+
+
+def sessions_document() -> Json:
+    return {
+        "description": (
+            "IATP session-frame test vectors. The receiver is Bob; when session is 'alice' "
+            "he holds a session with Alice whose id and receive key are given (hex). Parse "
+            "frame_hex as a session frame, check session and MAC, then decode and check the "
+            "payload as for a signed frame with now_ms and audience (default limits), with "
+            "seen_before pre-loaded in the replay cache."
+        ),
+        "spec": SPEC + " section 15",
+        "generator": "python -m tests.vectors.generate",
+        "session_domain_hex": SESSION_DOMAIN.hex(),
+        "keys": keys_section(("alice", "bob", "mallory")),
+        "session": {
+            "peer": ALICE.did,
+            "session_id_hex": SESSION_ID.hex(),
+            "receive_key_hex": ALICE_TO_BOB.hex(),
+        },
+        "vectors": session_vectors(),
+    }
