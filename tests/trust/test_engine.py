@@ -328,3 +328,37 @@ def test_scores_are_bounded_and_trust_is_a_distribution(
     if engine.agents:
         total = sum(engine.explain(d).global_trust for d in engine.agents)
         assert total == pytest.approx(1.0, abs=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 50_000), st.floats(0.1, 10), st.booleans()),
+        min_size=1,
+        max_size=25,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_decayed_evidence_is_the_closed_form_in_any_order(
+    events: list[tuple[int, float, bool]], rng: random.Random
+) -> None:
+    half_life = 10_000
+    evaluate_at = T0 + 60_000
+    expected_pos = sum(
+        w * 2 ** (-(evaluate_at - (T0 + t)) / half_life) for t, w, ok in events if ok
+    )
+    expected_neg = sum(
+        w * 2 ** (-(evaluate_at - (T0 + t)) / half_life) for t, w, ok in events if not ok
+    )
+    shuffled = list(events)
+    rng.shuffle(shuffled)
+    engine = TrustEngine(
+        pre_trusted=[A], clock=ManualClock(T0 + 60_000), config=TrustConfig(half_life_ms=half_life)
+    )
+    for t, w, ok in shuffled:
+        outcome = Outcome.SUCCESS if ok else Outcome.FAILURE
+        engine.record(receipt(A, B, outcome, at_ms=T0 + t, weight=w))
+    local = engine.local(A, B, at_ms=evaluate_at)
+    assert local.positive == pytest.approx(expected_pos, rel=1e-9, abs=1e-12)
+    assert local.negative == pytest.approx(expected_neg, rel=1e-9, abs=1e-12)
+    assert local.estimate == pytest.approx((expected_pos + 1) / (expected_pos + expected_neg + 2))
