@@ -14,6 +14,7 @@ from registry.card import (
     Capability,
     canonical_json,
     decode_card,
+    parse_capability,
     sign_card,
     verify_card,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "decode_card",
     "decode_revocation",
     "decode_rotation_entry",
+    "parse_capability",
     "sign_card",
     "sign_revocation",
     "verify_card",

@@ -133,6 +133,19 @@ class AgentCard(BaseModel):
         return now_ms < self.expires_at_ms
 
 
+def parse_capability(spec: str) -> Capability:
+    """``"NAME"`` or ``"NAME@VERSION"`` (the CLI form) as a :class:`Capability`.
+
+    Raises:
+        InvalidCard: the name or version is invalid.
+    """
+    name, _, version = spec.partition("@")
+    try:
+        return Capability(name=name, version=version or "1")
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
 def _invalid(error: ValidationError) -> InvalidCard:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "card"
@@ -243,6 +256,7 @@ __all__ = [
     "Capability",
     "canonical_json",
     "decode_card",
+    "parse_capability",
     "sign_card",
     "verify_card",
 ]

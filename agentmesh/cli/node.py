@@ -18,6 +18,8 @@ from agentmesh.transport.factory import make_transport
 from iatp.did import is_did
 from iatp.errors import KeystoreError
 from iatp.keystore import load_identity
+from registry.card import parse_capability
+from registry.errors import RegistryError
 
 app = typer.Typer(help="Run a mesh node.", no_args_is_help=True)
 console = Console(stderr=True, emoji=False, highlight=False)
@@ -45,8 +47,20 @@ def run(
         typer.Option("--duration", help="Leave after this many seconds (default: on SIGTERM)."),
     ] = None,
     capability: Annotated[
-        list[str] | None, typer.Option("--capability", help="Capability to declare (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--capability",
+            metavar="NAME[@VERSION]",
+            help="Capability to declare and publish in the node's card (repeatable).",
+        ),
     ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Display name of the node's agent card.")
+    ] = None,
+    card_ttl: Annotated[
+        float,
+        typer.Option("--card-ttl", help="Seconds the card stays valid; renewed every third."),
+    ] = 30.0,
     audit_log: Annotated[
         Path | None,
         typer.Option(
@@ -72,7 +86,9 @@ def run(
 ) -> None:
     """Join the mesh, answer `mesh.echo` requests, optionally talk to peers, leave on SIGTERM.
 
-    Prints one JSON object per line: ready, handshake, request_failed, requests_done, stats, left.
+    Registers a signed agent card (renewed on a heartbeat) and refuses revoked or
+    quarantined agents. Prints one JSON object per line: registered, ready, handshake,
+    request_failed, requests_done, revocation, stats, left.
     """
     peers = tuple(peer or ())
     for did in (*peers, *(authority or ())):
@@ -80,6 +96,11 @@ def run(
             raise typer.BadParameter(
                 f"{did!r} is not an Ed25519 did:key", param_hint="--peer/--authority"
             )
+    for spec in capability or ():
+        try:
+            parse_capability(spec)
+        except RegistryError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--capability") from None
     if policy is not None:
         try:
             CompiledPolicy.from_file(policy)
@@ -97,6 +118,8 @@ def run(
         request_interval=interval,
         duration=duration,
         capabilities=tuple(capability or ()),
+        display_name=name,
+        card_ttl_ms=int(card_ttl * 1000),
     )
 
     async def main() -> int:

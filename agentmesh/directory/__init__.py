@@ -7,6 +7,7 @@ value read from a store is verified again before it is used.
 from agentmesh.directory.cache import CardCache, Rank
 from agentmesh.directory.directory import DEFAULT_TTL_MS, Directory
 from agentmesh.directory.events import DirectoryEvent, DirectoryEventKind, EventStream
+from agentmesh.directory.membership import DirectoryMembership
 from agentmesh.directory.revocations import (
     RevocationChange,
     RevocationInterceptor,
@@ -21,6 +22,7 @@ __all__ = [
     "Directory",
     "DirectoryEvent",
     "DirectoryEventKind",
+    "DirectoryMembership",
     "EventStream",
     "Rank",
     "RevocationChange",

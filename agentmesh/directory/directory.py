@@ -122,7 +122,12 @@ class Directory:
         )
         self._pin_bucket = WatchedBucket(transport, bucket_name(mesh, "pins"), self._on_pin)
         if revocations is not None:
-            revocations.predecessors = self.rotations.predecessors
+            self.use_revocations(revocations)
+
+    def use_revocations(self, revocations: RevocationList) -> None:
+        """Leave ``revocations``' blocked agents out of :meth:`find`; share rotations with it."""
+        self.revocations = revocations
+        revocations.predecessors = self.rotations.predecessors
 
     # -- lifecycle ---------------------------------------------------------------------------
 

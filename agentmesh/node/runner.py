@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TextIO
 
+from agentmesh.directory.directory import DEFAULT_TTL_MS
+from agentmesh.directory.membership import DirectoryMembership
 from agentmesh.errors import AgentMeshError, NoResponders, RequestTimeout
 from agentmesh.node.config import NodeConfig
 from agentmesh.node.interceptors import InboundMessage
@@ -22,6 +24,7 @@ from agentmesh.node.node import MeshNode
 from agentmesh.policy.runtime import GovernanceOptions, NodeGovernance
 from agentmesh.transport.base import Transport
 from iatp.identity import AgentIdentity
+from registry.card import parse_capability
 
 ECHO_TYPE = "mesh.echo"
 
@@ -36,6 +39,8 @@ class RunPlan:
     peer_wait: float = 15.0
     duration: float | None = None
     capabilities: tuple[str, ...] = field(default=())
+    display_name: str | None = None
+    card_ttl_ms: int = DEFAULT_TTL_MS
 
 
 class EventPrinter:
@@ -89,8 +94,25 @@ async def run_node(
     failures = 0
     config = NodeConfig(mesh=mesh, capabilities=plan.capabilities)
     try:
-        async with governed, MeshNode(identity, transport, config=config, audit=audit) as node:
+        membership = DirectoryMembership(
+            identity,
+            transport,
+            mesh=mesh,
+            capabilities=tuple(parse_capability(spec) for spec in plan.capabilities),
+            display_name=plan.display_name,
+            ttl_ms=plan.card_ttl_ms,
+            authorities=options.authorities,
+            shared_revocations=lambda: governed.revocations,
+            audit=audit,
+            emit=say,
+        )
+        async with (
+            governed,
+            MeshNode(identity, transport, config=config, audit=audit) as node,
+            membership,
+        ):
             governed.install(node)
+            membership.install(node)
             node.handle(ECHO_TYPE, _echo)
             say("ready", did=node.did, inbox=node.addressing.inbox(node.did))
             for peer in plan.peers:

@@ -1,0 +1,255 @@
+"""``agentmesh registry``: list, show, find, revoke and approve agents of a running mesh.
+
+Every command connects to the mesh's NATS server, loads the directory from
+JetStream KV (each card verified again on read), answers, and leaves. Add
+``--json`` to ``list``, ``show`` and ``find`` for machine-readable output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentmesh.cli.passphrase import obtain_passphrase
+from agentmesh.directory import Directory, RevocationList
+from agentmesh.errors import TransportError
+from agentmesh.transport.factory import make_transport
+from iatp.did import is_did
+from iatp.errors import AgentMeshError, KeystoreError
+from iatp.keystore import load_identity
+from registry.card import AgentCard
+from registry.revocation import RevocationAuthorities, RevocationKind, sign_revocation
+
+app = typer.Typer(
+    help="Inspect the agent directory of a mesh; revoke, quarantine and re-approve agents.",
+    no_args_is_help=True,
+)
+out = Console(emoji=False, highlight=False)
+err = Console(stderr=True, emoji=False, highlight=False)
+
+Nats = Annotated[
+    str, typer.Option("--nats", help="NATS server URL of the mesh, e.g. nats://127.0.0.1:4222.")
+]
+Mesh = Annotated[str, typer.Option("--mesh", help="Mesh name (as given to 'node run').")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Authority = Annotated[
+    list[str] | None,
+    typer.Option("--authority", help="Mesh authority DID to honour when showing status."),
+]
+T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def _open(
+    url: str, mesh: str, authorities: tuple[str, ...] = ()
+) -> AsyncIterator[tuple[Directory, RevocationList]]:
+    async with make_transport(url, name="registry-cli") as transport:
+        auth = RevocationAuthorities(mesh=frozenset(authorities))
+        revocations = RevocationList(transport, mesh=mesh, authorities=auth)
+        directory = Directory(transport, mesh=mesh, revocations=revocations)
+        await revocations.start()
+        try:
+            await directory.start()
+            try:
+                yield directory, revocations
+            finally:
+                await directory.aclose()
+        finally:
+            await revocations.aclose()
+
+
+def _run(work: Callable[[], Coroutine[object, object, T]]) -> T:
+    try:
+        return asyncio.run(work())
+    except (TransportError, OSError) as exc:
+        err.print(
+            f"[red]error:[/] cannot reach the mesh: {exc}\nIs nats-server running (with -js)?"
+        )
+        raise typer.Exit(1) from None
+    except AgentMeshError as exc:
+        err.print(f"[red]refused ({exc.code}):[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _check_did(did: str) -> None:
+    if not is_did(did):
+        raise typer.BadParameter(f"{did!r} is not an Ed25519 did:key", param_hint="DID")
+
+
+def _status(directory: Directory, did: str) -> str:
+    assert directory.revocations is not None
+    status = directory.revocations.status(did)
+    if status is not None and status is not RevocationKind.RELEASED:
+        return status.value
+    if directory.rotations.statement_from(did) is not None:
+        return "rotated"
+    return "held (drift)" if directory.pins.is_held(did) else "ok"
+
+
+def _card_json(directory: Directory, card: AgentCard) -> dict[str, object]:
+    return {**card.model_dump(mode="json"), "status": _status(directory, card.did)}
+
+
+def _table(directory: Directory, cards: list[AgentCard], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("DID", "name", "capabilities", "expires in", "status"):
+        table.add_column(column)
+    now = directory.clock.now_ms()
+    for card in cards:
+        caps = ", ".join(f"{c.name}@{c.version}" for c in card.capabilities) or "-"
+        left = f"{(card.expires_at_ms - now) / 1000:.0f} s"
+        table.add_row(card.did, card.display_name, caps, left, _status(directory, card.did))
+    return table
+
+
+@app.command("list")
+def list_agents(
+    nats: Nats, mesh: Mesh = "agentmesh", as_json: AsJson = False, authority: Authority = None
+) -> None:
+    """Every live, verified card in the mesh's directory."""
+
+    async def work() -> None:
+        async with _open(nats, mesh, tuple(authority or ())) as (directory, _):
+            cards = directory.cards()
+            if as_json:
+                typer.echo(json.dumps([_card_json(directory, c) for c in cards], indent=2))
+            else:
+                out.print(_table(directory, cards, f"{len(cards)} agent(s) in mesh {mesh!r}"))
+
+    _run(work)
+
+
+@app.command("show")
+def show(
+    did: Annotated[str, typer.Argument(help="The agent's DID.")],
+    nats: Nats,
+    mesh: Mesh = "agentmesh",
+    as_json: AsJson = False,
+    authority: Authority = None,
+) -> None:
+    """One agent's card, revocation entries, capability drifts and rotations."""
+    _check_did(did)
+
+    async def work() -> int:
+        async with _open(nats, mesh, tuple(authority or ())) as (directory, revocations):
+            card = directory.lookup(did)
+            report: dict[str, object] = {
+                "did": did,
+                "current_did": directory.rotations.current(did),
+                "status": _status(directory, did),
+                "card": card.model_dump(mode="json") if card else None,
+                "revocations": [
+                    {
+                        "kind": e.kind.value,
+                        "issuer": e.issuer,
+                        "reason": e.reason,
+                        "issued_at_ms": e.issued_at_ms,
+                    }
+                    for e in revocations.entries(did)
+                ],
+                "drifts": [
+                    {"capability": f"{d.name}@{d.version}", "pinned": d.pinned, "seen": d.seen}
+                    for d in directory.drifts(did)
+                ],
+            }
+            typer.echo(json.dumps(report, indent=None if as_json else 2))
+            if card is None:
+                err.print("no live card (never registered, expired, or deregistered)")
+                return 3
+            return 0
+
+    raise typer.Exit(_run(work))
+
+
+@app.command("find")
+def find(
+    capability: Annotated[str, typer.Argument(help="Capability name.")],
+    nats: Nats,
+    mesh: Mesh = "agentmesh",
+    version: Annotated[str | None, typer.Option("--version", help="Only this version.")] = None,
+    as_json: AsJson = False,
+    authority: Authority = None,
+) -> None:
+    """Agents that offer CAPABILITY and may be routed to (not blocked, rotated or held)."""
+
+    async def work() -> None:
+        async with _open(nats, mesh, tuple(authority or ())) as (directory, _):
+            cards = directory.find(capability, version=version)
+            if as_json:
+                typer.echo(json.dumps([_card_json(directory, c) for c in cards], indent=2))
+            else:
+                out.print(_table(directory, cards, f"{len(cards)} agent(s) offer {capability!r}"))
+
+    _run(work)
+
+
+@app.command("revoke")
+def revoke(
+    did: Annotated[str, typer.Argument(help="The agent to revoke (or quarantine, release).")],
+    identity: Annotated[
+        Path, typer.Option("--identity", help="Issuer's identity file (signs the entry).")
+    ],
+    nats: Nats,
+    mesh: Mesh = "agentmesh",
+    reason: Annotated[str, typer.Option("--reason", help="Why (audited on every node).")] = "",
+    kind: Annotated[
+        RevocationKind, typer.Option("--kind", help="revoked (final), quarantined or released.")
+    ] = RevocationKind.REVOKED,
+    passphrase_env: Annotated[
+        str | None, typer.Option("--passphrase-env", metavar="VAR", help="Passphrase variable.")
+    ] = None,
+) -> None:
+    """Sign and store a revocation entry; every node that trusts the issuer enforces it.
+
+    The issuer must be a mesh authority the nodes were started with ('node run
+    --authority'), the agent's organization authority, or the agent itself
+    (revoking its own compromised key).
+    """
+    _check_did(did)
+    try:
+        issuer = load_identity(identity, obtain_passphrase(passphrase_env, confirm=False))
+    except KeystoreError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+    async def work() -> None:
+        async with _open(nats, mesh, (issuer.did,)) as (directory, revocations):
+            entry = sign_revocation(
+                issuer,
+                subject=did,
+                kind=kind,
+                reason=reason,
+                issued_at_ms=directory.clock.now_ms(),
+                sequence=len(revocations.entries(did)),
+            )
+            await revocations.issue(entry)
+        out.print(f"{kind.value}: {did} (signed by {issuer.did}, entry {entry.entry_id})")
+
+    _run(work)
+
+
+@app.command("approve")
+def approve(
+    did: Annotated[str, typer.Argument(help="The agent whose changed capabilities to accept.")],
+    nats: Nats,
+    mesh: Mesh = "agentmesh",
+) -> None:
+    """Accept an agent's changed capability descriptors after a drift (rug-pull) alert."""
+    _check_did(did)
+
+    async def work() -> None:
+        async with _open(nats, mesh) as (directory, _):
+            held = directory.pins.is_held(did)
+            card = await directory.approve(did)
+        note = "" if held else " (it was not held)"
+        out.print(f"approved {card.did}: {len(card.capabilities)} capability pin(s){note}")
+
+    _run(work)

@@ -1,0 +1,143 @@
+"""A running node's place in the directory: its card, kept live, and revocations enforced.
+
+Used by ``agentmesh node run``: on entry it follows the revocation list (or reuses
+one already running, e.g. the kill switch's), loads the directory, registers the
+node's signed card and renews it on a heartbeat; :meth:`install` adds the
+:class:`RevocationInterceptor`; on exit it deregisters (best effort) and stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from types import TracebackType
+
+from agentmesh.audit import AuditSink
+from agentmesh.directory.directory import DEFAULT_TTL_MS, Directory
+from agentmesh.directory.revocations import RevocationChange, RevocationInterceptor, RevocationList
+from agentmesh.errors import TransportError
+from agentmesh.node.interceptors import Stage
+from agentmesh.node.node import MeshNode
+from agentmesh.transport.base import Transport
+from iatp.clock import Clock, SystemClock
+from iatp.identity import AgentIdentity
+from registry.card import Capability
+from registry.revocation import RevocationAuthorities
+
+Emit = Callable[..., None]
+
+
+def _silent(event: str, **fields: object) -> None:
+    return None
+
+
+class DirectoryMembership:
+    """Register ``identity`` in ``mesh``'s directory for as long as the context is open.
+
+    Args:
+        identity: the node's identity (signs its card).
+        transport: a connected transport.
+        mesh: mesh name.
+        capabilities: what the card offers.
+        display_name: the card's name (default: ``agent-`` and the DID's tail).
+        ttl_ms: card lifetime; renewed every third of it.
+        authorities: mesh authority DIDs (used only when no shared list is running).
+        shared_revocations: returns an already running list to reuse (not closed
+            here), e.g. the kill switch's; called on entry.
+        audit: where the directory and list audit.
+        emit: JSON-lines event printer (``registered``, ``revocation``, ``drift``).
+    """
+
+    def __init__(
+        self,
+        identity: AgentIdentity,
+        transport: Transport,
+        *,
+        mesh: str = "agentmesh",
+        capabilities: tuple[Capability, ...] = (),
+        display_name: str | None = None,
+        ttl_ms: int = DEFAULT_TTL_MS,
+        authorities: tuple[str, ...] = (),
+        shared_revocations: Callable[[], RevocationList | None] | None = None,
+        audit: AuditSink | None = None,
+        emit: Emit | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.identity = identity
+        self.clock: Clock = clock or SystemClock()
+        self._emit = emit or _silent
+        self._shared = shared_revocations
+        self._owns_revocations = True
+        self.revocations = RevocationList(
+            transport,
+            mesh=mesh,
+            authorities=RevocationAuthorities(mesh=frozenset(authorities)),
+            audit=audit,
+            node=identity.did,
+            clock=self.clock,
+        )
+        self.directory = Directory(
+            transport, mesh=mesh, audit=audit, node=identity.did, clock=self.clock
+        )
+        self._capabilities = capabilities
+        self._display_name = display_name or f"agent-{identity.did[-8:]}"
+        self._ttl_ms = ttl_ms
+
+    async def __aenter__(self) -> DirectoryMembership:
+        shared = self._shared() if self._shared is not None else None
+        if shared is not None:
+            self.revocations, self._owns_revocations = shared, False
+        self.directory.use_revocations(self.revocations)
+        try:
+            if self._owns_revocations:
+                await self.revocations.start()
+            self.revocations.add_listener(self._on_revocation)
+            await self.directory.start()
+            card = await self.directory.register(
+                self.identity,
+                display_name=self._display_name,
+                capabilities=self._capabilities,
+                ttl_ms=self._ttl_ms,
+            )
+            self.directory.start_heartbeat(self.identity)
+        except BaseException:
+            await self._close()
+            raise
+        self._emit(
+            "registered",
+            did=card.did,
+            capabilities=[f"{c.name}@{c.version}" for c in card.capabilities],
+            expires_at_ms=card.expires_at_ms,
+        )
+        return self
+
+    def install(self, node: MeshNode) -> None:
+        """Refuse traffic from, to and handshakes with revoked or quarantined agents."""
+        node.add_interceptor(RevocationInterceptor(self.revocations), stage=Stage.REVOCATION)
+
+    def _on_revocation(self, change: RevocationChange) -> None:
+        self._emit(
+            "revocation",
+            did=change.did,
+            status=change.status.value if change.status else None,
+            kind=change.entry.kind.value,
+            issuer=change.entry.issuer,
+            issued_at_ms=change.entry.issued_at_ms,
+            seen_at_ms=self.clock.now_ms(),
+            me=change.did == self.identity.did,
+        )
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with contextlib.suppress(TransportError):
+            await self.directory.deregister(self.identity, timeout=1.0)
+        await self._close()
+
+    async def _close(self) -> None:
+        await self.directory.aclose()
+        if self._owns_revocations:
+            await self.revocations.aclose()
