@@ -179,6 +179,27 @@ class EdgeStore:
         decay = np.exp2(-age / half_life_ms)
         return self.alpha[:n] * decay, self.beta[:n] * decay
 
+    def decayed_into(
+        self,
+        now_ms: int,
+        half_life_ms: float,
+        alpha_out: npt.NDArray[np.float64],
+        beta_out: npt.NDArray[np.float64],
+    ) -> None:
+        """Like :meth:`decayed`, written into caller-owned buffers of length ``count``.
+
+        Reusing buffers across recomputes avoids allocating (and page-faulting) several
+        arrays of the edge count on every run.
+        """
+        n = self.count
+        decay = alpha_out
+        np.subtract(self.last[:n], now_ms, out=decay)
+        np.minimum(decay, 0.0, out=decay)
+        decay *= 1.0 / half_life_ms
+        np.exp2(decay, out=decay)
+        np.multiply(self.beta[:n], decay, out=beta_out)
+        np.multiply(self.alpha[:n], decay, out=alpha_out)
+
     def local(self, e: int, now_ms: int, half_life_ms: float) -> tuple[float, float]:
         """(alpha, beta) of one edge decayed to ``now_ms``."""
         decay = 2.0 ** (-max(now_ms - float(self.last[e]), 0.0) / half_life_ms)

@@ -55,15 +55,14 @@ class TrustEngine:
         self._rings = RingLadder(self.config)
         self._drift: dict[int, DriftMonitor] = {}
         self._flagged: set[int] = set()
+        self._work: dict[str, FloatArray] = {}
         self._drift_events: dict[int, DriftDetected] = {}
         self._impacts: dict[int, list[tuple[float, int, ReceiptImpact]]] = {}
         self._seq = itertools.count()
         self._seen: set[str] = set()
         self._listeners: list[TrustListener] = []
         self._trust: FloatArray = np.zeros(0)
-        self._scores: list[float] = []
         self._score_array: FloatArray = np.zeros(0)
-        self._credibility: list[float] = []
         self._credibility_array: FloatArray = np.zeros(0)
         self._evidence: FloatArray = np.zeros(0)
         self._negative: FloatArray | None = None
@@ -218,7 +217,8 @@ class TrustEngine:
             return 1.0
         if idx in self._flagged:
             return 0.0
-        return self._credibility[idx] if idx < len(self._credibility) else 0.0
+        credibility = self._credibility_array
+        return credibility.item(idx) if idx < len(credibility) else 0.0
 
     def _keep_impact(self, subject: int, receipt: Receipt, impact: float) -> None:
         heap = self._impacts.setdefault(subject, [])
@@ -275,9 +275,13 @@ class TrustEngine:
         now = self.clock.now_ms() if at_ms is None else at_ms
         n = len(self._dids)
         cfg = self.config
-        alpha, beta = self._edges.decayed(now, cfg.half_life_ms)
-        weights = np.maximum(alpha - cfg.negative_weight * beta, 0.0)
-        observers = self._edges.observer[: self._edges.count]
+        count = self._edges.count
+        alpha, beta, weights = (self._buffer(name, count) for name in ("alpha", "beta", "w"))
+        self._edges.decayed_into(now, cfg.half_life_ms, alpha, beta)
+        np.multiply(beta, -cfg.negative_weight, out=weights)
+        weights += alpha
+        np.maximum(weights, 0.0, out=weights)
+        observers = self._edges.observer[:count]
         suspended = sorted(self._flagged)
         if suspended:
             weights[np.isin(observers, suspended)] = 0.0
@@ -295,9 +299,10 @@ class TrustEngine:
         self._last, self._computed_at = result, now
         self._refresh_scores(result.trust)
         credibility = self._credibility_array
-        subjects = self._edges.subject[: self._edges.count]
-        credible = credibility[observers]
-        volume = (alpha + beta) * credible
+        subjects = self._edges.subject[:count]
+        credible = np.take(credibility, observers, out=self._buffer("credible", count))
+        volume = np.add(alpha, beta, out=weights)  # the weights are no longer needed
+        volume *= credible
         self._evidence = np.bincount(subjects, weights=volume, minlength=n).astype(np.float64)
         # The positive/negative split is needed only by queries: computed on first use.
         self._split_inputs = (subjects, beta, credible)
@@ -307,27 +312,34 @@ class TrustEngine:
         self.recomputes += 1
         return result.iterations
 
+    def _buffer(self, name: str, size: int) -> FloatArray:
+        """A reusable float buffer of ``size`` (grown geometrically, never shrunk)."""
+        buffer = self._work.get(name)
+        if buffer is None or len(buffer) < size:
+            grown = 0 if buffer is None else 2 * len(buffer)
+            buffer = self._work[name] = np.empty(max(size, grown))
+        return buffer[:size]
+
     def _refresh_scores(self, trust: FloatArray) -> None:
         self._trust = trust
         positive = trust > 1e-12 * max(float(trust.max()), 1e-300) if len(trust) else trust
         share = trust * max(int(np.count_nonzero(positive)), 1)
         self._score_array = share / (share + 1.0)
-        self._scores = self._score_array.tolist()
         credibility = np.minimum(share / self.config.credibility_share, 1.0)
         credibility[list(self._pre_trusted)] = 1.0
         self._credibility_array = credibility
-        self._credibility = credibility.tolist()
 
     # -- queries --------------------------------------------------------------
 
     def score(self, did: str) -> float:
         """Global score in [0, 1] (0.0 for unknown agents); fits ``Directory.find(rank=...)``."""
         idx = self._ids.get(did)
-        if idx is None or idx >= len(self._scores):
+        scores = self._score_array
+        if idx is None or idx >= len(scores):
             return 0.0
         if idx in self._flagged:
-            return self._scores[idx] * self.config.drift_penalty
-        return self._scores[idx]
+            return float(scores.item(idx)) * self.config.drift_penalty
+        return float(scores.item(idx))
 
     def ring(self, did: str) -> int:
         """Ring 1, 2 or 3 (never 0; 3 for unknown agents). Demotions are visible at once."""
@@ -390,8 +402,8 @@ class TrustEngine:
             )
         now = self.clock.now_ms() if self._computed_at is None else self._computed_at
         trust = float(self._trust[idx]) if idx < len(self._trust) else 0.0
-        scores = self._scores
-        share = scores[idx] / (1.0 - scores[idx]) if idx < len(scores) else 0.0
+        scores = self._score_array
+        share = float(scores[idx] / (1.0 - scores[idx])) if idx < len(scores) else 0.0
         endorsers: list[Endorsement] = []
         positive = negative = 0.0
         last = self._last

@@ -48,6 +48,7 @@ class Propagator:
         self._indptr: npt.NDArray[np.integer[Any]] = np.zeros(1, dtype=np.int32)
         self._indices: npt.NDArray[np.integer[Any]] = np.zeros(0, dtype=np.int32)
         self.previous: FloatArray | None = None
+        self._work: FloatArray = np.empty(0)
 
     def _structure(self, edges: EdgeStore, n: int) -> None:
         if edges.version == self._version and n == self._n:
@@ -81,8 +82,9 @@ class Propagator:
         keep = 1.0 - damping
         # (1 - a) is folded into the matrix: one vector operation less per iteration.
         scale = np.divide(keep, row_sum, out=np.zeros(n), where=row_sum > 0)
-        normalised = weights * scale[edges.observer[: edges.count]]
-        matrix = self._matrix_with(normalised[self._order], n)
+        normalised = np.take(scale, edges.observer[: edges.count], out=self._scratch(edges.count))
+        normalised *= weights
+        matrix = self._matrix_with(np.take(normalised, self._order), n)
         dangling = np.flatnonzero(row_sum <= 0)
         support = np.flatnonzero(anchor)  # the pre-trusted agents: few, so added sparsely
         anchor_support = anchor[support]
@@ -102,6 +104,11 @@ class Propagator:
                 break
         self.previous = t
         return PropagationResult(t, iterations, residual, matrix, self._order)
+
+    def _scratch(self, size: int) -> FloatArray:
+        if len(self._work) < size:
+            self._work = np.empty(max(size, 2 * len(self._work)))
+        return self._work[:size]
 
     def _matrix_with(self, data: FloatArray, n: int) -> sp.csr_matrix:
         # The index arrays are ours and already canonical (built in _structure), so the
