@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -39,23 +40,27 @@ async def _send(
     from agentmesh.transport.factory import make_transport
     from registry.revocation import RevocationAuthorities
 
-    async with make_transport(url, name="kill-switch") as transport:
-        revocations = RevocationList(
-            transport,
-            mesh=mesh,
-            authorities=RevocationAuthorities(mesh=frozenset({issuer.did})),
-            node=issuer.did,
-        )
+    transport = make_transport(url, name="kill-switch")
+    await transport.connect(timeout=5.0)
+    revocations = RevocationList(
+        transport,
+        mesh=mesh,
+        authorities=RevocationAuthorities(mesh=frozenset({issuer.did})),
+        node=issuer.did,
+    )
+    try:
         await revocations.start()
-        try:
-            switch = KillSwitch(transport, revocations, mesh=mesh, node=issuer.did)
-            if kind is RevocationKind.QUARANTINED:
-                await switch.quarantine(issuer, did, reason)
-            else:
-                await switch.release(issuer, did, reason)
-            await transport.flush()
-        finally:
-            await revocations.aclose()
+        switch = KillSwitch(transport, revocations, mesh=mesh, node=issuer.did)
+        if kind is RevocationKind.QUARANTINED:
+            await switch.quarantine(issuer, did, reason)
+        else:
+            await switch.release(issuer, did, reason)
+        await transport.flush()
+    finally:
+        # The order is out once issue() returned; closing must not hold the command up.
+        for closing in (revocations.aclose(), transport.aclose()):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closing, timeout=3.0)
 
 
 def _order(

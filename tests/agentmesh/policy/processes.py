@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -100,9 +101,11 @@ async def start_node(
     return NodeProcess(process, identity, audit)
 
 
-async def run_cli(*args: str) -> tuple[int, str]:
+async def run_cli(*args: str, timeout: float = 30.0) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
+        "-X",
+        "faulthandler",
         "-m",
         "agentmesh",
         *args,
@@ -110,6 +113,11 @@ async def run_cli(*args: str) -> tuple[int, str]:
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "AGENT_PASS": PASSPHRASE, "COLUMNS": "200"},
     )
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.send_signal(signal.SIGABRT)  # faulthandler prints where it hangs
+        out, _ = await process.communicate()
+        raise AssertionError(f"agentmesh {args[0]} hung:\n{out.decode()[-3000:]}") from None
     assert process.returncode is not None
     return process.returncode, out.decode()
