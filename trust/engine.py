@@ -56,6 +56,7 @@ class TrustEngine:
         self._drift: dict[int, DriftMonitor] = {}
         self._flagged: set[int] = set()
         self._work: dict[str, FloatArray] = {}
+        self._anchor_cache: FloatArray = np.zeros(0)
         self._drift_events: dict[int, DriftDetected] = {}
         self._impacts: dict[int, list[tuple[float, int, ReceiptImpact]]] = {}
         self._seq = itertools.count()
@@ -249,7 +250,9 @@ class TrustEngine:
 
     def _anchor(self) -> FloatArray:
         n = len(self._dids)
-        anchor = np.zeros(n)
+        if len(self._anchor_cache) == n:
+            return self._anchor_cache
+        anchor = self._anchor_cache = np.zeros(n)
         if self._pre_trusted:
             anchor[list(self._pre_trusted)] = 1.0 / len(self._pre_trusted)
         elif n:

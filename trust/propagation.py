@@ -49,6 +49,7 @@ class Propagator:
         self._indices: npt.NDArray[np.integer[Any]] = np.zeros(0, dtype=np.int32)
         self.previous: FloatArray | None = None
         self._work: FloatArray = np.empty(0)
+        self._matrix: sp.csr_matrix | None = None
 
     def _structure(self, edges: EdgeStore, n: int) -> None:
         if edges.version == self._version and n == self._n:
@@ -60,6 +61,7 @@ class Propagator:
         self._indptr = np.concatenate(([0], np.cumsum(counts))).astype(index_type)
         self._indices = edges.observer[: edges.count][self._order].astype(index_type)
         self._version, self._n = edges.version, n
+        self._matrix = None
 
     def run(
         self,
@@ -113,8 +115,12 @@ class Propagator:
     def _matrix_with(self, data: FloatArray, n: int) -> sp.csr_matrix:
         # The index arrays are ours and already canonical (built in _structure), so the
         # matrix is assembled without scipy's O(nnz) format check on every run.
-        matrix = sp.csr_matrix((n, n), dtype=np.float64)
-        matrix.indptr, matrix.indices, matrix.data = self._indptr, self._indices, data
+        # One matrix object per structure: only its data changes between runs.
+        matrix = self._matrix
+        if matrix is None or matrix.shape != (n, n):
+            matrix = self._matrix = sp.csr_matrix((n, n), dtype=np.float64)
+            matrix.indptr, matrix.indices = self._indptr, self._indices
+        matrix.data = data
         return matrix
 
     def _start(self, n: int, anchor: FloatArray, cold: bool) -> FloatArray:
