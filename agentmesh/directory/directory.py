@@ -67,6 +67,8 @@ from registry.rotations import RotationChain, decode_rotation_entry
 logger = logging.getLogger(__name__)
 
 DEFAULT_TTL_MS = 30_000
+MAX_CACHED_QUERIES = 4096
+_FOREVER = 2**63
 
 
 def _pin_key(key: PinKey) -> str:
@@ -116,6 +118,7 @@ class Directory:
         self._events = EventFanout()
         self._own: dict[str, tuple[AgentIdentity, AgentCard, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._found: dict[tuple[str, str | None, bool], tuple[int, tuple[AgentCard, ...]]] = {}
         self._cards = WatchedBucket(transport, bucket_name(mesh, "cards"), self._on_card)
         self._rotation_bucket = WatchedBucket(
             transport, bucket_name(mesh, "rotations"), self._on_rotation
@@ -128,6 +131,7 @@ class Directory:
         """Leave ``revocations``' blocked agents out of :meth:`find`; share rotations with it."""
         self.revocations = revocations
         revocations.predecessors = self.rotations.predecessors
+        revocations.add_listener(self._changed)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -195,10 +199,12 @@ class Directory:
         rank: Rank | None = None,
         include_held: bool = False,
     ) -> list[AgentCard]:
-        """Live cards offering ``capability``, best first.
+        """Live cards offering ``capability``, best first (a local read, no I/O).
 
         Leaves out revoked or quarantined agents, keys that rotated away, and (unless
         ``include_held``) agents held for a capability drift until re-approved.
+        Results are cached per query until a card, pin, rotation or revocation
+        changes, or the first of the returned cards expires.
 
         Args:
             capability: capability name.
@@ -206,13 +212,31 @@ class Directory:
             rank: DID -> score, higher first (e.g. ``TrustEngine.score``).
             include_held: keep agents held for a drift (for operators, not routing).
         """
-        return self._cache.find(
-            capability,
-            now_ms=self.clock.now_ms(),
-            version=version,
-            excluded=lambda did: self.is_excluded(did, include_held=include_held),
-            rank=rank,
-        )
+        key = (capability, version, include_held)
+        now = self.clock.now_ms()
+        hit = self._found.get(key)
+        if hit is not None and now < hit[0]:
+            cards = hit[1]
+        else:
+            cards = tuple(
+                self._cache.find(
+                    capability,
+                    now_ms=now,
+                    version=version,
+                    excluded=lambda did: self.is_excluded(did, include_held=include_held),
+                )
+            )
+            if len(self._found) >= MAX_CACHED_QUERIES:
+                self._found.clear()
+            valid_until = min((card.expires_at_ms for card in cards), default=_FOREVER)
+            self._found[key] = (valid_until, cards)
+        if rank is None:
+            return list(cards)
+        return sorted(cards, key=lambda card: rank(card.did), reverse=True)
+
+    def _changed(self, *_: object) -> None:
+        """Forget cached query results: a card, pin, rotation or revocation changed."""
+        self._found.clear()
 
     def is_excluded(self, did: str, *, include_held: bool = False) -> bool:
         """True when routing to ``did`` is refused (blocked, rotated away, or held)."""
@@ -367,6 +391,7 @@ class Directory:
             TransportError: the store refused the write.
         """
         card = self.get(did, follow_rotation=False)
+        self._changed()
         for key in self.pins.approve(card):
             await self._pin_bucket.kv.put(_pin_key(key), self._pin_record(key), timeout=timeout)
         self._audit("registry", "approved", did, "capability descriptors re-approved")
@@ -401,11 +426,13 @@ class Directory:
                 self._refuse(StaleCard("an older card than the known one", did=card.did), None, "")
                 return
         self._cache.put(card)
+        self._changed()
         kind = DirectoryEventKind.REGISTERED if old is None else DirectoryEventKind.UPDATED
         self._events.emit(DirectoryEvent(kind, card.did, card))
         self._check_pins(card)
 
     def _check_pins(self, card: AgentCard) -> None:
+        self._changed()
         was_held = self.pins.is_held(card.did)
         new, drifts = self.pins.observe(card)
         for key in new:
@@ -469,6 +496,7 @@ class Directory:
             self._refuse(exc, exc.did, "rotation")
             return
         if added is not None:
+            self._changed()
             detail = f"{statement.old_did} -> {statement.new_did}"
             self._audit("registry", "rotated", statement.old_did, detail)
             self._events.emit(
@@ -478,6 +506,7 @@ class Directory:
     def _remove(self, did: str, kind: DirectoryEventKind) -> None:
         old = self._cache.remove(did)
         if old is not None:
+            self._changed()
             self._events.emit(DirectoryEvent(kind, did, old))
 
     async def _sweep(self) -> None:

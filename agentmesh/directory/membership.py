@@ -8,12 +8,14 @@ node's signed card and renews it on a heartbeat; :meth:`install` adds the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 from types import TracebackType
 
 from agentmesh.audit import AuditSink
 from agentmesh.directory.directory import DEFAULT_TTL_MS, Directory
+from agentmesh.directory.events import DirectoryEventKind, EventStream
 from agentmesh.directory.revocations import RevocationChange, RevocationInterceptor, RevocationList
 from agentmesh.errors import TransportError
 from agentmesh.node.interceptors import Stage
@@ -25,6 +27,17 @@ from registry.card import Capability
 from registry.revocation import RevocationAuthorities
 
 Emit = Callable[..., None]
+_ANNOUNCED = frozenset(
+    {
+        DirectoryEventKind.REGISTERED,
+        DirectoryEventKind.REMOVED,
+        DirectoryEventKind.EXPIRED,
+        DirectoryEventKind.DRIFT,
+        DirectoryEventKind.APPROVED,
+        DirectoryEventKind.ROTATED,
+        DirectoryEventKind.REJECTED,
+    }
+)
 
 
 def _silent(event: str, **fields: object) -> None:
@@ -45,7 +58,9 @@ class DirectoryMembership:
         shared_revocations: returns an already running list to reuse (not closed
             here), e.g. the kill switch's; called on entry.
         audit: where the directory and list audit.
-        emit: JSON-lines event printer (``registered``, ``revocation``, ``drift``).
+        emit: JSON-lines event printer: ``directory`` (loaded), ``registered`` (own
+            card), ``card`` (another agent registered, removed, expired, drifted,
+            ...), ``revocation`` (a status changed).
     """
 
     def __init__(
@@ -82,6 +97,7 @@ class DirectoryMembership:
         self._capabilities = capabilities
         self._display_name = display_name or f"agent-{identity.did[-8:]}"
         self._ttl_ms = ttl_ms
+        self._follower: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> DirectoryMembership:
         shared = self._shared() if self._shared is not None else None
@@ -93,6 +109,15 @@ class DirectoryMembership:
                 await self.revocations.start()
             self.revocations.add_listener(self._on_revocation)
             await self.directory.start()
+            self._emit(
+                "directory",
+                cards=len(self.directory.cards()),
+                dids=[card.did for card in self.directory.cards()[:50]],
+                blocked=sorted(
+                    d for d in self.revocations.listed() if self.revocations.is_blocked(d)
+                ),
+            )
+            self._follower = asyncio.create_task(self._follow(self.directory.watch()))
             card = await self.directory.register(
                 self.identity,
                 display_name=self._display_name,
@@ -110,6 +135,11 @@ class DirectoryMembership:
             expires_at_ms=card.expires_at_ms,
         )
         return self
+
+    async def _follow(self, events: EventStream) -> None:
+        async for event in events:
+            if event.kind in _ANNOUNCED:
+                self._emit("card", change=event.kind.value, did=event.did, detail=event.detail)
 
     def install(self, node: MeshNode) -> None:
         """Refuse traffic from, to and handshakes with revoked or quarantined agents."""
@@ -139,5 +169,8 @@ class DirectoryMembership:
 
     async def _close(self) -> None:
         await self.directory.aclose()
+        if self._follower is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
         if self._owns_revocations:
             await self.revocations.aclose()

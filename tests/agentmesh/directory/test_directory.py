@@ -226,3 +226,21 @@ async def test_rotation_conflicts_are_refused_and_quarantine_follows_rotation(
     assert d.revocations.is_blocked(new.did)  # quarantine follows the agent to its new key
     await d.register(new, display_name="n", capabilities=(SEARCH,))
     assert d.find("search") == []
+
+
+async def test_cached_find_results_follow_every_change(mesh: Mesh) -> None:
+    clock = ManualClock(start_ms=1_800_000_000_000)
+    d = await mesh.directory(revocations=True, clock=clock)
+    assert d.revocations is not None
+    one, two = AgentIdentity.generate(), AgentIdentity.generate()
+    await d.register(one, display_name="1", capabilities=(SEARCH,), ttl_ms=10_000)
+    assert [c.did for c in d.find("search")] == [one.did]
+    await d.register(two, display_name="2", capabilities=(SEARCH,), ttl_ms=20_000)
+    assert {c.did for c in d.find("search")} == {one.did, two.did}
+    clock.advance(10_000)  # one's card expires: the cached answer must not outlive it
+    assert [c.did for c in d.find("search")] == [two.did]
+    entry = sign_revocation(
+        two, subject=two.did, kind=RevocationKind.REVOKED, reason="", issued_at_ms=1, sequence=0
+    )
+    await d.revocations.issue(entry)
+    assert d.find("search") == []
