@@ -152,12 +152,18 @@ class SagaCoordinator:
         self._inflight: dict[str, set[asyncio.Future[str]]] = {}
         self._active: dict[str, asyncio.Task[SagaState | None]] = {}
         self._serving: asyncio.Task[None] | None = None
+        self._closing = False
         for alarm in alarms:
             alarm.add_listener(self.interrupt)
 
     @property
     def did(self) -> str:
         return self.node.did
+
+    @property
+    def busy(self) -> bool:
+        """Whether this replica is driving any saga right now."""
+        return bool(self._active)
 
     async def __aenter__(self) -> SagaCoordinator:
         return self
@@ -167,6 +173,7 @@ class SagaCoordinator:
 
     async def aclose(self) -> None:
         """Stop serving and cancel sagas this replica drives (their leases expire). Idempotent."""
+        self._closing = True
         tasks = [t for t in (self._serving, *self._active.values()) if t is not None]
         for task in tasks:
             task.cancel()
@@ -223,10 +230,13 @@ class SagaCoordinator:
         entry = await self.log.entry(saga_id)
         lease = await self.log.acquire(saga_id, self.did, ttl=self.config.lease_ttl)
         if lease is None:
+            logger.debug("saga %s: lease held elsewhere", saga_id)
             return None
         timeout = self.config.log_timeout
         barrier = await self.log.mark_resumed(saga_id, self.node.identity, timeout=timeout)
+        logger.debug("saga %s: lease taken, reading up to seq %d", saga_id, barrier)
         records = await self.log.read(saga_id, until_seq=barrier, idle=0, timeout=timeout * 2)
+        logger.debug("saga %s: %d records read", saga_id, len(records))
         run = _Run(SagaState.fold(saga_id, records), lease)
         self.counters.resumed += 1
         self._audit(saga_id, "resumed", None, f"{len(records)} records")
@@ -263,10 +273,11 @@ class SagaCoordinator:
         """Scan for unfinished sagas every ``recovery_interval`` (until ``aclose``)."""
 
         async def loop() -> None:
-            while True:
+            while not self._closing:
                 try:
                     await self.recover_once()
                 except (SagaError, TransportError) as exc:
+                    _raise_if_cancelled()
                     logger.warning("saga recovery scan failed: %s", exc)
                 await asyncio.sleep(self.config.recovery_interval)
 
@@ -536,6 +547,7 @@ class SagaCoordinator:
             answer = sending.result()
             return _Outcome(reply=decode_reply(answer.body))
         except RequestTimeout:
+            _raise_if_cancelled()
             return _Outcome(code="timeout", detail=f"no answer in {step.timeout_s}s")
         except NoResponders:
             return _Outcome(code="no_responders", detail="the agent is not on the mesh")
@@ -547,6 +559,7 @@ class SagaCoordinator:
         except (EnvelopeError, SagaError) as exc:
             return _Outcome(code="bad_reply", detail=exc.code)
         except TransportError as exc:
+            _raise_if_cancelled()  # nats-py may turn a cancellation into a timeout
             return _Outcome(code="transport", detail=exc.code)
         finally:
             if not sending.done():
@@ -609,6 +622,13 @@ class SagaCoordinator:
                 detail=detail,
             )
             await asyncio.sleep(step.retry.delay(attempt))
+
+
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a library turned into another error."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
