@@ -238,6 +238,7 @@ class RevocationLedger:
     def __init__(self) -> None:
         self._entries: dict[str, dict[str, RevocationEntry]] = {}
         self._status: dict[str, RevocationKind] = {}
+        self._quarantined: set[str] = set()
 
     def add(self, entry: RevocationEntry) -> bool:
         """Record a verified entry; ``True`` when the subject's status changed."""
@@ -251,7 +252,16 @@ class RevocationLedger:
             self._status.pop(entry.subject, None)
         else:
             self._status[entry.subject] = after
+        if after is RevocationKind.QUARANTINED:
+            self._quarantined.add(entry.subject)
+        else:
+            self._quarantined.discard(entry.subject)
         return before is not after
+
+    @property
+    def any_quarantined(self) -> bool:
+        """Whether any subject is quarantined now (lets readers skip rotation lookups)."""
+        return bool(self._quarantined)
 
     def status(self, did: str) -> RevocationKind | None:
         """``revoked``, ``quarantined``, ``released`` (lifted), or ``None`` (never listed)."""

@@ -78,6 +78,10 @@ class RotationChain:
             did = old
         return chain
 
+    def rotated_away(self) -> frozenset[str]:
+        """Every DID that handed over to a newer key."""
+        return frozenset(self._next)
+
     def statement_from(self, old_did: str) -> RotationStatement | None:
         return self._next.get(old_did)
 

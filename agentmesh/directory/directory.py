@@ -119,6 +119,7 @@ class Directory:
         self._own: dict[str, tuple[AgentIdentity, AgentCard, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._found: dict[tuple[str, str | None, bool], tuple[int, tuple[AgentCard, ...]]] = {}
+        self._excluded: dict[bool, frozenset[str]] = {}
         self._cards = WatchedBucket(transport, bucket_name(mesh, "cards"), self._on_card)
         self._rotation_bucket = WatchedBucket(
             transport, bucket_name(mesh, "rotations"), self._on_rotation
@@ -218,12 +219,10 @@ class Directory:
         if hit is not None and now < hit[0]:
             cards = hit[1]
         else:
+            excluded = self._excluded_dids(include_held)
             cards = tuple(
                 self._cache.find(
-                    capability,
-                    now_ms=now,
-                    version=version,
-                    excluded=lambda did: self.is_excluded(did, include_held=include_held),
+                    capability, now_ms=now, version=version, excluded=excluded.__contains__
                 )
             )
             if len(self._found) >= MAX_CACHED_QUERIES:
@@ -237,6 +236,25 @@ class Directory:
     def _changed(self, *_: object) -> None:
         """Forget cached query results: a card, pin, rotation or revocation changed."""
         self._found.clear()
+        self._excluded.clear()
+
+    def _excluded_dids(self, include_held: bool) -> frozenset[str]:
+        """The DIDs :meth:`is_excluded` refuses, computed once per change (a small set)."""
+        known = self._excluded.get(include_held)
+        if known is not None:
+            return known
+        out = set(self.rotations.rotated_away())
+        if self.revocations is not None:
+            for did in self.revocations.listed():
+                out.update(
+                    d
+                    for d in (did, *self.rotations.successors_chain(did))
+                    if self.revocations.is_blocked(d)
+                )
+        if not include_held:
+            out.update(self.pins.held())
+        self._excluded[include_held] = frozen = frozenset(out)
+        return frozen
 
     def is_excluded(self, did: str, *, include_held: bool = False) -> bool:
         """True when routing to ``did`` is refused (blocked, rotated away, or held)."""

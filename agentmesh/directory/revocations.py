@@ -122,7 +122,7 @@ class RevocationList:
         entries say otherwise.
         """
         own = self._ledger.status(did)
-        if own is not None:
+        if own is not None or not self._ledger.any_quarantined:
             return own
         for old in self.predecessors(did):
             if self._ledger.status(old) is RevocationKind.QUARANTINED:
