@@ -24,6 +24,7 @@ from trust.errors import EvidenceFromFuture, InvalidEvidence, SelfEvidence
 from trust.events import DriftDetected, RingChanged, TrustEvent, TrustListener
 from trust.evidence import Outcome, Receipt
 from trust.explain import Endorsement, Explanation, ReceiptImpact
+from trust.export import to_networkx
 from trust.propagation import FloatArray, PropagationResult, Propagator
 from trust.rings import RING_SANDBOX, RingLadder
 
@@ -410,18 +411,12 @@ class TrustEngine:
         endorsers: list[Endorsement] = []
         positive = negative = 0.0
         last = self._last
-        if last is not None and idx < last.matrix.shape[0]:
-            start, stop = last.matrix.indptr[idx], last.matrix.indptr[idx + 1]
-            for pos in range(start, stop):
-                edge = int(last.order[pos])
-                observer = int(last.matrix.indices[pos])
-                a, b = self._edges.local(edge, now, self.config.half_life_ms)
-                positive, negative = positive + a, negative + b
-                # The stored matrix already carries the (1 - a) factor.
-                contribution = float(last.matrix.data[pos]) * float(self._trust[observer])
-                endorsers.append(
-                    Endorsement(self._dids[observer], contribution, (a + 1) / (a + b + 2), a + b)
-                )
+        for edge, observer, contribution in last.incoming(idx) if last is not None else ():
+            a, b = self._edges.local(edge, now, self.config.half_life_ms)
+            positive, negative = positive + a, negative + b
+            endorsers.append(
+                Endorsement(self._dids[observer], contribution, (a + 1) / (a + b + 2), a + b)
+            )
         endorsers.sort(key=lambda e: (-e.contribution, e.observer))
         receipts = [item[2] for item in sorted(self._impacts.get(idx, []), reverse=True)]
         return Explanation(
@@ -460,24 +455,5 @@ class TrustEngine:
             )
 
     def to_networkx(self, *, at_ms: int | None = None) -> nx.DiGraph:
-        """The trust graph for analysis and export (not used by the hot path).
-
-        Nodes carry ``score``, ``ring``, ``pre_trusted``; edges ``estimate``,
-        ``evidence``, ``positive``, ``negative`` of the observer's local trust.
-        """
-        now = self.clock.now_ms() if at_ms is None else at_ms
-        graph = nx.DiGraph()
-        for i, did in enumerate(self._dids):
-            graph.add_node(
-                did, score=self.score(did), ring=self.ring(did), pre_trusted=i in self._pre_trusted
-            )
-        for local in self.local_trust_edges(at_ms=now):
-            graph.add_edge(
-                local.observer,
-                local.subject,
-                estimate=local.estimate,
-                evidence=local.evidence,
-                positive=local.positive,
-                negative=local.negative,
-            )
-        return graph
+        """The trust graph for analysis and export (see :func:`trust.export.to_networkx`)."""
+        return to_networkx(self, at_ms=at_ms)

@@ -37,6 +37,20 @@ class PropagationResult:
     matrix: sp.csr_matrix
     order: npt.NDArray[np.int64]
 
+    def incoming(self, subject: int) -> list[tuple[int, int, float]]:
+        """``(edge, observer, contribution)`` into ``subject``; contribution = (1-a) c t."""
+        if subject >= self.matrix.shape[0]:
+            return []
+        start, stop = int(self.matrix.indptr[subject]), int(self.matrix.indptr[subject + 1])
+        return [
+            (
+                int(self.order[pos]),
+                int(self.matrix.indices[pos]),
+                float(self.matrix.data[pos]) * float(self.trust[int(self.matrix.indices[pos])]),
+            )
+            for pos in range(start, stop)
+        ]
+
 
 class Propagator:
     """Runs the power iteration; keeps the CSR structure and the last vector."""
