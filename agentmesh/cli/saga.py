@@ -1,0 +1,225 @@
+"""``agentmesh saga``: list the sagas of a mesh and show one saga's timeline.
+
+Both commands read the durable saga log (JetStream) of a running mesh; they never
+write to it. ``show`` folds the log exactly as a coordinator replica would, so
+what it prints is what a replica would resume from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentmesh.errors import TransportError
+from agentmesh.saga.errors import SagaError
+from agentmesh.saga.log import SagaIndexEntry, SagaLog
+from agentmesh.saga.records import RecordKind, SagaRecord
+from agentmesh.saga.state import SagaState
+from agentmesh.transport.factory import make_transport
+
+app = typer.Typer(
+    help="Inspect sagas: their status, steps, compensations and handoffs.", no_args_is_help=True
+)
+err = Console(stderr=True)
+
+Nats = Annotated[
+    str, typer.Option("--nats", help="NATS server URL of the mesh, e.g. nats://127.0.0.1:4222.")
+]
+Mesh = Annotated[str, typer.Option("--mesh", help="Mesh name (as the coordinators use).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+STATUS_STYLE = {
+    "completed": "green",
+    "compensated": "yellow",
+    "needs-attention": "bold red",
+    "running": "cyan",
+    "compensating": "magenta",
+    "submitted": "dim",
+}
+
+
+def _time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _short(did: str | None) -> str:
+    return "-" if not did else did[:14] + "…" + did[-6:]
+
+
+async def _with_log(nats: str, mesh: str, work: Any) -> Any:
+    try:
+        async with make_transport(nats, name="agentmesh-saga-cli") as transport:
+            return await work(await SagaLog.open(transport, mesh=mesh))
+    except SagaError as exc:
+        err.print(f"[red]error:[/] {exc} ({exc.code})")
+        if exc.code == "saga_not_found":
+            err.print("List the sagas of this mesh with: agentmesh saga list --nats URL --mesh M")
+        raise typer.Exit(1) from None
+    except (TransportError, OSError, ValueError) as exc:
+        err.print(
+            f"[red]error:[/] cannot read the saga log: {exc}\n"
+            "Is nats-server running (with -js) at --nats, and is --mesh the right mesh?"
+        )
+        raise typer.Exit(2) from None
+
+
+def _entry_json(entry: SagaIndexEntry) -> dict[str, Any]:
+    return {
+        "id": entry.saga_id,
+        "name": entry.name,
+        "status": entry.status,
+        "steps": sum(
+            len(s["parallel"]) if "parallel" in s else 1 for s in entry.definition["steps"]
+        ),
+        "updated_ms": entry.updated_ms,
+        "coordinator": entry.coordinator,
+    }
+
+
+@app.command("list")
+def list_sagas(
+    nats: Nats,
+    mesh: Mesh = "agentmesh",
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="Only this status (e.g. needs-attention, running)."),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Every saga of the mesh with its status (from the saga index)."""
+    entries: list[SagaIndexEntry] = asyncio.run(_with_log(nats, mesh, lambda log: log.entries()))
+    if status:
+        entries = [e for e in entries if e.status == status]
+    if as_json:
+        typer.echo(json.dumps([_entry_json(e) for e in entries], indent=2))
+        return
+    table = Table(title=f"{len(entries)} saga(s) in mesh {mesh!r}")
+    for column in ("id", "name", "status", "steps", "updated (UTC)", "last coordinator"):
+        table.add_column(column)
+    for entry in entries:
+        data = _entry_json(entry)
+        style = STATUS_STYLE.get(entry.status, "")
+        table.add_row(
+            entry.saga_id,
+            entry.name,
+            f"[{style}]{entry.status}[/]" if style else entry.status,
+            str(data["steps"]),
+            _time(entry.updated_ms),
+            _short(entry.coordinator),
+        )
+    Console().print(table)
+    attention = sum(1 for e in entries if e.status == "needs-attention")
+    if attention:
+        err.print(
+            f"[bold red]{attention} saga(s) need attention[/]: a compensation failed; "
+            "see 'agentmesh saga show ID'."
+        )
+
+
+def _event(record: SagaRecord) -> str:
+    data = record.data
+    kind = record.kind
+    if kind is RecordKind.STEP_HANDOFF:
+        doubt = " (outcome in doubt)" if data.get("in_doubt") else ""
+        return f"handed off: {data.get('reason', '')}{doubt}"
+    if kind in (RecordKind.STEP_SUCCEEDED, RecordKind.COMPENSATION_SUCCEEDED):
+        return "replayed first result" if data.get("duplicate") else "ok"
+    if kind is RecordKind.SAGA_NEEDS_ATTENTION:
+        failed = ", ".join(f"{f['step']}@{_short(f['agent'])}" for f in data.get("failed", []))
+        return f"compensation failed: {failed}"
+    if kind is RecordKind.SAGA_COMPLETED and data.get("abandoned"):
+        return f"{len(data['abandoned'])} abandoned attempt(s) to reconcile"
+    parts = [str(data[k]) for k in ("code", "detail") if data.get(k)]
+    return " ".join(parts)
+
+
+def _timeline(state: SagaState) -> Table:
+    table = Table(title=f"saga {state.saga_id}: {state.status.value}")
+    for column in ("#", "time (UTC)", "event", "step", "agent", "try", "detail"):
+        table.add_column(column)
+    for record in state.records:
+        kind = record.kind.value
+        style = (
+            "red"
+            if "failed" in kind or "attention" in kind
+            else "yellow"
+            if "compensat" in kind or "handoff" in kind
+            else "dim"
+            if record.kind is RecordKind.SAGA_RESUMED
+            else ""
+        )
+        table.add_row(
+            str(record.number or "·"),
+            _time(record.at_ms),
+            f"[{style}]{kind}[/]" if style else kind,
+            record.step or "",
+            _short(record.agent) if record.agent else "",
+            str(record.attempt or ""),
+            _event(record),
+        )
+    return table
+
+
+def _state_json(state: SagaState) -> dict[str, Any]:
+    return {
+        "id": state.saga_id,
+        "status": state.status.value,
+        "steps": {
+            name: {"status": v.status.value, "agent": v.agent, "code": v.code}
+            for name, v in state.steps.items()
+        },
+        "compensations": [
+            {"step": e.step, "agent": e.agent, "status": e.compensation.value, "code": e.code}
+            for e in reversed(state.executions)
+        ],
+        "records": [
+            {
+                "number": r.number,
+                "kind": r.kind.value,
+                "at_ms": r.at_ms,
+                "step": r.step,
+                "agent": r.agent,
+                "attempt": r.attempt,
+                "data": r.data,
+                "coordinator": r.coordinator,
+            }
+            for r in state.records
+        ],
+    }
+
+
+@app.command("show")
+def show(
+    saga_id: Annotated[str, typer.Argument(help="The saga id (see 'agentmesh saga list').")],
+    nats: Nats,
+    mesh: Mesh = "agentmesh",
+    as_json: AsJson = False,
+) -> None:
+    """One saga's timeline: every step, handoff and compensation, from its durable log."""
+    state: SagaState = asyncio.run(_with_log(nats, mesh, lambda log: log.load(saga_id)))
+    if as_json:
+        typer.echo(json.dumps(_state_json(state), indent=2, default=str))
+        return
+    out = Console()
+    out.print(_timeline(state))
+    if state.executions:
+        table = Table(title="compensations (reverse order)")
+        for column in ("step", "agent", "status", "attempts", "code"):
+            table.add_column(column)
+        for execution in reversed(state.executions):
+            table.add_row(
+                execution.step,
+                _short(execution.agent),
+                execution.compensation.value,
+                str(execution.attempts),
+                execution.code,
+            )
+        out.print(table)
+    if state.fenced:
+        out.print(f"[yellow]{state.fenced} record(s) from a replica that lost a race ignored[/]")
