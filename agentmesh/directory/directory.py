@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 from collections import Counter
 from collections.abc import Coroutine
 
-from pydantic import JsonValue
-
-from agentmesh.audit import AuditEvent, AuditSink, MemoryAuditSink
+from agentmesh.audit import AuditSink
 from agentmesh.directory.cache import CardCache, Rank
 from agentmesh.directory.events import (
     DirectoryEvent,
@@ -31,22 +27,23 @@ from agentmesh.directory.events import (
     EventFanout,
     EventStream,
 )
+from agentmesh.directory.pin_store import PinStore
+from agentmesh.directory.reporting import Reporter
 from agentmesh.directory.revocations import RevocationList
+from agentmesh.directory.rotation_store import RotationStore
 from agentmesh.directory.watcher import WatchedBucket, bucket_name
-from agentmesh.errors import KeyExists, TransportError
 from agentmesh.node.addressing import MeshAddressing
 from agentmesh.transport.base import KVEntry, KVOperation, Transport
 from iatp.clock import Clock, SystemClock
 from iatp.did import DID_KEY_PREFIX
-from iatp.errors import AgentMeshError, RotationError
+from iatp.errors import AgentMeshError
 from iatp.identity import AgentIdentity
-from iatp.rotation import RotationStatement, verify_rotation
+from iatp.rotation import RotationStatement
 from registry.card import (
     DEFAULT_CLOCK_SKEW_MS,
     MAX_CARD_BYTES,
     AgentCard,
     Capability,
-    canonical_json,
     decode_card,
     sign_card,
     verify_card,
@@ -55,26 +52,17 @@ from registry.errors import (
     AgentNotFound,
     CardDIDMismatch,
     CardError,
-    InvalidCard,
     OversizedCard,
     RegistryError,
-    RotationRejected,
     StaleCard,
 )
-from registry.pins import CapabilityDriftEvent, CapabilityPins, PinKey
-from registry.rotations import RotationChain, decode_rotation_entry
+from registry.pins import CapabilityDriftEvent
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TTL_MS = 30_000
 MAX_CACHED_QUERIES = 4096
 _FOREVER = 2**63
-
-
-def _pin_key(key: PinKey) -> str:
-    did, name, version = key
-    digest = hashlib.sha256(f"{name}@{version}".encode()).hexdigest()[:16]
-    return f"{MeshAddressing.agent_key(did)}.{digest}"
 
 
 class Directory:
@@ -106,27 +94,32 @@ class Directory:
     ) -> None:
         self.addressing = MeshAddressing(mesh)
         self.revocations = revocations
-        self.audit: AuditSink = audit if audit is not None else MemoryAuditSink()
         self.clock: Clock = clock or SystemClock()
-        self.rejected: Counter[str] = Counter()
-        self.pins = CapabilityPins()
-        self.rotations = RotationChain()
-        self._node = node
+        self._events = EventFanout()
+        self._report = Reporter(audit, node=node, clock=self.clock, on_refusal=self._on_refusal)
         self._skew = clock_skew_ms
         self._sweep_interval = sweep_interval
         self._cache = CardCache()
-        self._events = EventFanout()
         self._own: dict[str, tuple[AgentIdentity, AgentCard, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._found: dict[tuple[str, str | None, bool], tuple[int, tuple[AgentCard, ...]]] = {}
         self._excluded: dict[bool, frozenset[str]] = {}
         self._cards = WatchedBucket(transport, bucket_name(mesh, "cards"), self._on_card)
-        self._rotation_bucket = WatchedBucket(
-            transport, bucket_name(mesh, "rotations"), self._on_rotation
-        )
-        self._pin_bucket = WatchedBucket(transport, bucket_name(mesh, "pins"), self._on_pin)
+        self._rotation_store = RotationStore(transport, mesh, self._report, self._on_rotated)
+        self._pin_store = PinStore(transport, mesh, self._report, self._spawn, self._recheck)
+        self.rotations = self._rotation_store.chain
+        self.pins = self._pin_store.pins
         if revocations is not None:
             self.use_revocations(revocations)
+
+    @property
+    def audit(self) -> AuditSink:
+        return self._report.audit
+
+    @property
+    def rejected(self) -> Counter[str]:
+        """Refusals by code (cards, rotations, pins)."""
+        return self._report.rejected
 
     def use_revocations(self, revocations: RevocationList) -> None:
         """Leave ``revocations``' blocked agents out of :meth:`find`; share rotations with it."""
@@ -142,8 +135,8 @@ class Directory:
         Raises:
             TransportError: a bucket could not be opened.
         """
-        await self._pin_bucket.start(timeout=timeout)
-        await self._rotation_bucket.start(timeout=timeout)
+        await self._pin_store.start(timeout=timeout)
+        await self._rotation_store.start(timeout=timeout)
         await self._cards.start(timeout=timeout)
         self._spawn(self._sweep(), "directory-sweep")
 
@@ -155,8 +148,9 @@ class Directory:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for bucket in (self._cards, self._rotation_bucket, self._pin_bucket):
-            await bucket.aclose()
+        await self._cards.aclose()
+        await self._rotation_store.aclose()
+        await self._pin_store.aclose()
         self._events.close()
 
     async def __aenter__(self) -> Directory:
@@ -384,22 +378,7 @@ class Directory:
             RotationRejected: invalid, or conflicting with a known statement (audited).
             TransportError: the store refused the write.
         """
-        try:
-            verify_rotation(statement)
-        except RotationError as exc:
-            self._refuse(RotationRejected(str(exc), did=statement.old_did), None, "rotation")
-            raise RotationRejected(str(exc), did=statement.old_did) from None
-        known = self.rotations.statement_from(statement.old_did)
-        if known is not None and known != statement:
-            error = RotationRejected(f"{statement.old_did} already rotated", did=statement.old_did)
-            self._refuse(error, statement.old_did, "rotation")
-            raise error
-        # On KeyExists the watch delivers whichever statement won; a conflict is refused there.
-        with contextlib.suppress(KeyExists):
-            await self._rotation_bucket.kv.create(
-                self.addressing.agent_key(statement.old_did), statement.encode(), timeout=timeout
-            )
-        self._add_rotation(statement)
+        await self._rotation_store.publish(statement, timeout=timeout)
 
     async def approve(self, did: str, *, timeout: float = 2.0) -> AgentCard:
         """Accept ``did``'s current descriptors (after a drift) on every node.
@@ -409,10 +388,8 @@ class Directory:
             TransportError: the store refused the write.
         """
         card = self.get(did, follow_rotation=False)
+        await self._pin_store.approve(card, timeout=timeout)
         self._changed()
-        for key in self.pins.approve(card):
-            await self._pin_bucket.kv.put(_pin_key(key), self._pin_record(key), timeout=timeout)
-        self._audit("registry", "approved", did, "capability descriptors re-approved")
         self._events.emit(DirectoryEvent(DirectoryEventKind.APPROVED, did, card))
         return card
 
@@ -452,74 +429,24 @@ class Directory:
     def _check_pins(self, card: AgentCard) -> None:
         self._changed()
         was_held = self.pins.is_held(card.did)
-        new, drifts = self.pins.observe(card)
-        for key in new:
-            self._spawn(self._store_pin(key, self._pin_record(key)), "pin")
+        drifts = self._pin_store.observe(card)
         for drift in drifts:
             detail = f"{drift.name}@{drift.version} {drift.pinned[:12]} -> {drift.seen[:12]}"
-            self._audit("registry_drift", "capability_drift", card.did, detail)
             self._events.emit(DirectoryEvent(DirectoryEventKind.DRIFT, card.did, card, detail))
         if was_held and not drifts:
             self._events.emit(DirectoryEvent(DirectoryEventKind.APPROVED, card.did, card))
 
-    def _pin_record(self, key: PinKey) -> bytes:
-        did, name, version = key
-        record: dict[str, JsonValue] = {"did": did, "name": name, "version": version}
-        record["fingerprint"] = self.pins.pinned(did, name, version) or ""
-        return canonical_json(record)
-
-    async def _store_pin(self, key: PinKey, value: bytes) -> None:
-        with contextlib.suppress(KeyExists, TransportError):
-            await self._pin_bucket.kv.create(_pin_key(key), value)
-
-    def _on_pin(self, item: KVEntry) -> None:
-        if item.operation is KVOperation.DELETE:
-            return
-        try:
-            record = json.loads(item.value)
-            did, name, version = record["did"], record["name"], record["version"]
-            fingerprint = record["fingerprint"]
-            if _pin_key((did, name, version)) != item.key or not isinstance(fingerprint, str):
-                raise ValueError("pin stored under another key")
-        except (ValueError, KeyError, TypeError, AgentMeshError):
-            self._refuse(InvalidCard("malformed capability pin"), None, item.key)
-            return
-        if self.pins.pinned(did, name, version) == fingerprint:
-            return
-        self.pins.pin(did, name, version, fingerprint)
+    def _recheck(self, did: str) -> None:
         card = self._cache.get(did)
         if card is not None:
             self._check_pins(card)
 
-    def _on_rotation(self, item: KVEntry) -> None:
-        if item.operation is KVOperation.DELETE:
-            return
-        try:
-            statement = self._decode_rotation(item)
-        except RegistryError as exc:
-            self._refuse(exc, exc.did, item.key)
-            return
-        self._add_rotation(statement)
-
-    def _decode_rotation(self, item: KVEntry) -> RotationStatement:
-        statement = decode_rotation_entry(item.value)
-        if self.addressing.agent_key(statement.old_did) != item.key:
-            raise RotationRejected("rotation stored under another key", did=statement.old_did)
-        return statement
-
-    def _add_rotation(self, statement: RotationStatement) -> None:
-        try:
-            added = self.rotations.add(statement)
-        except RotationRejected as exc:
-            self._refuse(exc, exc.did, "rotation")
-            return
-        if added is not None:
-            self._changed()
-            detail = f"{statement.old_did} -> {statement.new_did}"
-            self._audit("registry", "rotated", statement.old_did, detail)
-            self._events.emit(
-                DirectoryEvent(DirectoryEventKind.ROTATED, statement.new_did, None, detail)
-            )
+    def _on_rotated(self, statement: RotationStatement) -> None:
+        self._changed()
+        detail = f"{statement.old_did} -> {statement.new_did}"
+        self._events.emit(
+            DirectoryEvent(DirectoryEventKind.ROTATED, statement.new_did, None, detail)
+        )
 
     def _remove(self, did: str, kind: DirectoryEventKind) -> None:
         old = self._cache.remove(did)
@@ -534,18 +461,7 @@ class Directory:
                 self._remove(card.did, DirectoryEventKind.EXPIRED)
 
     def _refuse(self, error: RegistryError, did: str | None, where: str) -> None:
-        self.rejected[error.code] += 1
-        self._audit("registry_rejected", error.code, did, f"{where}: {error}")
-        self._events.emit(DirectoryEvent(DirectoryEventKind.REJECTED, did, None, error.code))
+        self._report.refuse("registry_rejected", error, did, where)
 
-    def _audit(self, kind: str, code: str, peer: str | None, detail: str) -> None:
-        self.audit.append(
-            AuditEvent(
-                at_ms=self.clock.now_ms(),
-                node=self._node,
-                kind=kind,
-                code=code,
-                peer=peer,
-                detail=detail[:300],
-            )
-        )
+    def _on_refusal(self, code: str, did: str | None) -> None:
+        self._events.emit(DirectoryEvent(DirectoryEventKind.REJECTED, did, None, code))

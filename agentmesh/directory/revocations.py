@@ -21,14 +21,15 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from agentmesh.audit import AuditEvent, AuditSink, MemoryAuditSink
+from agentmesh.audit import AuditSink
+from agentmesh.directory.reporting import Reporter
 from agentmesh.directory.watcher import WatchedBucket, bucket_name
 from agentmesh.errors import KeyExists
 from agentmesh.node.addressing import MeshAddressing
 from agentmesh.node.interceptors import ALLOW, InboundMessage, Outcome, Verdict
 from agentmesh.node.wire import ERROR_TYPE
 from agentmesh.transport.base import KVEntry, KVOperation, Transport
-from iatp.clock import Clock, SystemClock
+from iatp.clock import Clock
 from iatp.envelope import Envelope
 from iatp.handshake import PeerOffer
 from registry.errors import InvalidRevocation, RevocationError
@@ -84,11 +85,10 @@ class RevocationList:
         clock: Clock | None = None,
     ) -> None:
         self.authorities = authorities or RevocationAuthorities()
-        self.audit: AuditSink = audit if audit is not None else MemoryAuditSink()
-        self.rejected: Counter[str] = Counter()
+        self._report = Reporter(audit, node=node, clock=clock)
+        self.audit: AuditSink = self._report.audit
+        self.rejected: Counter[str] = self._report.rejected
         self.predecessors: Callable[[str], Iterable[str]] = _no_predecessors
-        self._node = node
-        self._clock: Clock = clock or SystemClock()
         self._ledger = RevocationLedger()
         self._listeners: list[RevocationListener] = []
         self._bucket = WatchedBucket(
@@ -203,20 +203,10 @@ class RevocationList:
                 logger.exception("revocation listener failed")
 
     def _refuse(self, error: RevocationError, did: str | None, where: str) -> None:
-        self.rejected[error.code] += 1
-        self._audit("revocation_rejected", error.code, did, f"{where}: {error}")
+        self._report.refuse("revocation_rejected", error, did, where)
 
     def _audit(self, kind: str, code: str, peer: str | None, detail: str) -> None:
-        self.audit.append(
-            AuditEvent(
-                at_ms=self._clock.now_ms(),
-                node=self._node,
-                kind=kind,
-                code=code,
-                peer=peer,
-                detail=detail[:300],
-            )
-        )
+        self._report.record(kind, code, peer, detail)
 
 
 class RevocationInterceptor:
