@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,10 @@ def test_demo_catches_every_impostor_message_embedded() -> None:
     assert "caught 4 of 4 impostor messages" in result.stdout
     for code in ("bad_signature", "malformed", "replayed", "handshake_failed"):
         assert code in result.stdout
+    # The saga section: a declined payment is compensated, a quarantined one handed off.
+    assert re.search(r"order-declined-\w+: compensated", result.stdout)
+    assert re.search(r"order-handoff-\w+: completed", result.stdout)
+    assert "step.handoff" in result.stdout
 
 
 @pytest.mark.nats
@@ -55,3 +60,4 @@ def test_demo_over_nats(nats_server: NatsServerProcess) -> None:
     result = run(["-m", "agentmesh", "demo", "--nats", nats_server.url])
     assert result.returncode == 0, result.stderr
     assert "caught 4 of 4 impostor messages" in result.stdout
+    assert re.search(r"order-handoff-\w+: completed", result.stdout)

@@ -32,6 +32,13 @@ def demo(
             "--nats", help="Run over a real nats-server at this URL instead of in memory."
         ),
     ] = None,
+    saga: Annotated[
+        bool,
+        typer.Option(
+            "--saga/--no-saga",
+            help="Also run the order saga (a declining and a quarantined payment agent).",
+        ),
+    ] = True,
 ) -> None:
     """A small agent team joins, handshakes and works; an impostor is caught."""
     import asyncio
@@ -42,6 +49,11 @@ def demo(
     caught = sum(report.rejections.values())
     if caught < report.impostor_attempts or len(report.replies) != 3:
         raise typer.Exit(1)
+    if saga:
+        from agentmesh.saga.showcase import run_order_showcase
+
+        if not asyncio.run(run_order_showcase(nats)).ok:
+            raise typer.Exit(1)
 
 
 def main() -> None:

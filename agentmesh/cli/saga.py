@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -19,8 +18,8 @@ from rich.table import Table
 from agentmesh.errors import TransportError
 from agentmesh.saga.errors import SagaError
 from agentmesh.saga.log import SagaIndexEntry, SagaLog
-from agentmesh.saga.records import RecordKind, SagaRecord
 from agentmesh.saga.state import SagaState
+from agentmesh.saga.timeline import STATUS_STYLE, format_time, short_did, timeline_table
 from agentmesh.transport.factory import make_transport
 
 app = typer.Typer(
@@ -33,23 +32,6 @@ Nats = Annotated[
 ]
 Mesh = Annotated[str, typer.Option("--mesh", help="Mesh name (as the coordinators use).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-STATUS_STYLE = {
-    "completed": "green",
-    "compensated": "yellow",
-    "needs-attention": "bold red",
-    "running": "cyan",
-    "compensating": "magenta",
-    "submitted": "dim",
-}
-
-
-def _time(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-
-def _short(did: str | None) -> str:
-    return "-" if not did else did[:14] + "…" + did[-6:]
 
 
 async def _with_log(nats: str, mesh: str, work: Any) -> Any:
@@ -110,8 +92,8 @@ def list_sagas(
             entry.name,
             f"[{style}]{entry.status}[/]" if style else entry.status,
             str(data["steps"]),
-            _time(entry.updated_ms),
-            _short(entry.coordinator),
+            format_time(entry.updated_ms),
+            short_did(entry.coordinator),
         )
     Console().print(table)
     attention = sum(1 for e in entries if e.status == "needs-attention")
@@ -120,50 +102,6 @@ def list_sagas(
             f"[bold red]{attention} saga(s) need attention[/]: a compensation failed; "
             "see 'agentmesh saga show ID'."
         )
-
-
-def _event(record: SagaRecord) -> str:
-    data = record.data
-    kind = record.kind
-    if kind is RecordKind.STEP_HANDOFF:
-        doubt = " (outcome in doubt)" if data.get("in_doubt") else ""
-        return f"handed off: {data.get('reason', '')}{doubt}"
-    if kind in (RecordKind.STEP_SUCCEEDED, RecordKind.COMPENSATION_SUCCEEDED):
-        return "replayed first result" if data.get("duplicate") else "ok"
-    if kind is RecordKind.SAGA_NEEDS_ATTENTION:
-        failed = ", ".join(f"{f['step']}@{_short(f['agent'])}" for f in data.get("failed", []))
-        return f"compensation failed: {failed}"
-    if kind is RecordKind.SAGA_COMPLETED and data.get("abandoned"):
-        return f"{len(data['abandoned'])} abandoned attempt(s) to reconcile"
-    parts = [str(data[k]) for k in ("code", "detail") if data.get(k)]
-    return " ".join(parts)
-
-
-def _timeline(state: SagaState) -> Table:
-    table = Table(title=f"saga {state.saga_id}: {state.status.value}")
-    for column in ("#", "time (UTC)", "event", "step", "agent", "try", "detail"):
-        table.add_column(column)
-    for record in state.records:
-        kind = record.kind.value
-        style = (
-            "red"
-            if "failed" in kind or "attention" in kind
-            else "yellow"
-            if "compensat" in kind or "handoff" in kind
-            else "dim"
-            if record.kind is RecordKind.SAGA_RESUMED
-            else ""
-        )
-        table.add_row(
-            str(record.number or "·"),
-            _time(record.at_ms),
-            f"[{style}]{kind}[/]" if style else kind,
-            record.step or "",
-            _short(record.agent) if record.agent else "",
-            str(record.attempt or ""),
-            _event(record),
-        )
-    return table
 
 
 def _state_json(state: SagaState) -> dict[str, Any]:
@@ -207,7 +145,7 @@ def show(
         typer.echo(json.dumps(_state_json(state), indent=2, default=str))
         return
     out = Console()
-    out.print(_timeline(state))
+    out.print(timeline_table(state))
     if state.executions:
         table = Table(title="compensations (reverse order)")
         for column in ("step", "agent", "status", "attempts", "code"):
@@ -215,7 +153,7 @@ def show(
         for execution in reversed(state.executions):
             table.add_row(
                 execution.step,
-                _short(execution.agent),
+                short_did(execution.agent),
                 execution.compensation.value,
                 str(execution.attempts),
                 execution.code,
