@@ -47,8 +47,18 @@ def test_list_shows_every_saga_with_its_status(nats_server: NatsServerProcess, m
     assert "needs-attention" in result.output
     assert "need attention" in result.output
     as_json = runner.invoke(
-        app, ["saga", "list", "--nats", nats_server.url, "--mesh", mesh, "--json",
-              "--status", "completed"]
+        app,
+        [
+            "saga",
+            "list",
+            "--nats",
+            nats_server.url,
+            "--mesh",
+            mesh,
+            "--json",
+            "--status",
+            "completed",
+        ],
     )
     assert [s["id"] for s in json.loads(as_json.stdout)] == ["ok-1"]
 
@@ -58,12 +68,19 @@ def test_show_prints_the_timeline_with_compensations(
 ) -> None:
     runner = CliRunner()
     result = runner.invoke(
-        app, ["saga", "show", "bad-1", "--nats", nats_server.url, "--mesh", mesh],
+        app,
+        ["saga", "show", "bad-1", "--nats", nats_server.url, "--mesh", mesh],
         env={"COLUMNS": "220"},
     )
     assert result.exit_code == 0, result.output
-    for text in ("saga.compensating", "compensation.attempt_failed", "compensation.failed",
-                 "saga.needs_attention", "compensations (reverse order)", "declined"):
+    for text in (
+        "saga.compensating",
+        "compensation.attempt_failed",
+        "compensation.failed",
+        "saga.needs_attention",
+        "compensations (reverse order)",
+        "declined",
+    ):
         assert text in result.output, text
     detail = json.loads(
         runner.invoke(
