@@ -288,7 +288,9 @@ class TrustEngine:
         observers = self._edges.observer[:count]
         suspended = sorted(self._flagged)
         if suspended:
-            weights[np.isin(observers, suspended)] = 0.0
+            silenced = np.zeros(n, dtype=bool)
+            silenced[suspended] = True
+            weights[silenced[observers]] = 0.0
         anchor = self._anchor()
         result = self._propagator.run(
             self._edges,
