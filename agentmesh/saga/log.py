@@ -8,7 +8,9 @@ stream and KV otherwise):
   is stored once; a replica whose append comes back ``duplicate`` lost the race);
 * KV ``saga-index-<mesh>``: per saga its name, definition, status and the stream
   sequence of its last status change (for ``agentmesh saga list`` and recovery);
-* KV ``saga-lease-<mesh>``: which coordinator replica drives the saga, until when.
+* KV ``saga-lease-<mesh>``: which coordinator replica drives the saga, until when;
+* KV ``saga-active-<mesh>``: one empty key per saga that has not ended, so the
+  recovery scan costs one ``keys()`` however many sagas have finished.
 
 A replica that takes a saga over first appends a ``saga.resumed`` marker and reads
 the saga's records up to that marker's sequence, so it never misses a record that
@@ -71,6 +73,7 @@ class SagaLog:
         stream: Stream,
         index: KeyValue,
         leases: KeyValue,
+        active: KeyValue,
         *,
         mesh: str,
         clock: Clock | None = None,
@@ -79,6 +82,7 @@ class SagaLog:
         self.stream = stream
         self.index = index
         self.leases = leases
+        self.active = active
         self.mesh = mesh
         self.clock: Clock = clock or SystemClock()
         self.trusted = trusted
@@ -106,7 +110,8 @@ class SagaLog:
         stream = await transport.stream(f"SAGA-{mesh}", [f"saga.{mesh}.log.>"])
         index = await transport.key_value(f"saga-index-{mesh}")
         leases = await transport.key_value(f"saga-lease-{mesh}")
-        return cls(stream, index, leases, mesh=mesh, clock=clock, trusted=trusted)
+        active = await transport.key_value(f"saga-active-{mesh}")
+        return cls(stream, index, leases, active, mesh=mesh, clock=clock, trusted=trusted)
 
     def subject(self, saga_id: str) -> str:
         return f"saga.{self.mesh}.log.{saga_id}"
@@ -227,8 +232,15 @@ class SagaLog:
         try:
             await self.index.create(saga_id, _pack_entry(entry))
         except KeyExists:
+            if not SagaStatus.terminal_value((await self.entry(saga_id)).status):
+                await self._mark_active(saga_id)
             return False
+        await self._mark_active(saga_id)
         return True
+
+    async def _mark_active(self, saga_id: str) -> None:
+        with contextlib.suppress(KeyExists):
+            await self.active.create(saga_id, b"")
 
     async def entry(self, saga_id: str) -> SagaIndexEntry:
         """Raises: SagaNotFound, SagaLogCorrupt."""
@@ -255,6 +267,8 @@ class SagaLog:
         )
         try:
             await self.index.put(state.saga_id, _pack_entry(entry))
+            if state.status.terminal:
+                await self.active.delete(state.saga_id)
         except Exception:
             logger.warning("saga index update failed for %s", state.saga_id, exc_info=True)
 
@@ -267,9 +281,8 @@ class SagaLog:
         return result
 
     async def unfinished(self) -> list[str]:
-        """Ids of sagas whose index status is not terminal."""
-        terminal = {s.value for s in SagaStatus if s.terminal}
-        return [e.saga_id for e in await self.entries() if e.status not in terminal]
+        """Ids of sagas that have not ended (one read of the small ``active`` bucket)."""
+        return await self.active.keys()
 
     # -- leases ------------------------------------------------------------------------------
 

@@ -40,6 +40,11 @@ class SagaStatus(enum.StrEnum):
             SagaStatus.NEEDS_ATTENTION,
         )
 
+    @classmethod
+    def terminal_value(cls, value: str) -> bool:
+        """Whether the status named ``value`` is terminal (unknown names are not)."""
+        return value in {s.value for s in cls if s.terminal}
+
 
 class StepStatus(enum.StrEnum):
     PENDING = "pending"
