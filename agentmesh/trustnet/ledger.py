@@ -46,6 +46,11 @@ class ReceiptLedger:
 
     Build with :meth:`open`. Not thread-safe: use it from one event loop.
 
+    With ``recompute_every=K`` the engine recomputes after every K-th folded receipt,
+    evaluated at the newest receipt time seen (``latest_ms``): stream positions and
+    times every node shares, so every node goes through the same sequence of engine
+    states, drift flags and rings included.
+
     Attributes:
         position: sequence of the last stream message folded (0 before any).
         folded: receipts that entered the engine.
@@ -62,8 +67,13 @@ class ReceiptLedger:
         node: str = "",
         audit: AuditSink | None = None,
         clock: Clock | None = None,
+        recompute_every: int | None = None,
     ) -> None:
+        if recompute_every is not None and recompute_every < 1:
+            raise ValueError("recompute_every must be >= 1 (or None)")
         self.stream = stream
+        self.recompute_every = recompute_every
+        self.latest_ms = 0
         self.engine = engine
         self.mesh = mesh
         self.node = node
@@ -88,6 +98,7 @@ class ReceiptLedger:
         audit: AuditSink | None = None,
         clock: Clock | None = None,
         duplicate_window: float = 120.0,
+        recompute_every: int | None = None,
     ) -> ReceiptLedger:
         """Create-or-bind the receipt stream of ``mesh``.
 
@@ -97,7 +108,15 @@ class ReceiptLedger:
         stream = await transport.stream(
             stream_name(mesh), [receipt_subject(mesh)], duplicate_window=duplicate_window
         )
-        return cls(stream, engine, mesh=mesh, node=node, audit=audit, clock=clock)
+        return cls(
+            stream,
+            engine,
+            mesh=mesh,
+            node=node,
+            audit=audit,
+            clock=clock,
+            recompute_every=recompute_every,
+        )
 
     async def publish(self, signed: SignedReceipt, *, timeout: float = 2.0) -> PublishAck:
         """Append a signed receipt (de-duplicated by its id). Does not fold it here.
@@ -122,6 +141,11 @@ class ReceiptLedger:
             self._refuse(exc, message)
             return False
         self.folded += 1
+        self.latest_ms = max(self.latest_ms, receipt.at_ms)
+        if self.recompute_every is not None and self.folded % self.recompute_every == 0:
+            # A stream position and a time every node agrees on: the whole engine state
+            # (drift flags and rings included) stays the same on every node.
+            self.engine.recompute(at_ms=self.latest_ms)
         return True
 
     def _refuse(self, error: TrustError, message: StreamMessage) -> None:

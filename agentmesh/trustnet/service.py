@@ -26,9 +26,12 @@ class MeshTrust:
     """``async with MeshTrust(transport, identity, pre_trusted=...) as trust:``.
 
     On start it binds the receipt stream, folds everything already stored (a late
-    joiner catches up here), recomputes, then follows new receipts and recomputes
-    every ``recompute_interval`` seconds. ``trust.engine`` answers ``score``/``ring``;
-    ``trust.interceptor`` turns this node's handled messages into receipts
+    joiner catches up here), then follows new receipts. Recomputes happen every
+    ``recompute_interval`` seconds of wall-clock time (fresh decay, but each node at
+    its own moments) and/or every ``recompute_every`` folded receipts (deterministic:
+    every node passes through the same engine states; see :class:`ReceiptLedger`).
+    ``trust.engine`` answers ``score``/``ring``; ``trust.interceptor`` turns this
+    node's handled messages into receipts
     (``node.add_interceptor(trust.interceptor, stage=Stage.TRUST)``).
     """
 
@@ -42,7 +45,8 @@ class MeshTrust:
         config: TrustConfig | None = None,
         clock: Clock | None = None,
         audit: AuditSink | None = None,
-        recompute_interval: float = 5.0,
+        recompute_interval: float | None = 5.0,
+        recompute_every: int | None = None,
         catch_up_timeout: float = 30.0,
     ) -> None:
         self.transport = transport
@@ -52,6 +56,7 @@ class MeshTrust:
         self.engine = TrustEngine(pre_trusted=pre_trusted, clock=self.clock, config=config)
         self._audit = audit
         self.recompute_interval = recompute_interval
+        self.recompute_every = recompute_every
         self.catch_up_timeout = catch_up_timeout
         self._ledger: ReceiptLedger | None = None
         self._interceptor: ReceiptInterceptor | None = None
@@ -83,18 +88,19 @@ class MeshTrust:
             node=self.identity.did,
             audit=self._audit,
             clock=self.clock,
+            recompute_every=self.recompute_every,
         )
         self._interceptor = ReceiptInterceptor(self.identity, self._ledger, clock=self.clock)
         await self._ledger.catch_up(timeout=self.catch_up_timeout)
-        self.engine.recompute()
-        self._tasks = [
-            asyncio.create_task(self._ledger.follow(), name="trust-follow"),
-            asyncio.create_task(self._recompute_loop(), name="trust-recompute"),
-        ]
+        self._tasks = [asyncio.create_task(self._ledger.follow(), name="trust-follow")]
+        if self.recompute_interval is not None:
+            self.engine.recompute()
+            self._tasks.append(asyncio.create_task(self._recompute_loop(), name="trust-recompute"))
 
     async def _recompute_loop(self) -> None:
+        interval = self.recompute_interval or 5.0
         while True:
-            await asyncio.sleep(self.recompute_interval)
+            await asyncio.sleep(interval)
             self.engine.recompute()
 
     async def aclose(self) -> None:

@@ -34,7 +34,7 @@ def test_top_lists_agents_best_first(receipts_file: Path) -> None:
         app, ["trust", "top", "--receipts", str(receipts_file), "--pre-trusted", ANCHOR]
     )
     assert result.exit_code == 0, result.output
-    assert "top 10 of 7 agents (61 receipts)" in result.output
+    assert "top 10 of 7 agents (69 receipts)" in result.output
     assert "forged_receipt" in result.output  # refused receipts are reported
     assert ANCHOR[:20] in result.output
 
@@ -98,12 +98,12 @@ def test_export_and_top_against_a_real_server(
         app, ["trust", "top", "--nats", nats_server.url, "--mesh", uid, "--pre-trusted", ANCHOR]
     )
     assert top.exit_code == 0, top.output
-    assert "(61 receipts)" in top.output
+    assert "(69 receipts)" in top.output
     out = tmp_path / "export.jsonl"
     exported = runner.invoke(
         app, ["trust", "export", "--out", str(out), "--nats", nats_server.url, "--mesh", uid]
     )
     assert exported.exit_code == 0, exported.output
-    assert len(out.read_bytes().splitlines()) == 61
+    assert len(out.read_bytes().splitlines()) == 69
     offline = runner.invoke(app, ["trust", "top", "--receipts", str(out), "--pre-trusted", ANCHOR])
     assert offline.output.split("agents")[1] == top.output.split("agents")[1]

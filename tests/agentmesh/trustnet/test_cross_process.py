@@ -6,7 +6,8 @@ publishers that publish the same set of signed receipts in different orders
 (plus a forged one), and a late joiner that starts once the others are done and
 catches up from the JetStream stream. Every process must end with exactly the
 same local trust, scores and rings (bit for bit: they fold the same stream in the
-same order), and every process must refuse the forged receipt.
+same order, recomputing at the same stream positions), including the drift flag
+raised on a traitor, and every process must refuse the forged receipt.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.agentmesh.trustnet.trust_peer import CLIENT, SERVER, WORLD_SIZE
+from tests.agentmesh.trustnet.trust_peer import CLIENT, SERVER, WORLD, world_receipts
 from tests.natsserver import NatsServerProcess
 
 pytestmark = pytest.mark.nats
 
 ROOT = Path(__file__).resolve().parents[3]
 REQUESTS = 5
-EXPECT = WORLD_SIZE + 1 + 2 * REQUESTS  # world + anchor's receipt about the client + both sides
+EXPECT = len(world_receipts()) + 2 * REQUESTS  # the published set + both sides of the requests
 
 
 class Peer:
@@ -99,6 +100,8 @@ async def test_five_processes_agree_and_a_late_joiner_catches_up(
     reference = {k: v for k, v in results[0].items() if k != "role"}
     assert reference["folded"] == EXPECT
     assert reference["refused"] == {"forged_receipt": 1}
+    assert reference["flagged"] == [WORLD[4].did]  # the traitor, on every node
+    assert reference["recomputes"] == EXPECT // 10 + 1
     for other in results[1:]:
         assert {k: v for k, v in other.items() if k != "role"} == reference, other["role"]
     scores = {d: float.fromhex(s) for d, s in reference["scores"].items()}  # type: ignore[union-attr]

@@ -27,6 +27,8 @@ from trust.evidence import RECEIPT_DOMAIN
 
 T0 = 1_700_000_000_000
 WORLD_SIZE = 60
+TRAITOR_RECEIPTS = 8
+RECOMPUTE_EVERY = 10
 
 
 def identity(i: int) -> AgentIdentity:
@@ -57,6 +59,16 @@ def world_receipts() -> list[SignedReceipt]:
         at_ms=T0,
     )
     out.append(sign_receipt(receipt, WORLD[0]))
+    # A traitor: the anchor sees WORLD[4] violate policy repeatedly (a drift alarm).
+    for k in range(TRAITOR_RECEIPTS):
+        receipt = Receipt.create(
+            observer=WORLD[0].did,
+            subject=WORLD[4].did,
+            interaction_id=f"t{k}",
+            outcome=Outcome.POLICY_VIOLATION,
+            at_ms=T0 + 500 + k,
+        )
+        out.append(sign_receipt(receipt, WORLD[0]))
     return out
 
 
@@ -96,6 +108,8 @@ def result(trust: MeshTrust, at_ms: int) -> dict[str, object]:
             for s in agents
             if engine.local(o, s, at_ms=at_ms).known
         },
+        "flagged": [d for d in agents if engine.flagged(d)],
+        "recomputes": engine.recomputes,
         "folded": trust.ledger.folded,
         "refused": dict(trust.ledger.refused),
     }
@@ -110,7 +124,10 @@ async def run(args: argparse.Namespace) -> None:
             me,
             mesh=args.mesh,
             pre_trusted=PRE_TRUSTED,
-            recompute_interval=3600,  # scores are compared after one explicit recompute
+            # Deterministic recomputes only (every 10 folded receipts, at receipt time):
+            # every process passes through the same engine states.
+            recompute_interval=None,
+            recompute_every=RECOMPUTE_EVERY,
         ) as trust,
     ):
         if args.role == "server":
