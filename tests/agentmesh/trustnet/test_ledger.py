@@ -199,3 +199,18 @@ async def test_handled_messages_become_receipts_on_every_node(
         await asyncio.sleep(0.1)
         assert watcher.engine.score(client_id.did) > 0.0
         assert watcher.engine.explain(client_id.did).receipts[0].outcome == "success"
+
+
+async def test_recompute_every_k_receipts_at_receipt_time(
+    transport_factory: TransportFactory, uid: str
+) -> None:
+    transport = await transport_factory.new("k")
+    with pytest.raises(ValueError, match="recompute_every"):
+        await ReceiptLedger.open(transport, engine(), mesh=uid, recompute_every=0)
+    ledger = await ReceiptLedger.open(transport, engine(), mesh=uid, recompute_every=5)
+    for receipt in world(4, count=12):
+        await ledger.publish(receipt)
+    await ledger.catch_up(timeout=10)
+    assert ledger.engine.recomputes == 2
+    assert ledger.latest_ms == max(r.receipt.at_ms for r in world(4, count=12))
+    await ledger.aclose()
