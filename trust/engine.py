@@ -79,11 +79,14 @@ class TrustEngine:
 
     # -- agents ---------------------------------------------------------------
 
+    def _check_name(self, did: str) -> None:
+        if did not in self._ids and self.config.validate_dids and not is_did(did):
+            raise InvalidEvidence(f"{did[:80]!r} is not a did:key")
+
     def _agent(self, did: str) -> int:
         idx = self._ids.get(did)
         if idx is None:
-            if self.config.validate_dids and not is_did(did):
-                raise InvalidEvidence(f"{did[:80]!r} is not a did:key")
+            self._check_name(did)
             idx = len(self._dids)
             self._ids[did] = idx
             self._dids.append(did)
@@ -146,6 +149,7 @@ class TrustEngine:
             raise EvidenceFromFuture(
                 f"at_ms is {evidence.at_ms - now} ms ahead of the clock", receipt_id=rid
             )
+        self._check_name(evidence.subject)  # before adding anyone: nothing half-applied
         observer = self._agent(evidence.observer)
         subject = self._agent(evidence.subject)
         self._seen.add(rid)

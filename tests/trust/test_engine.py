@@ -66,6 +66,8 @@ def test_rejections_are_typed_and_leave_no_trace(
     with pytest.raises(InvalidEvidence):
         engine.record(receipt(A, "not-a-did"))
     with pytest.raises(InvalidEvidence):
+        engine.record(receipt(E, "not-a-did"))  # E must not be added either
+    with pytest.raises(InvalidEvidence):
         engine.record("receipt")  # type: ignore[arg-type]
     assert engine.agents == [A]
 
