@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import networkx as nx
@@ -20,7 +21,7 @@ from iatp.did import is_did
 from trust.config import TrustConfig
 from trust.drift import DriftMonitor
 from trust.edges import EdgeStore, LocalTrust, check_snapshot
-from trust.errors import EvidenceFromFuture, InvalidEvidence, SelfEvidence
+from trust.errors import EvidenceFromFuture, InvalidEvidence, SelfEvidence, TrustError
 from trust.events import DriftDetected, RingChanged, TrustEvent, TrustListener
 from trust.evidence import Outcome, Receipt
 from trust.explain import Endorsement, Explanation, ReceiptImpact
@@ -72,6 +73,7 @@ class TrustEngine:
         self._last: PropagationResult | None = None
         self._computed_at: int | None = None
         self.recomputes = 0
+        self.rejections: Counter[str] = Counter()
         self._pre_trusted: set[int] = set()
         for did in sorted(set(pre_trusted)):
             self._pre_trusted.add(self._agent(did))
@@ -136,7 +138,15 @@ class TrustEngine:
             SelfEvidence: observer and subject are the same agent.
             EvidenceFromFuture: the receipt is further ahead than ``max_future_skew_ms``.
             InvalidEvidence: not a Receipt, or an agent name is not a did:key.
+            Every refusal is also counted by code in ``engine.rejections``.
         """
+        try:
+            return self._record(evidence)
+        except TrustError as exc:
+            self.rejections[exc.code] += 1
+            raise
+
+    def _record(self, evidence: Receipt) -> bool:
         if not isinstance(evidence, Receipt):
             raise InvalidEvidence(f"expected a Receipt, got {type(evidence).__name__}")
         rid = evidence.receipt_id

@@ -70,6 +70,11 @@ def test_rejections_are_typed_and_leave_no_trace(
     with pytest.raises(InvalidEvidence):
         engine.record("receipt")  # type: ignore[arg-type]
     assert engine.agents == [A]
+    assert engine.rejections == {
+        "self_evidence": 1,
+        "evidence_from_future": 1,
+        "invalid_evidence": 3,
+    }
 
 
 def test_evidence_decays_with_the_half_life(make_engine: EngineFactory) -> None:
