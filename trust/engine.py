@@ -6,8 +6,6 @@ directly. Not thread-safe: one owner calls it (the node's event loop).
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,7 +22,7 @@ from trust.edges import EdgeStore, LocalTrust, check_snapshot
 from trust.errors import EvidenceFromFuture, InvalidEvidence, SelfEvidence, TrustError
 from trust.events import DriftDetected, RingChanged, TrustEvent, TrustListener
 from trust.evidence import Outcome, Receipt
-from trust.explain import Endorsement, Explanation, ReceiptImpact
+from trust.explain import Endorsement, Explanation, ImpactLog
 from trust.export import to_networkx
 from trust.propagation import FloatArray, PropagationResult, Propagator
 from trust.rings import RING_SANDBOX, RingLadder
@@ -60,8 +58,7 @@ class TrustEngine:
         self._work: dict[str, FloatArray] = {}
         self._anchor_cache: FloatArray = np.zeros(0)
         self._drift_events: dict[int, DriftDetected] = {}
-        self._impacts: dict[int, list[tuple[float, int, ReceiptImpact]]] = {}
-        self._seq = itertools.count()
+        self._impacts = ImpactLog(self.config.explain_top)
         self._seen: set[str] = set()
         self._listeners: list[TrustListener] = []
         self._trust: FloatArray = np.zeros(0)
@@ -172,7 +169,7 @@ class TrustEngine:
         )
         credibility = self.credibility_of(observer)
         impact = (positive - negative) * credibility
-        self._keep_impact(subject, evidence, impact)
+        self._impacts.keep(subject, evidence, impact)
         monitor = self._drift.get(subject)
         if monitor is None:
             monitor = self._drift[subject] = DriftMonitor(self.config)
@@ -235,20 +232,6 @@ class TrustEngine:
             return 0.0
         credibility = self._credibility_array
         return credibility.item(idx) if idx < len(credibility) else 0.0
-
-    def _keep_impact(self, subject: int, receipt: Receipt, impact: float) -> None:
-        heap = self._impacts.setdefault(subject, [])
-        item = (
-            abs(impact),
-            next(self._seq),
-            ReceiptImpact(
-                receipt.receipt_id, receipt.observer, receipt.outcome.value, receipt.at_ms, impact
-            ),
-        )
-        if len(heap) < self.config.explain_top:
-            heapq.heappush(heap, item)
-        elif item[0] > heap[0][0]:
-            heapq.heapreplace(heap, item)
 
     def _on_drift(self, subject: int, kind: str, receipt: Receipt, statistic: float) -> None:
         now = self.clock.now_ms()
@@ -434,7 +417,7 @@ class TrustEngine:
                 Endorsement(self._dids[observer], contribution, (a + 1) / (a + b + 2), a + b)
             )
         endorsers.sort(key=lambda e: (-e.contribution, e.observer))
-        receipts = [item[2] for item in sorted(self._impacts.get(idx, []), reverse=True)]
+        receipts = self._impacts.largest(idx)
         return Explanation(
             did=did,
             known=True,

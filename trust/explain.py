@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from dataclasses import dataclass, field
 
 from trust.events import DriftDetected
+from trust.evidence import Receipt
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +69,30 @@ class Explanation:
     computed_at_ms: int | None
     endorsers: list[Endorsement] = field(default_factory=list)
     receipts: list[ReceiptImpact] = field(default_factory=list)
+
+
+class ImpactLog:
+    """Per agent, the ``size`` receipts with the largest ``|impact|`` (a bounded min-heap)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._heaps: dict[int, list[tuple[float, int, ReceiptImpact]]] = {}
+        self._seq = itertools.count()
+
+    def keep(self, subject: int, receipt: Receipt, impact: float) -> None:
+        heap = self._heaps.setdefault(subject, [])
+        item = (
+            abs(impact),
+            next(self._seq),
+            ReceiptImpact(
+                receipt.receipt_id, receipt.observer, receipt.outcome.value, receipt.at_ms, impact
+            ),
+        )
+        if len(heap) < self._size:
+            heapq.heappush(heap, item)
+        elif item[0] > heap[0][0]:
+            heapq.heapreplace(heap, item)
+
+    def largest(self, subject: int) -> list[ReceiptImpact]:
+        """Largest ``|impact|`` first (the later receipt first on ties)."""
+        return [item[2] for item in sorted(self._heaps.get(subject, []), reverse=True)]
