@@ -233,10 +233,12 @@ class SagaCoordinator:
             logger.debug("saga %s: lease held elsewhere", saga_id)
             return None
         timeout = self.config.log_timeout
-        barrier = await self.log.mark_resumed(saga_id, self.node.identity, timeout=timeout)
-        logger.debug("saga %s: lease taken, reading up to seq %d", saga_id, barrier)
-        records = await self.log.read(saga_id, until_seq=barrier, idle=0, timeout=timeout * 2)
-        logger.debug("saga %s: %d records read", saga_id, len(records))
+        records: list[SagaRecord] = []
+        if not lease.fresh:  # someone drove it before: read everything they wrote
+            barrier = await self.log.mark_resumed(saga_id, self.node.identity, timeout=timeout)
+            logger.debug("saga %s: lease taken, reading up to seq %d", saga_id, barrier)
+            records = await self.log.read(saga_id, until_seq=barrier, idle=0, timeout=timeout * 2)
+            logger.debug("saga %s: %d records read", saga_id, len(records))
         run = _Run(SagaState.fold(saga_id, records), lease)
         self.counters.resumed += 1
         self._audit(saga_id, "resumed", None, f"{len(records)} records")

@@ -155,7 +155,9 @@ class StepExecutor:
         return unpack(entry.value), entry.revision
 
     async def _once(self, request: StepRequestBody, key: str, sender: str) -> StepReplyBody:
-        found = await self._get(key)
+        # Forward steps go straight for the create (one KV round trip on the common
+        # path); a duplicate finds the key taken and replays what is stored.
+        found = None if request.kind is StepKind.FORWARD else await self._get(key)
         if found is not None:
             return await self._replay(request, key, *found)
         forward_state = "done"

@@ -59,10 +59,17 @@ class SagaIndexEntry:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
+    """Ownership of one saga until ``expires_ms``.
+
+    ``fresh``: the lease key was created by this acquisition, so no replica has
+    ever driven the saga (every record is written under a lease): its log is empty.
+    """
+
     saga_id: str
     owner: str
     revision: int
     expires_ms: int
+    fresh: bool = False
 
 
 class SagaLog:
@@ -293,7 +300,7 @@ class SagaLog:
         value = pack({"owner": owner, "expires_ms": expires})
         try:
             revision = await self.leases.create(saga_id, value)
-            return Lease(saga_id, owner, revision, expires)
+            return Lease(saga_id, owner, revision, expires, fresh=True)
         except KeyExists:
             pass
         try:

@@ -27,6 +27,7 @@ from typing import Any
 
 from agentmesh.directory.revocations import RevocationList
 from agentmesh.node.config import NodeConfig
+from agentmesh.node.interceptors import InboundMessage
 from agentmesh.node.node import MeshNode
 from agentmesh.saga.adapters import RevocationAlarm
 from agentmesh.saga.coordinator import CoordinatorConfig, SagaCoordinator
@@ -36,9 +37,12 @@ from agentmesh.saga.executor import Action, StepCall, StepExecutor
 from agentmesh.saga.guard import EligibilityGuard, InFlightAlarm, StaticDirectory
 from agentmesh.saga.log import SagaLog
 from agentmesh.saga.records import SagaRecord
+from agentmesh.saga.wire import ReplyStatus, StepReplyBody, encode_reply
 from agentmesh.transport.factory import make_transport
 from iatp.identity import AgentIdentity
 from registry.revocation import RevocationAuthorities
+
+PLAIN_TYPE = "saga.bench.plain"
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -111,6 +115,12 @@ async def run_agent(args: argparse.Namespace) -> None:
         return run
 
     await StepExecutor.attach(node, actions={a: make(a) for a in args.actions.split(",")})
+    if args.plain:  # the benchmark's floor: the same action as a plain signed request
+
+        async def plain(message: InboundMessage) -> bytes:
+            return encode_reply(StepReplyBody(ReplyStatus.OK, {"by": args.name, "action": "plain"}))
+
+        node.handle(PLAIN_TYPE, plain)
     emit("ready", did=node.did, name=args.name)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -183,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--actions", default="")
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--effects")
+    parser.add_argument("--plain", action="store_true", help="also answer plain requests")
     parser.add_argument("--directory", default="{}")
     parser.add_argument("--submit", type=int, default=0)
     parser.add_argument("--prefix", default="saga")

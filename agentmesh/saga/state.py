@@ -134,14 +134,11 @@ class SagaState:
     failed_step: str | None = None
     records: list[SagaRecord] = field(default_factory=list)
     fenced: int = 0
+    rejected: list[str] = field(default_factory=list)
 
     @classmethod
     def fold(cls, saga_id: str, records: Iterable[SagaRecord]) -> SagaState:
-        """The state after ``records`` (as read from the log, in stream order).
-
-        Raises:
-            IllegalTransition: a record does not follow from the ones before it.
-        """
+        """The state after ``records`` (as read from the log, in stream order)."""
         state = cls(saga_id)
         for record in records:
             state.accept(record)
@@ -151,7 +148,9 @@ class SagaState:
         """Apply a record read from the log; markers and fenced duplicates are kept aside.
 
         A record whose number was already applied lost a race between replicas
-        (first stored wins); it is counted in ``fenced`` and otherwise ignored.
+        (first stored wins); it is counted in ``fenced`` and otherwise ignored. A
+        record that cannot follow (forged, or from a broken writer) is listed in
+        ``rejected`` and ignored.
         """
         if record.kind is RecordKind.SAGA_RESUMED:
             self.records.append(record)
@@ -159,7 +158,13 @@ class SagaState:
         if record.saga_id == self.saga_id and 0 < record.number < self.next_number:
             self.fenced += 1
             return False
-        self.apply(record)
+        try:
+            self.apply(record)
+        except IllegalTransition as exc:
+            # Not written by a well-behaved replica (one would not write it): keep it
+            # out of the state rather than let one bad record brick the saga.
+            self.rejected.append(f"seq {record.seq}: {exc}")
+            return False
         return True
 
     # -- queries -----------------------------------------------------------------------------

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import msgpack
 import pytest
 
 from agentmesh.saga import SagaLog, SagaOwnershipLost, SagaStatus
-from agentmesh.saga.records import RecordKind, SagaRecord, seal_record
+from agentmesh.saga.records import RecordKind, SagaRecord, encode_record, seal_record
 from iatp.identity import AgentIdentity
 from tests.agentmesh.saga.helpers import order_saga, standard_team
 from tests.conftest import TransportFactory
@@ -17,23 +20,32 @@ async def test_injected_records_are_skipped_and_counted(
     team = await standard_team(transport_factory, uid)
     try:
         coordinator = await team.coordinator()
-        saga_id = await coordinator.submit(order_saga(), saga_id="x1")
+        state = await coordinator.run(order_saga(), saga_id="x1")
         log = coordinator.log
         impostor = AgentIdentity.generate()
-        # An outsider with stream access writes a "completed" record for record 1
-        # (signed by itself) and garbage; the replica must ignore both.
-        fake = SagaRecord(saga_id, 1, RecordKind.SAGA_COMPLETED, 1, impostor.did)
-        trusted_log = await SagaLog.open(
+        # An outsider with stream access appends a record signed by itself, a record
+        # forged in the coordinator's name, and garbage.
+        own = SagaRecord("x1", 9, RecordKind.SAGA_COMPENSATED, 1, impostor.did)
+        await log.stream.append(log.subject("x1"), seal_record(own, impostor))
+        forged = msgpack.packb(
+            [encode_record(replace(own, coordinator=coordinator.did)), b"x" * 64]
+        )
+        await log.stream.append(log.subject("x1"), forged)
+        await log.stream.append(log.subject("x1"), b"\x00garbage")
+        trusted = await SagaLog.open(
             coordinator.node.transport, mesh=uid, trusted=frozenset({coordinator.did})
         )
-        await log.stream.append(log.subject(saga_id), seal_record(fake, impostor))
-        await log.stream.append(log.subject(saga_id), b"\x00garbage")
-        coordinator.log = trusted_log
-        state = await coordinator.resume(saga_id)
-        assert state is not None
-        assert state.status is SagaStatus.COMPLETED
-        assert trusted_log.rejected_records == 2
-        assert team.ledger.order(saga_id) == ["reserve", "charge", "ship"]
+        again = await trusted.load("x1")
+        assert trusted.rejected_records == 3  # untrusted signer, bad signature, garbage
+        assert again.status is SagaStatus.COMPLETED
+        assert len(again.records) == len(state.records)
+        # Without a trusted set, the impostor's well-signed record is read but cannot
+        # follow, so it is kept out of the state instead of bricking the saga.
+        anyone = await SagaLog.open(coordinator.node.transport, mesh=uid)
+        loose = await anyone.load("x1")
+        assert anyone.rejected_records == 2
+        assert loose.status is SagaStatus.COMPLETED
+        assert len(loose.rejected) == 1
     finally:
         await team.aclose()
 
