@@ -67,9 +67,8 @@ from iatp.errors import EnvelopeError
 logger = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({"timeout", "no_responders", "transport"})
-STATUS_KINDS = frozenset(
+STATUS_KINDS = frozenset(  # index updates (a registered saga is "running" already)
     {
-        RecordKind.SAGA_STARTED,
         RecordKind.SAGA_COMPENSATING,
         RecordKind.SAGA_COMPLETED,
         RecordKind.SAGA_COMPENSATED,
@@ -204,7 +203,7 @@ class SagaCoordinator:
             SagaError, TransportError: the log failed.
         """
         saga_id = await self.submit(definition, saga_id=saga_id)
-        state = await self.resume(saga_id)
+        state = await self._resume(saga_id, definition.model_dump(mode="json"), definition.name)
         if state is None:
             raise SagaOwnershipLost(f"another replica drives {saga_id}", saga_id=saga_id)
         return state
@@ -228,6 +227,11 @@ class SagaCoordinator:
             SagaError, TransportError: the log failed (the lease then expires).
         """
         entry = await self.log.entry(saga_id)
+        return await self._resume(saga_id, entry.definition, entry.name)
+
+    async def _resume(
+        self, saga_id: str, definition: dict[str, Any], name: str
+    ) -> SagaState | None:
         lease = await self.log.acquire(saga_id, self.did, ttl=self.config.lease_ttl)
         if lease is None:
             logger.debug("saga %s: lease held elsewhere", saga_id)
@@ -247,7 +251,7 @@ class SagaCoordinator:
                 keeper = group.create_task(self._keep_lease(run))
                 if not run.state.started:
                     await self._append(
-                        run, RecordKind.SAGA_STARTED, definition=entry.definition, name=entry.name
+                        run, RecordKind.SAGA_STARTED, definition=definition, name=name
                     )
                 await self._drive(run)
                 keeper.cancel()
@@ -258,7 +262,8 @@ class SagaCoordinator:
                 self._audit(saga_id, "ownership_lost", None, "another replica took over")
                 return None
             raise first from group_error
-        await self.log.release(run.lease)
+        if not run.state.status.terminal:  # an ended saga needs no one to take it over
+            await self.log.release(run.lease)
         return run.state
 
     async def recover_once(self) -> list[str]:

@@ -230,7 +230,7 @@ class SagaLog:
         entry = SagaIndexEntry(
             saga_id,
             definition.name,
-            "submitted",
+            SagaStatus.RUNNING.value,
             definition.model_dump(mode="json"),
             0,
             self.clock.now_ms(),
