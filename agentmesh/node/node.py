@@ -9,7 +9,9 @@ Inbound path of every frame (see docs/architecture.md)::
 
 Each rejection is counted by code and audited; nothing is dropped silently.
 A signed ``iatp.error`` reply goes back only to requests that passed the
-signature, validity and replay checks (unauthenticated junk gets no answer).
+signature, validity and replay checks (unauthenticated junk gets no answer),
+and it always goes: outbound interceptors do not apply to it, so a refused
+(say, quarantined) requester learns why instead of timing out.
 """
 
 from __future__ import annotations
@@ -278,6 +280,7 @@ class MeshNode:
         correlation_id: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         session: SessionKeys | None = None,
+        intercept: bool = True,
     ) -> tuple[Envelope, bytes]:
         envelope = new_envelope(
             sender=self.did,
@@ -289,7 +292,7 @@ class MeshNode:
             correlation_id=correlation_id,
             headers=headers,
         )
-        for _, _, interceptor in self._interceptors:
+        for _, _, interceptor in self._interceptors if intercept else ():
             verdict = await interceptor.check_outbound(envelope)
             if not verdict.allowed:
                 self.counters.reject(verdict.code)
@@ -627,6 +630,9 @@ class MeshNode:
                 encode_error(code, reason),
                 correlation_id=inbound.envelope.id,
                 session=self._reply_session(inbound),
+                # An error reply only tells an authenticated requester why it was
+                # refused; outbound hooks (a quarantine, say) must not silence it.
+                intercept=False,
             )
             await self.transport.publish(message.reply, frame)
         except Exception:

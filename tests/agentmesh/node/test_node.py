@@ -240,3 +240,20 @@ async def test_handler_concurrency_is_bounded(make_node: NodeMaker) -> None:
     assert peak == 3
     release.set()
     await eventually(lambda: bob.counters.handled == 10)
+
+
+async def test_error_replies_are_not_silenced_by_outbound_hooks(make_node: NodeMaker) -> None:
+    """A hook that refuses inbound from, and outbound to, a peer still lets it learn why."""
+    server, client = await make_node(), await make_node()
+
+    class Blocked(PassThroughInterceptor):
+        async def check_inbound(self, message: InboundMessage) -> Verdict:
+            return Verdict.deny("quarantined", f"{message.sender} is quarantined")
+
+        async def check_outbound(self, envelope: Envelope) -> Verdict:
+            return Verdict.deny("quarantined", "no traffic to a quarantined agent")
+
+    server.add_interceptor(Blocked())
+    with pytest.raises(RemoteError) as caught:
+        await client.request(server.did, "anything", b"x", timeout=5)
+    assert caught.value.remote_code == "quarantined"
