@@ -86,6 +86,7 @@ class ReceiptLedger:
         self.refused: Counter[str] = Counter()
         self._reader: AsyncGenerator[StreamMessage, None] | None = None
         self._lock = asyncio.Lock()
+        self._following = False
 
     @classmethod
     async def open(
@@ -168,10 +169,14 @@ class ReceiptLedger:
     async def catch_up(self, *, timeout: float = 10.0) -> int:
         """Fold everything stored now (up to the current last sequence); returns folds.
 
+        While :meth:`follow` runs, this waits for the follower to reach that sequence.
+
         Raises:
             TimeoutError: the stored messages did not all arrive within ``timeout``.
             TransportError: the stream could not be read.
         """
+        if self._following:
+            return await self._await_position(await self.stream.last_seq(timeout=timeout), timeout)
         async with self._lock:
             target = await self.stream.last_seq(timeout=timeout)
             before = self.folded
@@ -191,11 +196,20 @@ class ReceiptLedger:
     async def follow(self) -> None:
         """Fold live receipts as they are stored, until cancelled or the transport closes."""
         async with self._lock:
+            self._following = True
             try:
                 async for message in self._ensure_reader():
                     self.fold(message)
             finally:
+                self._following = False
                 await self.aclose()
+
+    async def _await_position(self, target: int, timeout: float) -> int:
+        before = self.folded
+        async with asyncio.timeout(timeout):
+            while self.position < target:  # noqa: ASYNC110 (the follower owns the reader)
+                await asyncio.sleep(0.01)
+        return self.folded - before
 
     def _ensure_reader(self) -> AsyncGenerator[StreamMessage, None]:
         if self._reader is None:

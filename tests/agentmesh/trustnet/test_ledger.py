@@ -214,3 +214,17 @@ async def test_recompute_every_k_receipts_at_receipt_time(
     assert ledger.engine.recomputes == 2
     assert ledger.latest_ms == max(r.receipt.at_ms for r in world(4, count=12))
     await ledger.aclose()
+
+
+async def test_catch_up_while_following_waits_for_the_follower(
+    transport_factory: TransportFactory, uid: str
+) -> None:
+    writer = await ReceiptLedger.open(await transport_factory.new("w"), engine(), mesh=uid)
+    async with MeshTrust(
+        await transport_factory.new("f"), AGENTS[3], mesh=uid, recompute_interval=None
+    ) as trust:
+        for receipt in world(6, count=15):
+            await writer.publish(receipt)
+        await trust.ledger.catch_up(timeout=10)
+        assert trust.ledger.folded == 15
+        assert trust.engine.recomputes == 0  # no wall-clock recomputes when disabled
