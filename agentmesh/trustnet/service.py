@@ -90,9 +90,14 @@ class MeshTrust:
             clock=self.clock,
             recompute_every=self.recompute_every,
         )
-        self._interceptor = ReceiptInterceptor(self.identity, self._ledger, clock=self.clock)
+        self._interceptor = ReceiptInterceptor(
+            self.identity, self._ledger, clock=self.clock, background=True
+        )
         await self._ledger.catch_up(timeout=self.catch_up_timeout)
-        self._tasks = [asyncio.create_task(self._ledger.follow(), name="trust-follow")]
+        self._tasks = [
+            asyncio.create_task(self._ledger.follow(), name="trust-follow"),
+            asyncio.create_task(self._interceptor.run(), name="trust-publish"),
+        ]
         if self.recompute_interval is not None:
             self.engine.recompute()
             self._tasks.append(asyncio.create_task(self._recompute_loop(), name="trust-recompute"))
@@ -104,7 +109,12 @@ class MeshTrust:
             self.engine.recompute()
 
     async def aclose(self) -> None:
-        """Stop following and recomputing (idempotent)."""
+        """Publish what is queued (best effort), stop following and recomputing (idempotent)."""
+        if self._interceptor is not None and self._tasks:
+            try:
+                await self._interceptor.flush(timeout=2.0)
+            except TimeoutError:
+                logger.warning("trust: receipts still queued at close")
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
