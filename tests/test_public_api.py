@@ -47,7 +47,26 @@ def _package(name: str) -> ModuleType:
     return importlib.import_module(name)
 
 
-PACKAGES = ["iatp", "agentmesh.transport", "agentmesh.errors"]
+PACKAGES = [
+    "iatp",
+    "registry",
+    "trust",
+    "agentmesh.auditlog",
+    "agentmesh.directory",
+    "agentmesh.errors",
+    "agentmesh.policy",
+    "agentmesh.saga",
+    "agentmesh.transport",
+    "agentmesh.trustnet",
+]
+ERROR_MODULES = [
+    "iatp.errors",
+    "registry.errors",
+    "trust.errors",
+    "agentmesh.errors",
+    "agentmesh.policy.errors",
+    "agentmesh.saga.errors",
+]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -206,3 +225,27 @@ def test_envelope_errors_carry_envelope_id_and_sender() -> None:
 @pytest.mark.parametrize("package", [iatp, agentmesh])
 def test_packages_ship_py_typed(package: ModuleType) -> None:
     assert (Path(package.__file__ or "").parent / "py.typed").is_file()
+
+
+def _all_error_classes() -> list[type[BaseException]]:
+    return [
+        cls for name in ERROR_MODULES for cls in _exception_classes(importlib.import_module(name))
+    ]
+
+
+def test_every_error_of_every_package_has_the_single_root() -> None:
+    classes = _all_error_classes()
+    assert len(classes) >= 60
+    strays = [cls.__qualname__ for cls in classes if not issubclass(cls, AgentMeshError)]
+    assert strays == []
+
+
+def test_every_error_code_means_one_thing() -> None:
+    """Counters, audit records and remote error replies key on ``code``: no two classes share one."""
+    owners: dict[str, list[str]] = {}
+    for cls in _all_error_classes():
+        code = vars(cls).get("code")
+        if isinstance(code, str):
+            owners.setdefault(code, []).append(f"{cls.__module__}.{cls.__qualname__}")
+    shared = {code: names for code, names in owners.items() if len(names) > 1}
+    assert shared == {}
