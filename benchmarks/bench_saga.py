@@ -178,7 +178,8 @@ class Side:
     async def saga(self, steps: int) -> None:
         state = await self.coordinator.run(definition(steps))
         if state.status is not SagaStatus.COMPLETED:
-            raise RuntimeError(f"benchmark saga ended {state.status.value}")
+            trail = [(r.kind.value, r.step, r.data.get("code")) for r in state.records]
+            raise RuntimeError(f"benchmark saga ended {state.status.value}: {trail}")
 
     async def plain(self, steps: int) -> None:
         for i in range(steps):

@@ -99,7 +99,8 @@ async def run_agent(args: argparse.Namespace) -> None:
 
     def make(action: str) -> Action:
         async def run(call: StepCall) -> dict[str, Any]:
-            emit("action", action=action, saga=call.saga_id, kind=call.kind.value)
+            if not args.quiet:
+                emit("action", action=action, saga=call.saga_id, kind=call.kind.value)
             if args.delay:
                 await asyncio.sleep(args.delay)
             if action.endswith("_fail"):
@@ -194,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--effects")
     parser.add_argument("--plain", action="store_true", help="also answer plain requests")
+    parser.add_argument("--quiet", action="store_true", help="no per-action events on stdout")
     parser.add_argument("--directory", default="{}")
     parser.add_argument("--submit", type=int, default=0)
     parser.add_argument("--prefix", default="saga")

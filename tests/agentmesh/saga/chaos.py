@@ -33,18 +33,31 @@ AGENTS = {
 
 @dataclass
 class Proc:
+    """A child process whose stdout is drained all the time (a full pipe would block it)."""
+
     name: str
     process: asyncio.subprocess.Process
     events: list[dict[str, Any]] = field(default_factory=list)
+    queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
+    pump: asyncio.Task[None] | None = None
+
+    def start_pump(self) -> None:
+        async def run() -> None:
+            assert self.process.stdout is not None
+            while line := await self.process.stdout.readline():
+                event = json.loads(line)
+                self.events.append(event)
+                self.queue.put_nowait(event)
+            self.queue.put_nowait(None)
+
+        self.pump = asyncio.create_task(run())
 
     async def next_event(self, name: str, timeout: float = 30.0) -> dict[str, Any]:
-        assert self.process.stdout is not None
         while True:
-            line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
-            if not line:
+            event = await asyncio.wait_for(self.queue.get(), timeout)
+            if event is None:
+                self.queue.put_nowait(None)
                 raise AssertionError(f"{self.name} exited before {name!r}: {self.events}")
-            event = json.loads(line)
-            self.events.append(event)
             if event["event"] == name:
                 return event
 
@@ -88,6 +101,7 @@ class Cluster:
             env=env,
         )
         proc = Proc(name, process)
+        proc.start_pump()
         self.procs.append(proc)
         return proc
 
@@ -119,10 +133,6 @@ class Cluster:
         return proc
 
     async def wait_exit(self, proc: Proc, timeout: float = 120.0) -> int:
-        assert proc.process.stdout is not None
-        with contextlib.suppress(asyncio.TimeoutError):
-            while await asyncio.wait_for(proc.process.stdout.readline(), timeout):
-                pass
         return await asyncio.wait_for(proc.process.wait(), timeout)
 
     async def close(self) -> None:
@@ -131,6 +141,10 @@ class Cluster:
         for proc in self.procs:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(proc.process.wait(), 10)
+            if proc.pump is not None:
+                proc.pump.cancel()
+                with contextlib.suppress(BaseException):
+                    await proc.pump
 
     def effects_of(self, saga: str) -> Counter[str]:
         if not self.effects.exists():
