@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -25,6 +26,9 @@ from agentmesh.transport.memory import InMemoryBus
 from iatp.envelope import SIGNING_DOMAIN, encode_frame, encode_payload, new_envelope
 from iatp.identity import AgentIdentity
 
+if TYPE_CHECKING:
+    from agentmesh.demo_governance import GovernanceReport
+
 ROLES = ("planner", "researcher", "writer", "reviewer")
 
 
@@ -36,6 +40,7 @@ class DemoReport:
     handshakes: list[str] = field(default_factory=list)
     rejections: dict[str, int] = field(default_factory=dict)
     impostor_attempts: int = 0
+    governance: GovernanceReport | None = None  # the governance act, when it ran
 
 
 def _audit_count(node: MeshNode) -> int:
@@ -68,8 +73,16 @@ def _forge(victim_did: str, target_did: str, attacker: AgentIdentity, now_ms: in
     return encode_frame(victim_did, payload, attacker.sign(SIGNING_DOMAIN + payload))
 
 
-async def run_demo(nats_url: str | None = None, *, console: Console | None = None) -> DemoReport:
-    """Run the scenario; returns a :class:`DemoReport` (and narrates to ``console``)."""
+async def run_demo(
+    nats_url: str | None = None, *, console: Console | None = None, governance: bool = True
+) -> DemoReport:
+    """Run the scenario; returns a :class:`DemoReport` (and narrates to ``console``).
+
+    Unless ``governance=False``, the governance act (:mod:`agentmesh.demo_governance`:
+    signed cards, trust rings, drift, policy on the next message) follows on its own
+    mesh, and its :class:`~agentmesh.demo_governance.GovernanceReport` is
+    ``report.governance``.
+    """
     out = console or Console(emoji=False, highlight=False)
     report = DemoReport()
     bus = InMemoryBus() if nats_url is None else None
@@ -199,6 +212,10 @@ async def run_demo(nats_url: str | None = None, *, console: Console | None = Non
         await eavesdropper.aclose()
         for node in nodes.values():
             await node.aclose()
+    if governance:
+        from agentmesh.demo_governance import run_governance_act
+
+        report.governance = await run_governance_act(nats_url, console=out)
     return report
 
 

@@ -39,15 +39,24 @@ def demo(
             help="Also run the order saga (a declining and a quarantined payment agent).",
         ),
     ] = True,
+    governance: Annotated[
+        bool,
+        typer.Option(
+            "--governance/--no-governance",
+            help="Also run the governance act (signed cards, trust rings, drift, policy).",
+        ),
+    ] = True,
 ) -> None:
     """A small agent team joins, handshakes and works; an impostor is caught."""
     import asyncio
 
     from agentmesh.demo import run_demo
 
-    report = asyncio.run(run_demo(nats))
+    report = asyncio.run(run_demo(nats, governance=governance))
     caught = sum(report.rejections.values())
     if caught < report.impostor_attempts or len(report.replies) != 3:
+        raise typer.Exit(1)
+    if report.governance is not None and not report.governance.ok:
         raise typer.Exit(1)
     if saga:
         from agentmesh.saga.showcase import run_order_showcase
