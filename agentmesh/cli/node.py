@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from agentmesh.cli.passphrase import obtain_passphrase
-from agentmesh.node.runner import RunPlan, install_stop_signals, run_node
+from agentmesh.node.runner import RunPlan, TrustOptions, install_stop_signals, run_node
 from agentmesh.policy.engine import CompiledPolicy
 from agentmesh.policy.errors import PolicyLoadError
 from agentmesh.policy.runtime import GovernanceOptions
@@ -83,18 +83,32 @@ def run(
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", help="Audit records between signed checkpoints.")
     ] = 1000,
+    trust: Annotated[
+        bool,
+        typer.Option(
+            "--trust/--no-trust",
+            help="Publish signed receipts of handled requests, fold the mesh's receipt "
+            "stream into a trust engine, and let it set rings for --policy.",
+        ),
+    ] = False,
+    pre_trusted: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pre-trusted", help="DID that anchors global trust (repeatable; with --trust)."
+        ),
+    ] = None,
 ) -> None:
     """Join the mesh, answer `mesh.echo` requests, optionally talk to peers, leave on SIGTERM.
 
     Registers a signed agent card (renewed on a heartbeat) and refuses revoked or
     quarantined agents. Prints one JSON object per line: registered, ready, handshake,
-    request_failed, requests_done, revocation, stats, left.
+    request_failed, requests_done, revocation, stats, trust_view (with --trust), left.
     """
     peers = tuple(peer or ())
-    for did in (*peers, *(authority or ())):
+    for did in (*peers, *(authority or ()), *(pre_trusted or ())):
         if not is_did(did):
             raise typer.BadParameter(
-                f"{did!r} is not an Ed25519 did:key", param_hint="--peer/--authority"
+                f"{did!r} is not an Ed25519 did:key", param_hint="--peer/--authority/--pre-trusted"
             )
     for spec in capability or ():
         try:
@@ -137,6 +151,7 @@ def run(
                 checkpoint_every=checkpoint_every,
                 reload_on_sighup=True,
             ),
+            trust=TrustOptions(pre_trusted=tuple(pre_trusted or ())) if trust else None,
             stop=stop,
         )
 

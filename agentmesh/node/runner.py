@@ -19,12 +19,15 @@ from agentmesh.directory.directory import DEFAULT_TTL_MS
 from agentmesh.directory.membership import DirectoryMembership
 from agentmesh.errors import AgentMeshError, NoResponders, RequestTimeout
 from agentmesh.node.config import NodeConfig
-from agentmesh.node.interceptors import InboundMessage
+from agentmesh.node.interceptors import InboundMessage, Stage
 from agentmesh.node.node import MeshNode
 from agentmesh.policy.runtime import GovernanceOptions, NodeGovernance
 from agentmesh.transport.base import Transport
+from agentmesh.trustnet.service import MeshTrust
+from iatp.clock import SystemClock
 from iatp.identity import AgentIdentity
 from registry.card import parse_capability
+from trust.engine import TrustEngine
 
 ECHO_TYPE = "mesh.echo"
 
@@ -41,6 +44,14 @@ class RunPlan:
     capabilities: tuple[str, ...] = field(default=())
     display_name: str | None = None
     card_ttl_ms: int = DEFAULT_TTL_MS
+
+
+@dataclass(frozen=True, slots=True)
+class TrustOptions:
+    """``node run --trust``: publish receipts, fold the mesh's, rank rings by trust."""
+
+    pre_trusted: tuple[str, ...] = ()
+    recompute_interval: float = 2.0
 
 
 class EventPrinter:
@@ -77,6 +88,7 @@ async def run_node(
     mesh: str = "agentmesh",
     audit_log: str | None = None,
     governance: GovernanceOptions | None = None,
+    trust: TrustOptions | None = None,
     emit: Callable[..., None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> int:
@@ -85,11 +97,26 @@ async def run_node(
     Returns the process exit code: 0 when every planned request got its reply.
     ``audit_log`` is a hash-chained log with signed checkpoints; ``governance``
     adds a policy, quarantine authorities and live reload (see NodeGovernance).
+    ``trust`` turns this node's handled signed messages into receipts on the mesh's
+    receipt stream, folds everyone's receipts into a ``TrustEngine``, and makes that
+    engine a ring source of the policy's ring enforcer.
     """
     say = emit or EventPrinter(sys.stdout)
     stop = stop or asyncio.Event()
     options = replace(governance or GovernanceOptions(), audit_log=audit_log)
-    governed = NodeGovernance(identity, transport, options, mesh=mesh, emit=say)
+    engine = (
+        TrustEngine(pre_trusted=trust.pre_trusted, clock=SystemClock())
+        if trust is not None
+        else None
+    )
+    governed = NodeGovernance(
+        identity,
+        transport,
+        options,
+        mesh=mesh,
+        emit=say,
+        ring_sources=(engine,) if engine is not None else (),
+    )
     audit = governed.audit
     failures = 0
     config = NodeConfig(mesh=mesh, capabilities=plan.capabilities)
@@ -106,14 +133,33 @@ async def run_node(
             audit=audit,
             emit=say,
         )
-        async with (
-            governed,
-            MeshNode(identity, transport, config=config, audit=audit) as node,
-            membership,
-        ):
+        mesh_trust = (
+            MeshTrust(
+                transport,
+                identity,
+                mesh=mesh,
+                engine=engine,
+                audit=audit,
+                recompute_interval=trust.recompute_interval,
+            )
+            if trust is not None and engine is not None
+            else None
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(governed)
+            await stack.enter_async_context(membership)
+            if mesh_trust is not None:
+                await stack.enter_async_context(mesh_trust)
+            node = MeshNode(identity, transport, config=config, audit=audit)
+            # Every check and the handler are in place before the node subscribes:
+            # no message may arrive in a window without revocation or policy checks.
             governed.install(node)
             membership.install(node)
+            if mesh_trust is not None:
+                node.add_interceptor(mesh_trust.interceptor, stage=Stage.TRUST)
+                say("trust", pre_trusted=len(trust.pre_trusted) if trust else 0)
             node.handle(ECHO_TYPE, _echo)
+            await stack.enter_async_context(node)
             say("ready", did=node.did, inbox=node.addressing.inbox(node.did))
             for peer in plan.peers:
                 try:
@@ -143,11 +189,28 @@ async def run_node(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=plan.duration)
             say("stats", **node.counters.snapshot())
+            if mesh_trust is not None:
+                await _report_trust(mesh_trust, plan.peers, say)
     finally:
         if governed.chain is not None:
             governed.chain.close()
     say("left", did=identity.did)
     return 0 if failures == 0 else 1
+
+
+async def _report_trust(
+    mesh_trust: MeshTrust, peers: Sequence[str], say: Callable[..., None]
+) -> None:
+    """Publish queued receipts, recompute, and print this node's view of its peers."""
+    with contextlib.suppress(TimeoutError):
+        await mesh_trust.interceptor.flush(timeout=2.0)
+    engine = mesh_trust.engine
+    engine.recompute()
+    say(
+        "trust_view",
+        folded=mesh_trust.ledger.folded,
+        peers={peer: {"score": engine.score(peer), "ring": engine.ring(peer)} for peer in peers},
+    )
 
 
 def install_stop_signals(

@@ -48,12 +48,17 @@ class MeshTrust:
         recompute_interval: float | None = 5.0,
         recompute_every: int | None = None,
         catch_up_timeout: float = 30.0,
+        engine: TrustEngine | None = None,
     ) -> None:
         self.transport = transport
         self.identity = identity
         self.mesh = mesh
         self.clock: Clock = clock or SystemClock()
-        self.engine = TrustEngine(pre_trusted=pre_trusted, clock=self.clock, config=config)
+        # ``engine``: one made beforehand (e.g. already handed to a ring enforcer);
+        # then ``pre_trusted`` and ``config`` are the engine's own.
+        self.engine = engine or TrustEngine(
+            pre_trusted=pre_trusted, clock=self.clock, config=config
+        )
         self._audit = audit
         self.recompute_interval = recompute_interval
         self.recompute_every = recompute_every
