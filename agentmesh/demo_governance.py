@@ -25,12 +25,14 @@ import contextlib
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.table import Table
 
+from agentmesh.audit import MemoryAuditSink
 from agentmesh.demo import _wait_for
 from agentmesh.directory.directory import Directory
 from agentmesh.errors import RemoteError
@@ -130,6 +132,8 @@ class GovernanceReport:
     bad_deliveries: int = 0
     attempts: list[Attempt] = field(default_factory=list)
     ranking_after: list[str] = field(default_factory=list)
+    treasury_rejected: dict[str, int] = field(default_factory=dict)
+    treasury_audited: dict[str, int] = field(default_factory=dict)
 
     def outcome(self, agent: str, action: str, index: int = -1) -> str | None:
         """The outcome of ``agent``'s ``index``-th ``action`` (the last by default)."""
@@ -354,6 +358,7 @@ async def run_governance_act(
             CompiledPolicy.from_data(TREASURY_POLICY, file="<treasury policy>"),
             ring_sources=[cast.trust["treasury"].engine],
             egress=EgressGuard(resolver=lambda host: []),  # offline: literal addresses only
+            audit=cast["treasury"].audit,  # tool refusals; the node audits message refusals
             node=cast["treasury"].did,
         )
         cast["treasury"].add_interceptor(PolicyInterceptor(governance.governor), stage=Stage.POLICY)
@@ -412,6 +417,10 @@ async def run_governance_act(
             "discovery",
             "research, rings 1-2: " + (", ".join(report.ranking_after) or "nobody"),
         )
+        treasury = cast["treasury"]
+        report.treasury_rejected = dict(treasury.counters.rejected)
+        if isinstance(treasury.audit, MemoryAuditSink):
+            report.treasury_audited = dict(Counter(event.code for event in treasury.audit))
         refused = sum(a.outcome != "allowed" for a in report.attempts)
         out.print(
             f"[bold green]governance: {report.cards} verified cards, {report.receipts} signed "

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from agentmesh.demo_governance import Attempt, GovernanceReport, run_governance_act
 from tests.natsserver import NatsServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +57,9 @@ def test_demo_catches_every_impostor_message_embedded() -> None:
     assert re.search(r"order-declined-\w+: compensated", result.stdout)
     assert re.search(r"order-handoff-\w+: completed", result.stdout)
     assert "step.handoff" in result.stdout
+    assert_governance_narrated(result.stdout)
+    assert result.stdout.index("impostor messages") < result.stdout.index("governance:")
+    assert result.stdout.index("governance:") < result.stdout.index("saga order-")
 
 
 @pytest.mark.nats
@@ -61,3 +68,79 @@ def test_demo_over_nats(nats_server: NatsServerProcess) -> None:
     assert result.returncode == 0, result.stderr
     assert "caught 4 of 4 impostor messages" in result.stdout
     assert re.search(r"order-handoff-\w+: completed", result.stdout)
+    assert_governance_narrated(result.stdout)
+
+
+def assert_governance_narrated(stdout: str) -> None:
+    text = " ".join(stdout.split())  # rich wraps long lines at 80 columns
+    assert "planner verifies 5" in text
+    assert "research: researcher" in text
+    assert "researcher payments.refund (ring 2): allowed" in text
+    assert re.search(r"outcome_cusum → ring 2 → 3 at once", text)
+    assert (
+        "researcher payments.refund (ring 3): refused policy_denied (sandbox-no-payments)" in text
+    )
+    assert "analyst payments.refund (ring 2): allowed" in text
+    assert "transfer(5000): refused policy_denied (transfer-limit)" in text
+    assert "refused egress_denied (cloud metadata endpoint)" in text
+    assert "research, rings 1-2: analyst" in text
+
+
+def test_demo_without_governance_or_saga() -> None:
+    result = run(["-m", "agentmesh", "demo", "--no-governance", "--no-saga"])
+    assert result.returncode == 0, result.stderr
+    assert "caught 4 of 4 impostor messages" in result.stdout
+    assert "governance" not in result.stdout
+    assert "saga" not in result.stdout
+
+
+EXPECTED_ATTEMPTS = [
+    ("researcher", "payments.refund", "allowed", None),  # ring 2, before the drift
+    ("researcher", "payments.refund", "policy_denied", "sandbox-no-payments"),  # next request
+    ("analyst", "payments.refund", "allowed", None),  # the same request, ring 2
+    ("analyst", "payments.transfer", "allowed", None),  # 250
+    ("analyst", "payments.transfer", "policy_denied", "transfer-limit"),  # 5000
+    ("analyst", "web.fetch", "egress_denied", "cloud metadata endpoint"),
+]
+
+
+@pytest.mark.parametrize("over", ["memory", pytest.param("nats", marks=pytest.mark.nats)])
+async def test_governance_act_outcomes(over: str, request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("nats_server").url if over == "nats" else None
+    report = await run_governance_act(url, console=Console(file=io.StringIO()))
+    assert report.cards == 5
+    assert report.ranking == ["researcher", "analyst", "newcomer"]  # most good evidence first
+    assert report.rings_before == {"researcher": 2, "analyst": 2, "newcomer": 3}
+    assert report.rings_after == {"researcher": 3, "analyst": 2, "newcomer": 3}
+    assert report.drifted == "researcher"
+    assert 5 <= report.bad_deliveries <= 8  # the CUSUM alarm, not the loop's bound
+    assert report.scores["researcher"] < report.scores["newcomer"] < report.scores["analyst"]
+    assert report.engines_agree  # planner and treasury folded the same stream
+    assert [(a.agent, a.action, a.outcome, a.rule) for a in report.attempts] == EXPECTED_ATTEMPTS
+    assert report.attempts[1].ring == 3
+    assert report.ranking_after == ["analyst"]
+    # The receiving node refused and audited the message; the governor audited the tools.
+    assert report.treasury_rejected == {"policy_denied": 1}
+    assert report.treasury_audited["policy_denied"] == 2
+    assert report.treasury_audited["egress_denied"] == 1
+    assert report.ok
+
+
+def test_governance_report_ok_needs_every_outcome() -> None:
+    good = GovernanceReport(
+        drifted="researcher",
+        rings_before={"researcher": 2},
+        rings_after={"researcher": 3},
+        attempts=[Attempt(*fields) for fields in EXPECTED_ATTEMPTS],
+        ranking=["researcher", "analyst"],
+        ranking_after=["analyst"],
+        engines_agree=True,
+    )
+    assert good.ok
+    allowed = Attempt("researcher", "payments.refund", "allowed")
+    assert not replace(good, attempts=[*good.attempts[:1], allowed, *good.attempts[2:]]).ok
+    assert not replace(good, rings_after={"researcher": 2}).ok
+    assert not replace(good, drifted=None).ok
+    assert not replace(good, ranking_after=["analyst", "researcher"]).ok
+    assert not replace(good, engines_agree=False).ok
+    assert not GovernanceReport().ok
