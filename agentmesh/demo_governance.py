@@ -137,8 +137,13 @@ class GovernanceReport:
 
     def outcome(self, agent: str, action: str, index: int = -1) -> str | None:
         """The outcome of ``agent``'s ``index``-th ``action`` (the last by default)."""
-        found = [a.outcome for a in self.attempts if a.agent == agent and a.action == action]
-        return found[index] if found else None
+        found = [a for a in self.attempts if a.agent == agent and a.action == action]
+        return found[index].outcome if found else None
+
+    def rule(self, agent: str, action: str) -> str | None:
+        """The rule that decided ``agent``'s last ``action``."""
+        found = [a for a in self.attempts if a.agent == agent and a.action == action]
+        return found[-1].rule if found else None
 
     @property
     def ok(self) -> bool:
@@ -148,6 +153,7 @@ class GovernanceReport:
             and self.rings_after.get("researcher") == 3
             and self.outcome("researcher", "payments.refund", 0) == "allowed"
             and self.outcome("researcher", "payments.refund") == "policy_denied"
+            and self.rule("researcher", "payments.refund") == "sandbox-no-payments"
             and self.outcome("analyst", "payments.refund") == "allowed"
             and self.outcome("analyst", "payments.transfer", 0) == "allowed"
             and self.outcome("analyst", "payments.transfer") == "policy_denied"

@@ -140,6 +140,8 @@ def test_governance_report_ok_needs_every_outcome() -> None:
     allowed = Attempt("researcher", "payments.refund", "allowed")
     assert not replace(good, attempts=[*good.attempts[:1], allowed, *good.attempts[2:]]).ok
     assert not replace(good, rings_after={"researcher": 2}).ok
+    by_default = Attempt("researcher", "payments.refund", "policy_denied", None)
+    assert not replace(good, attempts=[*good.attempts[:1], by_default, *good.attempts[2:]]).ok
     assert not replace(good, drifted=None).ok
     assert not replace(good, ranking_after=["analyst", "researcher"]).ok
     assert not replace(good, engines_agree=False).ok
