@@ -10,12 +10,12 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from agentmesh.audit import MemoryAuditSink
+from agentmesh.demo_governance_report import GovernanceReport
 from agentmesh.node.config import NodeConfig
 from agentmesh.node.interceptors import InboundMessage
 from agentmesh.node.node import MeshNode
@@ -25,9 +25,6 @@ from agentmesh.transport.factory import make_transport
 from agentmesh.transport.memory import InMemoryBus
 from iatp.envelope import SIGNING_DOMAIN, encode_frame, encode_payload, new_envelope
 from iatp.identity import AgentIdentity
-
-if TYPE_CHECKING:
-    from agentmesh.demo_governance import GovernanceReport
 
 ROLES = ("planner", "researcher", "writer", "reviewer")
 
