@@ -297,8 +297,12 @@ async def run_governance_act(
     try:
         await cast.start()
         planner_directory = cast.directories["planner"]
-        await _wait_for(lambda: len(planner_directory.cards()) >= len(ROSTER), 5.0)
-        report.cards = sum(card.did in cast.names for card in planner_directory.cards())
+
+        def verified() -> int:  # this run's cards only (a crashed run's may still be live)
+            return sum(card.did in cast.names for card in planner_directory.cards())
+
+        await _wait_for(lambda: verified() >= len(ROSTER), 5.0)
+        report.cards = verified()
         _say(
             out,
             "cards",
