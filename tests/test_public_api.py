@@ -241,7 +241,7 @@ def test_every_error_of_every_package_has_the_single_root() -> None:
 
 
 def test_every_error_code_means_one_thing() -> None:
-    """Counters, audit records and remote error replies key on ``code``: no two classes share one."""
+    """Counters, audit records and error replies key on ``code``: no two classes share one."""
     owners: dict[str, list[str]] = {}
     for cls in _all_error_classes():
         code = vars(cls).get("code")
