@@ -3,12 +3,20 @@
 Each round every agent issues one query. Honest agents answer a query with
 probability ``honest_response`` (they have the file), malicious agents with
 ``malicious_response`` (they claim everything), as in the paper, so malicious
-responders crowd the candidate lists. The requester picks a provider:
+responders crowd the candidate lists. As in the paper's simulation, an honest
+requester repeats "pick a provider among the responders, download" until it holds
+a good copy (each try is one interaction, and one receipt) or no acceptable
+responder is left. A malicious requester downloads once per query.
 
-* without trust: uniformly among the responders;
-* with trust: proportionally to ``score**2`` among responders with a positive score,
-  except that with probability ``explore`` (or when no responder has a score) it
-  picks uniformly among the responders with score 0, so newcomers can earn trust.
+The requester picks a provider (:func:`choose_provider`):
+
+* without trust: uniformly among the responders not tried yet;
+* with trust, the paper's probabilistic rule: responders the requester knows to be
+  bad (its own experience, or credible reports) are skipped; with probability
+  ``explore`` (10 % in the paper) it picks uniformly among the remaining responders
+  with zero global trust, so newcomers can earn trust; otherwise proportionally to
+  global trust among those with positive trust, or, if none of them answered,
+  uniformly among the zero-trust ones.
 
 Honest providers serve well with probability ``1 - honest_failure``; malicious ones
 always serve badly. The requester then records a receipt about the provider:
@@ -19,8 +27,11 @@ always serve badly. The requester then records a receipt about the provider:
   malicious provider and failure for any honest one, and every round each
   malicious agent also endorses ``collective_endorsements`` random members.
 
-The engine recomputes after every ``recompute_every`` queries. Reported: the fraction of honest
-requesters' interactions that were bad, over all rounds and after ``warmup``.
+The engine recomputes after every ``recompute_every`` receipts (as ``MeshTrust`` does
+with its receipt-count cadence) and at the end of each round. Reported: the
+fraction of honest requesters' interactions that were bad (with a malicious
+provider), over all rounds and after ``warmup``, and the share of honest queries
+that ended without a good copy.
 """
 
 from __future__ import annotations
@@ -51,7 +62,7 @@ class Setup:
     honest_response: float = 0.1
     malicious_response: float = 0.5
     honest_failure: float = 0.05
-    explore: float = 0.05
+    explore: float = 0.10
     collective_endorsements: int = 3
     recompute_every: int = 10
     use_trust: bool = True
@@ -64,6 +75,7 @@ class Result:
     bad_fraction: float
     bad_fraction_after_warmup: float
     honest_interactions: int
+    unserved_fraction: float
     malicious_ring3: float
     honest_ring_le2: float
 
@@ -78,11 +90,13 @@ def run(setup: Setup, *, on_round: Callable[[int], None] | None = None) -> Resul
     malicious = set(rng.sample(range(setup.pre_trusted, setup.agents), n_bad))
     world = World(pre_trusted=dids[: setup.pre_trusted])
     engine = world.engine
-    bad = total = bad_late = total_late = 0
+    tally = _Tally(setup.warmup)
+    last_recompute = 0
     for round_no in range(setup.rounds):
-        for turn, requester in enumerate(rng.sample(range(setup.agents), setup.agents), 1):
-            if setup.use_trust and turn % setup.recompute_every == 0:
+        for requester in rng.sample(range(setup.agents), setup.agents):
+            if setup.use_trust and world.issued - last_recompute >= setup.recompute_every:
                 engine.recompute()
+                last_recompute = world.issued
             responders = [
                 a
                 for a in range(setup.agents)
@@ -90,23 +104,17 @@ def run(setup: Setup, *, on_round: Callable[[int], None] | None = None) -> Resul
                 and rng.random()
                 < (setup.malicious_response if a in malicious else setup.honest_response)
             ]
-            if not responders:
+            if requester in malicious:
+                if responders:
+                    provider = rng.choice(responders)
+                    bad = provider in malicious
+                    served_badly = bad or rng.random() < setup.honest_failure
+                    outcome = _report(setup.model, True, bad, served_badly)
+                    world.report(dids[requester], dids[provider], outcome)
                 continue
-            provider = _choose(
-                requester, requester in malicious, responders, dids, engine, setup, rng
+            _honest_query(
+                requester, responders, malicious, dids, world, setup, rng, tally, round_no
             )
-            inauthentic = provider in malicious
-            served_badly = inauthentic or rng.random() < setup.honest_failure
-            if requester not in malicious:
-                total += 1
-                bad += inauthentic
-                if round_no >= setup.warmup:
-                    total_late += 1
-                    bad_late += inauthentic
-            reported = _report(
-                setup.model, requester in malicious, provider in malicious, served_badly
-            )
-            world.report(dids[requester], dids[provider], reported)
         if setup.model == "B":
             _collective_endorsements(world, dids, sorted(malicious), setup, rng)
         if setup.use_trust:
@@ -116,41 +124,99 @@ def run(setup: Setup, *, on_round: Callable[[int], None] | None = None) -> Resul
     honest = [i for i in range(setup.agents) if i not in malicious]
     return Result(
         setup=setup,
-        bad_fraction=bad / max(total, 1),
-        bad_fraction_after_warmup=bad_late / max(total_late, 1),
-        honest_interactions=total,
+        bad_fraction=tally.bad / max(tally.total, 1),
+        bad_fraction_after_warmup=tally.bad_late / max(tally.total_late, 1),
+        honest_interactions=tally.total,
+        unserved_fraction=tally.unserved / max(tally.queries, 1),
         malicious_ring3=sum(engine.ring(dids[i]) == 3 for i in malicious) / max(len(malicious), 1),
         honest_ring_le2=sum(engine.ring(dids[i]) <= 2 for i in honest) / max(len(honest), 1),
     )
 
 
-def _choose(
+@dataclass
+class _Tally:
+    warmup: int
+    bad: int = 0
+    total: int = 0
+    bad_late: int = 0
+    total_late: int = 0
+    queries: int = 0
+    unserved: int = 0
+
+    def interaction(self, round_no: int, inauthentic: bool) -> None:
+        self.total += 1
+        self.bad += inauthentic
+        if round_no >= self.warmup:
+            self.total_late += 1
+            self.bad_late += inauthentic
+
+
+def _honest_query(
     requester: int,
-    requester_is_bad: bool,
+    responders: list[int],
+    malicious: set[int],
+    dids: Sequence[str],
+    world: World,
+    setup: Setup,
+    rng: random.Random,
+    tally: _Tally,
+    round_no: int,
+) -> None:
+    """Select, download, report; again among the untried responders until a good copy."""
+    tally.queries += 1
+    untried = list(responders)
+    while untried:
+        if setup.use_trust:
+            provider = choose_provider(dids[requester], untried, dids, world.engine, setup, rng)
+        else:
+            provider = rng.choice(untried)
+        if provider is None:
+            break
+        untried.remove(provider)
+        inauthentic = provider in malicious
+        served_badly = inauthentic or rng.random() < setup.honest_failure
+        tally.interaction(round_no, inauthentic)
+        outcome = _report(setup.model, False, inauthentic, served_badly)
+        world.report(dids[requester], dids[provider], outcome)
+        if not served_badly:
+            return
+    tally.unserved += 1
+
+
+def choose_provider(
+    requester: str,
     responders: Sequence[int],
     dids: Sequence[str],
     engine: TrustEngine,
     setup: Setup,
     rng: random.Random,
-) -> int:
-    if requester_is_bad or not setup.use_trust:
-        return rng.choice(responders)
-    scores = [engine.score(dids[a]) for a in responders]
-    trusted = [(a, s * s) for a, s in zip(responders, scores, strict=True) if s > 0]
-    # Exploration goes to the unknown, never to the distrusted (negative evidence).
-    # The requester also remembers its own bad experiences (its local trust).
-    me = dids[requester]
-    unknown = [
-        a
-        for a, s in zip(responders, scores, strict=True)
-        if s <= 0
-        and engine.credible_evidence(dids[a])[1] < 1.0
-        and engine.local(me, dids[a]).negative < 0.5
-    ]
-    if not trusted and not unknown:
-        return rng.choice(responders)
-    if not trusted or (unknown and rng.random() < setup.explore):
-        return rng.choice(unknown)
+) -> int | None:
+    """The paper's probabilistic source selection, skipping responders known to be bad.
+
+    Known bad: the requester's own beta estimate is below 1/2, or, for a zero-trust
+    responder, credible negative evidence outweighs credible positive evidence.
+    Weights are global trust ``t`` (the score's relative share ``s / (1 - s)`` is
+    ``t`` times the same constant for everyone). ``None`` when every responder is
+    known bad.
+    """
+    trusted: list[tuple[int, float]] = []
+    zero: list[int] = []
+    for agent in responders:
+        did = dids[agent]
+        own = engine.local(requester, did)
+        if own.known and own.estimate < 0.5:
+            continue
+        score = engine.score(did)
+        if score > 0:
+            trusted.append((agent, score / (1.0 - score)))
+            continue
+        positive, negative = engine.credible_evidence(did)
+        if negative <= positive:
+            zero.append(agent)
+    if zero and (not trusted or rng.random() < setup.explore):
+        return rng.choice(zero)
+    if not trusted:
+        return None
     pick = rng.random() * sum(w for _, w in trusted)
     for agent, weight in trusted:
         pick -= weight
@@ -224,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "trust",
         "bad (all)",
         "bad (after warm-up)",
+        "queries without a good copy",
         "malicious in ring 3",
     ):
         table.add_column(column)
@@ -234,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "yes" if r.setup.use_trust else "no",
             f"{r.bad_fraction:.3f}",
             f"{r.bad_fraction_after_warmup:.3f}",
+            f"{r.unserved_fraction:.3f}",
             f"{r.malicious_ring3:.0%}" if r.setup.use_trust else "-",
         )
     console.print(table)
