@@ -95,6 +95,7 @@ class AgentProcess:
                 "--actions",
                 "work,undo",
                 "--plain",
+                "--quiet",
             ],
             cwd=ROOT,
             stdout=subprocess.PIPE,

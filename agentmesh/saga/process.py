@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import logging
 import os
@@ -124,7 +125,9 @@ async def run_agent(args: argparse.Namespace) -> None:
         node.handle(PLAIN_TYPE, plain)
     emit("ready", did=node.did, name=args.name)
     stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     await stop.wait()
     await node.aclose()
 
@@ -207,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--revocation-authority")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("SAGA_LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # thread stacks, even if blocked
     runner = run_agent if args.role == "agent" else run_coordinator
     try:
         asyncio.run(runner(args))
