@@ -6,6 +6,8 @@
 * :class:`RevocationAlarm` — a ``RevocationList``'s change listener as an
   :class:`InFlightAlarm`: a quarantine or revocation abandons in-flight steps.
   (``RevocationList`` itself is a :class:`BlockCheck` for :class:`EligibilityGuard`.)
+* :class:`KillSwitchAlarm` — ``KillSwitch.on_quarantine`` as an :class:`InFlightAlarm`
+  (the broadcast path: milliseconds); ``KillSwitch`` is a :class:`BlockCheck` too.
 * :func:`policy_step_check` — ``PolicyEngine`` decisions as an
   :class:`EligibilityGuard` policy: the step's action, as an outbound message to the
   candidate agent, with the agent's ring and trust.
@@ -22,9 +24,10 @@ from agentmesh.directory.directory import Directory
 from agentmesh.directory.revocations import RevocationChange, RevocationList
 from agentmesh.node.interceptors import ALLOW, Verdict
 from agentmesh.policy.engine import PolicyEngine
+from agentmesh.policy.killswitch import KillSwitch
 from agentmesh.saga.definition import SagaStep
 from agentmesh.saga.guard import AlarmCallback, RingSource, StepPolicy, TrustSource
-from registry.revocation import BLOCKING_KINDS
+from registry.revocation import BLOCKING_KINDS, RevocationEntry
 
 
 class DirectoryFinder:
@@ -60,6 +63,19 @@ class RevocationAlarm:
         self.revocations.add_listener(on_change)
 
 
+class KillSwitchAlarm:
+    """Turns kill-switch quarantine orders into in-flight alarms."""
+
+    def __init__(self, switch: KillSwitch) -> None:
+        self.switch = switch
+
+    def add_listener(self, callback: AlarmCallback) -> None:
+        def on_quarantine(did: str, order: RevocationEntry) -> None:
+            callback(did, "quarantined")
+
+        self.switch.on_quarantine(on_quarantine)
+
+
 def policy_step_check(
     engine: PolicyEngine,
     *,
@@ -85,4 +101,4 @@ def policy_step_check(
     return check
 
 
-__all__ = ["DirectoryFinder", "RevocationAlarm", "policy_step_check"]
+__all__ = ["DirectoryFinder", "KillSwitchAlarm", "RevocationAlarm", "policy_step_check"]

@@ -5,7 +5,7 @@ reserve → charge → ship, run twice by a :class:`SagaCoordinator`:
 1. ``order-declined``: the charge is pinned to a payment agent that declines; the
    reservation is compensated (released) and the saga ends ``compensated``.
 2. ``order-handoff``: the first-ranked payment agent is quarantined by a signed
-   revocation entry *while it is charging*; the coordinator abandons it in flight,
+   kill-switch order *while it is charging*; the coordinator abandons it in flight,
    hands the step to the other payment agent, and the saga completes.
 
 Runs on the embedded transport or over NATS (``nats_url``), each agent on its own
@@ -24,7 +24,8 @@ from rich.console import Console
 from agentmesh.directory.revocations import RevocationList
 from agentmesh.node.config import NodeConfig
 from agentmesh.node.node import MeshNode
-from agentmesh.saga.adapters import RevocationAlarm
+from agentmesh.policy.killswitch import KillSwitch
+from agentmesh.saga.adapters import KillSwitchAlarm
 from agentmesh.saga.coordinator import SagaCoordinator
 from agentmesh.saga.definition import SagaDefinition
 from agentmesh.saga.errors import StepActionFailed
@@ -36,7 +37,7 @@ from agentmesh.saga.timeline import timeline_table
 from agentmesh.transport.factory import make_transport
 from agentmesh.transport.memory import InMemoryBus
 from iatp.identity import AgentIdentity
-from registry.revocation import RevocationAuthorities, RevocationKind, sign_revocation
+from registry.revocation import RevocationAuthorities
 
 MESH = "ordersaga"
 
@@ -149,13 +150,15 @@ async def run_order_showcase(
         authorities=RevocationAuthorities(mesh=frozenset({authority.did})),
     )
     await revocations.start()
+    switch = KillSwitch(coordinator_node.transport, revocations, mesh=mesh)
+    await switch.start()
     try:
         coordinator = SagaCoordinator(
             coordinator_node,
             await SagaLog.open(coordinator_node.transport, mesh=mesh),
             finder=directory,
-            guard=EligibilityGuard(blocked=[revocations]),
-            alarms=[RevocationAlarm(revocations)],
+            guard=EligibilityGuard(blocked=[switch]),
+            alarms=[KillSwitchAlarm(switch)],
         )
         declined = await coordinator.run(
             order_definition(payment_agent=nodes["flaky-pay"].did),
@@ -169,22 +172,14 @@ async def run_order_showcase(
         )
         await asyncio.wait_for(charging.wait(), 10)
         out.print("[red]kill switch[/]: pay-a is quarantined while it is charging")
-        await revocations.issue(
-            sign_revocation(
-                authority,
-                subject=nodes["pay-a"].did,
-                kind=RevocationKind.QUARANTINED,
-                reason="anomalous refunds",
-                issued_at_ms=coordinator_node.clock.now_ms(),
-                sequence=1,
-            )
-        )
+        await switch.quarantine(authority, nodes["pay-a"].did, "anomalous refunds")
         handoff = await running
         report.states["order-handoff"] = handoff
         out.print(timeline_table(handoff, names=names))
         for state in report.states.values():
             out.print(f"[bold]{state.saga_id}[/]: {state.status.value}")
     finally:
+        await switch.aclose()
         await revocations.aclose()
         for node in nodes.values():
             await node.aclose()

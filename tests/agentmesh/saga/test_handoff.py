@@ -6,6 +6,7 @@ import asyncio
 
 from agentmesh.audit import MemoryAuditSink
 from agentmesh.directory.revocations import RevocationList
+from agentmesh.policy.killswitch import KillSwitch
 from agentmesh.policy.rings import StaticRings
 from agentmesh.saga import (
     EligibilityGuard,
@@ -14,7 +15,7 @@ from agentmesh.saga import (
     SagaStatus,
     StaticBlockList,
 )
-from agentmesh.saga.adapters import RevocationAlarm
+from agentmesh.saga.adapters import KillSwitchAlarm, RevocationAlarm
 from iatp.identity import AgentIdentity
 from registry.revocation import RevocationAuthorities, RevocationKind, sign_revocation
 from tests.agentmesh.saga.helpers import Team, order_saga, standard_team
@@ -202,4 +203,37 @@ async def test_no_eligible_agent_fails_the_step_and_compensates(
         assert state.steps["charge"].code == "no_substitute"
         assert team.ledger.order("n1") == ["reserve", "release"]
     finally:
+        await team.aclose()
+
+
+async def test_kill_switch_order_hands_off_in_flight(
+    transport_factory: TransportFactory, uid: str
+) -> None:
+    """The policy layer's kill switch (broadcast + stored order) through KillSwitchAlarm."""
+    team = await standard_team(transport_factory, uid)
+    authority = AgentIdentity.generate()
+    transport = await transport_factory.new("switch")
+    revocations = RevocationList(
+        transport, mesh=uid, authorities=RevocationAuthorities(mesh=frozenset({authority.did}))
+    )
+    await revocations.start()
+    switch = KillSwitch(transport, revocations, mesh=uid)
+    await switch.start()
+    team.delay["charge"] = 1.5
+    try:
+        coordinator = await team.coordinator(
+            guard=EligibilityGuard(blocked=[switch]), alarms=(KillSwitchAlarm(switch),)
+        )
+        running = asyncio.create_task(coordinator.run(order_saga(), saga_id="ks1"))
+        await asyncio.sleep(0.3)
+        team.delay.pop("charge")
+        await switch.quarantine(authority, team.agents["bank"].node.did, "rogue")
+        started = asyncio.get_running_loop().time()
+        state = await running
+        assert asyncio.get_running_loop().time() - started < 1.0  # not the 2 s timeout
+        assert state.status is SagaStatus.COMPLETED
+        assert handoffs(state.records) == [("charge", "quarantined", True)]
+    finally:
+        await switch.aclose()
+        await revocations.aclose()
         await team.aclose()
