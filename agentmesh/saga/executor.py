@@ -26,6 +26,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nacl.exceptions import BadSignatureError
+
 from agentmesh.audit import AuditEvent
 from agentmesh.errors import KeyExists, KeyNotFound, RevisionMismatch
 from agentmesh.node.interceptors import InboundMessage
@@ -46,6 +48,15 @@ from agentmesh.transport.base import KeyValue
 logger = logging.getLogger(__name__)
 
 _ANY_DIGEST = "*"
+IDEMPOTENCY_DOMAIN = b"agentmesh/1/saga-idempotency\x00"
+
+
+class _TamperedRecord(Exception):
+    """A stored idempotency record that this agent did not sign (never trusted)."""
+
+
+def _signed_bytes(key: str, body: bytes) -> bytes:
+    return IDEMPOTENCY_DOMAIN + key.encode() + b"\x00" + body
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,7 @@ class ExecutorCounters:
     conflicts: int = 0
     in_doubt: int = 0
     noop_compensations: int = 0
+    tampered: int = 0
     failures: int = 0
     per_action: dict[str, int] = field(default_factory=dict)
 
@@ -140,7 +152,16 @@ class StepExecutor:
         users[0] += 1
         try:
             async with lock:  # one delivery of a key at a time in this process
-                reply = await self._once(request, store_key, message.sender)
+                try:
+                    reply = await self._once(request, store_key, message.sender)
+                except _TamperedRecord:
+                    self.counters.tampered += 1
+                    self._audit("idempotency_record_invalid", message.sender, store_key)
+                    reply = StepReplyBody(
+                        ReplyStatus.REJECTED,
+                        code="idempotency_record_invalid",
+                        detail="the stored idempotency record is not signed by this agent",
+                    )
         finally:
             users[0] -= 1
             if users[0] == 0:
@@ -148,11 +169,28 @@ class StepExecutor:
         return encode_reply(reply)
 
     async def _get(self, key: str) -> tuple[dict[str, Any], int] | None:
+        """The record at ``key`` if this agent signed it.
+
+        Raises:
+            _TamperedRecord: the stored value is not a record this agent signed.
+        """
         try:
             entry = await self.store.get(key)
         except KeyNotFound:
             return None
-        return unpack(entry.value), entry.revision
+        try:
+            body, signature = unpack(entry.value)
+            self.node.identity.verify_key.verify(_signed_bytes(key, body), signature)
+            record = unpack(body)
+            if not isinstance(record, dict) or not {"state", "digest", "reply"} <= set(record):
+                raise ValueError("not an idempotency record")
+        except (BadSignatureError, Exception) as exc:  # any undecodable value is refused
+            raise _TamperedRecord(key) from exc
+        return record, entry.revision
+
+    def _seal(self, key: str, record: dict[str, Any]) -> bytes:
+        body = pack(record)
+        return pack([body, self.node.identity.sign(_signed_bytes(key, body))])
 
     async def _once(self, request: StepRequestBody, key: str, sender: str) -> StepReplyBody:
         # Forward steps go straight for the create (one KV round trip on the common
@@ -168,7 +206,7 @@ class StepExecutor:
                 return forward
             forward_state = forward
         try:
-            revision = await self.store.create(key, self._record(request, "running"))
+            revision = await self.store.create(key, self._record(key, request, "running"))
         except KeyExists:
             found = await self._get(key)
             assert found is not None
@@ -176,7 +214,7 @@ class StepExecutor:
         reply = await self._execute(request, sender, forward_state)
         with contextlib.suppress(RevisionMismatch):
             await self.store.update(
-                key, self._record(request, "done", reply), last_revision=revision
+                key, self._record(key, request, "done", reply), last_revision=revision
             )
         return reply
 
@@ -193,13 +231,14 @@ class StepExecutor:
             try:
                 await self.store.create(
                     forward_key,
-                    pack(
+                    self._seal(
+                        forward_key,
                         {
                             "state": "done",
                             "digest": _ANY_DIGEST,
                             "boot": self._boot,
                             "reply": _reply_map(fence),
-                        }
+                        },
                     ),
                 )
             except KeyExists:
@@ -221,7 +260,7 @@ class StepExecutor:
 
     async def _remember_new(self, key: str, request: StepRequestBody, reply: StepReplyBody) -> None:
         with contextlib.suppress(KeyExists):
-            await self.store.create(key, self._record(request, "done", reply))
+            await self.store.create(key, self._record(key, request, "done", reply))
 
     async def _replay(
         self, request: StepRequestBody, key: str, record: dict[str, Any], revision: int
@@ -254,7 +293,7 @@ class StepExecutor:
         self._audit("step_in_doubt", None, f"{request.saga_id}/{request.step}")
         with contextlib.suppress(RevisionMismatch):
             await self.store.update(
-                key, self._record(request, "done", reply), last_revision=revision
+                key, self._record(key, request, "done", reply), last_revision=revision
             )
         return reply
 
@@ -294,15 +333,16 @@ class StepExecutor:
         return StepReplyBody(ReplyStatus.OK, result=dict(result or {}))
 
     def _record(
-        self, request: StepRequestBody, state: str, reply: StepReplyBody | None = None
+        self, key: str, request: StepRequestBody, state: str, reply: StepReplyBody | None = None
     ) -> bytes:
-        return pack(
+        return self._seal(
+            key,
             {
                 "state": state,
                 "digest": request.digest(),
                 "boot": self._boot,
                 "reply": _reply_map(reply) if reply is not None else None,
-            }
+            },
         )
 
     def _audit(self, code: str, peer: str | None, detail: str) -> None:

@@ -129,7 +129,10 @@ async def test_action_interrupted_by_a_crash_is_reported_in_doubt(
     # What a crashed earlier process of this agent left behind: "running", no reply.
     key = executor._key(StepKind.FORWARD, body.key)
     await executor.store.put(
-        key, pack({"state": "running", "digest": body.digest(), "boot": "old", "reply": None})
+        key,
+        executor._seal(
+            key, {"state": "running", "digest": body.digest(), "boot": "old", "reply": None}
+        ),
     )
     try:
         reply = await send(caller, agent, body)
@@ -197,6 +200,46 @@ async def test_malformed_step_message_and_unknown_action_are_refused(
         assert answer.status is ReplyStatus.FAILED
         assert answer.code == "unknown_action"
         assert "bad_step_message" in agent.audit.codes("saga_step")  # type: ignore[attr-defined]
+    finally:
+        await caller.aclose()
+        await agent.aclose()
+
+
+async def test_forged_idempotency_records_are_refused_never_trusted(
+    transport_factory: TransportFactory, uid: str
+) -> None:
+    """Someone with write access to the KV bucket plants a "done" answer or garbage."""
+    bank, agent, caller, executor = await setup(transport_factory, uid)
+    body = request()
+    key = executor._key(StepKind.FORWARD, body.key)
+    planted = {
+        "state": "done",
+        "digest": body.digest(),
+        "boot": "x",
+        "reply": {"status": "ok", "result": {"charge_id": "forged"}, "code": "", "detail": ""},
+    }
+    other = AgentIdentity.generate()
+    inner = pack(planted)
+    try:
+        for value in (
+            pack(planted),  # unsigned
+            pack(
+                [
+                    inner,
+                    other.sign(
+                        b"agentmesh/1/saga-idempotency\x00" + key.encode() + b"\x00" + inner
+                    ),
+                ]
+            ),
+            b"\xc1garbage",
+        ):
+            await executor.store.put(key, value)
+            reply = await send(caller, agent, body)
+            assert reply.status is ReplyStatus.REJECTED
+            assert reply.code == "idempotency_record_invalid"
+        assert bank.charges == []
+        assert executor.counters.tampered == 3
+        assert "idempotency_record_invalid" in agent.audit.codes("saga_step")  # type: ignore[attr-defined]
     finally:
         await caller.aclose()
         await agent.aclose()
