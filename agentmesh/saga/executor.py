@@ -26,8 +26,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nacl.exceptions import BadSignatureError
-
 from agentmesh.audit import AuditEvent
 from agentmesh.errors import KeyExists, KeyNotFound, RevisionMismatch
 from agentmesh.node.interceptors import InboundMessage
@@ -184,7 +182,7 @@ class StepExecutor:
             record = unpack(body)
             if not isinstance(record, dict) or not {"state", "digest", "reply"} <= set(record):
                 raise ValueError("not an idempotency record")
-        except (BadSignatureError, Exception) as exc:  # any undecodable value is refused
+        except Exception as exc:  # a bad signature or an undecodable value: refused
             raise _TamperedRecord(key) from exc
         return record, entry.revision
 
