@@ -38,7 +38,7 @@ from agentmesh.saga.executor import Action, StepCall, StepExecutor
 from agentmesh.saga.guard import EligibilityGuard, InFlightAlarm, StaticDirectory
 from agentmesh.saga.log import SagaLog
 from agentmesh.saga.records import SagaRecord
-from agentmesh.saga.wire import ReplyStatus, StepReplyBody, encode_reply
+from agentmesh.saga.wire import ReplyStatus, StepKind, StepReplyBody, encode_reply
 from agentmesh.transport.factory import make_transport
 from iatp.identity import AgentIdentity
 from registry.revocation import RevocationAuthorities
@@ -87,6 +87,22 @@ def _dump_tasks() -> None:
         task.print_stack(file=sys.stderr)
 
 
+def _forward_happened(path: str | None, agent: str, call: StepCall) -> bool:
+    """Whether this agent's effects file shows the forward action of ``call``'s step."""
+    if not path or not os.path.exists(path):
+        return False
+    with open(path, encoding="utf-8") as handle:
+        for raw in handle:
+            effect = json.loads(raw)
+            if (effect.get("agent"), effect.get("saga"), effect.get("step")) == (
+                agent,
+                call.saga_id,
+                call.step,
+            ) and effect.get("kind") == StepKind.FORWARD.value:
+                return True
+    return False
+
+
 def _open_effects(path: str | None) -> Any:
     return open(path, "a", encoding="utf-8") if path else None
 
@@ -106,10 +122,22 @@ async def run_agent(args: argparse.Namespace) -> None:
                 await asyncio.sleep(args.delay)
             if action.endswith("_fail"):
                 raise StepActionFailed(f"{action} always fails", reason_code="declined")
+            if (
+                call.kind is StepKind.COMPENSATE
+                and call.forward_state == "in_doubt"
+                and not _forward_happened(args.effects, args.name, call)
+            ):
+                # The forward action was interrupted by a crash: undo only what happened.
+                return {"by": args.name, "action": action, "noop": True}
             if effects is not None:
-                effects.write(
-                    json.dumps({"agent": args.name, "action": action, "saga": call.saga_id}) + "\n"
-                )
+                line = {
+                    "agent": args.name,
+                    "action": action,
+                    "saga": call.saga_id,
+                    "step": call.step,
+                    "kind": call.kind.value,
+                }
+                effects.write(json.dumps(line) + "\n")
                 effects.flush()
                 os.fsync(effects.fileno())
             return {"by": args.name, "action": action}

@@ -82,6 +82,7 @@ class Cluster:
         self.effects = tmp / "effects.jsonl"
         self.procs: list[Proc] = []
         self.dids: dict[str, str] = {}
+        self.seeds: dict[str, bytes] = {}
         self.agents: dict[str, Proc] = {}
 
     async def spawn(self, name: str, args: list[str], seed: bytes | None = None) -> Proc:
@@ -105,23 +106,40 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    async def start_agents(self, delays: dict[str, float] | None = None) -> None:
+    async def start_agents(
+        self, delays: dict[str, float] | None = None, skip: tuple[str, ...] = ()
+    ) -> None:
         starting = []
-        for name, (_, actions) in AGENTS.items():
+        for name in AGENTS:
+            if name in skip:
+                continue
             seed = os.urandom(32)
+            self.seeds[name] = seed
             self.dids[name] = AgentIdentity.from_seed(seed).did
-            args = ["agent", "--name", name, "--actions", actions, "--effects", str(self.effects)]
-            if delays and name in delays:
-                args += ["--delay", str(delays[name])]
-            starting.append(await self.spawn(name, args, seed))
+            starting.append(await self._agent(name, (delays or {}).get(name, 0.0)))
         for proc in starting:
             await proc.next_event("ready", timeout=60)
             self.agents[proc.name] = proc
 
+    async def _agent(self, name: str, delay: float) -> Proc:
+        _, actions = AGENTS[name]
+        args = ["agent", "--name", name, "--actions", actions, "--effects", str(self.effects)]
+        if delay:
+            args += ["--delay", str(delay)]
+        return await self.spawn(name, args, self.seeds[name])
+
+    async def restart_agent(self, name: str) -> Proc:
+        """The same agent (same identity) in a new process, without its delay."""
+        proc = await self._agent(name, 0.0)
+        await proc.next_event("ready", timeout=60)
+        self.agents[name] = proc
+        return proc
+
     def directory(self) -> str:
         table: dict[str, list[str]] = {}
         for name, (capability, _) in AGENTS.items():
-            table.setdefault(capability, []).append(self.dids[name])
+            if name in self.dids:
+                table.setdefault(capability, []).append(self.dids[name])
         return json.dumps(table)
 
     async def coordinator(self, *extra: str) -> Proc:

@@ -170,3 +170,38 @@ async def test_agent_quarantined_mid_step_is_handed_off(tmp_path: Path) -> None:
             assert state.steps["charge"].result == {"by": "bank2", "action": "charge"}
         finally:
             await cluster.close()
+
+
+async def test_agent_killed_mid_step_and_restarted_reports_in_doubt(tmp_path: Path) -> None:
+    """No substitute: the agent restarts (same DID, new process) and its KV-backed
+    idempotency record says the interrupted charge is in doubt, so it is not run
+    again; the saga compensates, and the refund undoes only what really happened."""
+    with NatsServerProcess() as server:
+        cluster = Cluster(server.url, "restart", tmp_path)
+        try:
+            await cluster.start_agents(delays={"bank": 30.0}, skip=("bank2",))
+            coordinator = await cluster.coordinator(
+                "--submit", "1", "--prefix", "r", "--step-timeout", "4", "--exit-when-idle"
+            )
+            event = await cluster.agents["bank"].next_event("action", timeout=60)
+            assert event["action"] == "charge"
+            cluster.agents["bank"].kill()
+            await cluster.wait_exit(cluster.agents["bank"])
+            await cluster.restart_agent("bank")
+            assert await cluster.wait_exit(coordinator) == 0, coordinator.events
+            state = (await cluster.states(["r-0"]))["r-0"]
+            assert state.status is SagaStatus.COMPENSATED
+            failed = [r for r in state.records if r.kind is RecordKind.STEP_FAILED]
+            assert [(r.step, r.data["code"], r.data["in_doubt"]) for r in failed] == [
+                ("charge", "interrupted", True)
+            ]
+            # charge never took effect, so nothing was refunded; the reservation was released
+            assert cluster.effects_of("r-0") == Counter(reserve=1, release=1)
+            refund = [
+                r
+                for r in state.records
+                if r.kind is RecordKind.COMPENSATION_SUCCEEDED and r.step == "charge"
+            ]
+            assert refund[0].data["result"]["noop"] is True
+        finally:
+            await cluster.close()
