@@ -21,20 +21,21 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from agentmesh.audit import AuditEvent, AuditSink
+from agentmesh.audit import AuditSink
 from agentmesh.errors import (
-    InterceptorDenied,
-    NoResponders,
-    RemoteError,
-    RequestTimeout,
     TransportError,
 )
-from agentmesh.node.interceptors import InboundMessage
 from agentmesh.node.node import MeshNode
-from agentmesh.saga.definition import SagaDefinition, SagaStep, StepRequest, validate_token
+from agentmesh.saga.definition import SagaDefinition, validate_token
+from agentmesh.saga.driver import (
+    CoordinatorConfig,
+    CoordinatorCounters,
+    SagaRun,
+    StepDriver,
+    raise_if_cancelled,
+)
 from agentmesh.saga.errors import SagaError, SagaNotFound, SagaOwnershipLost
 from agentmesh.saga.guard import (
     AllowAllGuard,
@@ -43,81 +44,20 @@ from agentmesh.saga.guard import (
     StepGuard,
     SubstituteFinder,
 )
-from agentmesh.saga.log import Lease, SagaLog
+from agentmesh.saga.log import SagaLog
 from agentmesh.saga.records import RecordKind, SagaRecord
 from agentmesh.saga.state import (
     BeginCompensation,
     Compensate,
-    Execution,
     Finish,
     RunSteps,
     SagaState,
 )
-from agentmesh.saga.wire import (
-    STEP_TYPE,
-    ReplyStatus,
-    StepKind,
-    StepReplyBody,
-    StepRequestBody,
-    decode_reply,
-    encode_request,
-)
-from iatp.errors import EnvelopeError
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE = frozenset({"timeout", "no_responders", "transport"})
-STATUS_KINDS = frozenset(  # index updates (a registered saga is "running" already)
-    {
-        RecordKind.SAGA_COMPENSATING,
-        RecordKind.SAGA_COMPLETED,
-        RecordKind.SAGA_COMPENSATED,
-        RecordKind.SAGA_NEEDS_ATTENTION,
-    }
-)
 
-
-@dataclass(frozen=True, slots=True)
-class CoordinatorConfig:
-    """Attributes:
-    lease_ttl: seconds a replica owns a saga without renewing (renewed every third).
-    recovery_interval: seconds between scans for sagas to take over (``serve``).
-    log_timeout: timeout of each log append / read.
-    """
-
-    lease_ttl: float = 10.0
-    recovery_interval: float = 1.0
-    log_timeout: float = 5.0
-
-
-@dataclass
-class CoordinatorCounters:
-    submitted: int = 0
-    resumed: int = 0
-    completed: int = 0
-    compensated: int = 0
-    needs_attention: int = 0
-    handoffs: int = 0
-    attempts: int = 0
-    ownership_lost: int = 0
-    by_kind: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    reply: StepReplyBody | None = None
-    code: str = ""
-    detail: str = ""
-
-
-class _Run:
-    def __init__(self, state: SagaState, lease: Lease) -> None:
-        self.state = state
-        self.lease = lease
-        self.lock = asyncio.Lock()
-
-
-class SagaCoordinator:
+class SagaCoordinator(StepDriver):
     """Runs and recovers sagas. Use as ``async with SagaCoordinator(...) as c``.
 
     Args:
@@ -154,10 +94,6 @@ class SagaCoordinator:
         self._closing = False
         for alarm in alarms:
             alarm.add_listener(self.interrupt)
-
-    @property
-    def did(self) -> str:
-        return self.node.did
 
     @property
     def busy(self) -> bool:
@@ -243,7 +179,7 @@ class SagaCoordinator:
             logger.debug("saga %s: lease taken, reading up to seq %d", saga_id, barrier)
             records = await self.log.read(saga_id, until_seq=barrier, idle=0, timeout=timeout * 2)
             logger.debug("saga %s: %d records read", saga_id, len(records))
-        run = _Run(SagaState.fold(saga_id, records), lease)
+        run = SagaRun(SagaState.fold(saga_id, records), lease)
         self.counters.resumed += 1
         self._audit(saga_id, "resumed", None, f"{len(records)} records")
         try:
@@ -284,7 +220,7 @@ class SagaCoordinator:
                 try:
                     await self.recover_once()
                 except (SagaError, TransportError) as exc:
-                    _raise_if_cancelled()
+                    raise_if_cancelled()
                     logger.warning("saga recovery scan failed: %s", exc)
                 await asyncio.sleep(self.config.recovery_interval)
 
@@ -309,12 +245,12 @@ class SagaCoordinator:
 
     # -- driving -----------------------------------------------------------------------------
 
-    async def _keep_lease(self, run: _Run) -> None:
+    async def _keep_lease(self, run: SagaRun) -> None:
         while True:
             await asyncio.sleep(self.config.lease_ttl / 3)
             run.lease = await self.log.renew(run.lease, ttl=self.config.lease_ttl)
 
-    async def _drive(self, run: _Run) -> None:
+    async def _drive(self, run: SagaRun) -> None:
         while (action := run.state.plan()) is not None:
             if isinstance(action, RunSteps):
                 if len(action.steps) == 1:
@@ -334,7 +270,7 @@ class SagaCoordinator:
             elif isinstance(action, Finish):
                 await self._finish(run, action.kind)
 
-    async def _finish(self, run: _Run, kind: RecordKind) -> None:
+    async def _finish(self, run: SagaRun, kind: RecordKind) -> None:
         failed = [
             {"step": e.step, "agent": e.agent, "code": e.code}
             for e in run.state.executions
@@ -361,281 +297,6 @@ class SagaCoordinator:
             logger.error(
                 "saga %s needs attention: %d compensations failed", run.state.saga_id, len(failed)
             )
-
-    async def _append(
-        self,
-        run: _Run,
-        kind: RecordKind,
-        *,
-        step: str | None = None,
-        agent: str | None = None,
-        attempt: int = 0,
-        **data: Any,
-    ) -> SagaRecord:
-        async with run.lock:
-            state = run.state
-            record = SagaRecord(
-                state.saga_id,
-                state.next_number,
-                kind,
-                self.node.clock.now_ms(),
-                self.did,
-                step,
-                agent,
-                attempt,
-                data,
-            )
-            state.validate(record)
-            seq = await self.log.append(record, self.node.identity, timeout=self.config.log_timeout)
-            state.apply(record)
-            self.counters.by_kind[kind.value] = self.counters.by_kind.get(kind.value, 0) + 1
-            detail = f"step={step} attempt={attempt} {data.get('code', '')}".strip()
-            self._audit(state.saga_id, kind.value, agent, detail)
-            if kind in STATUS_KINDS:
-                await self.log.record_status(state, seq, self.did)
-        if self.after_append is not None:
-            self.after_append(record)
-        return record
-
-    def _audit(self, saga_id: str, code: str, peer: str | None, detail: str) -> None:
-        self.audit.append(
-            AuditEvent(
-                at_ms=self.node.clock.now_ms(),
-                node=self.did,
-                kind="saga",
-                code=code,
-                peer=peer,
-                subject=saga_id,
-                detail=detail[:300],
-            )
-        )
-
-    # -- steps -------------------------------------------------------------------------------
-
-    async def _choose(self, run: _Run, step: SagaStep, exclude: set[str]) -> tuple[str | None, str]:
-        """The first eligible agent for ``step`` (pinned agent first), or None and why."""
-        candidates = [step.agent] if step.agent else []
-        if step.capability is not None:
-            candidates += await self.finder.candidates(step.capability)
-        why = "no_substitute"
-        for did in dict.fromkeys(candidates):
-            if did is None or did in exclude:
-                continue
-            verdict = await self.guard.check(did, step)
-            if verdict.allowed:
-                return did, ""
-            self._audit(run.state.saga_id, "candidate_refused", did, f"{step.name}: {verdict.code}")
-            why = "no_substitute" if step.capability else verdict.code
-        return None, why
-
-    async def _run_step(self, run: _Run, name: str) -> None:
-        step = run.state.step_def(name)
-        view = run.state.steps[name]
-        agent = view.agent
-        while True:
-            if agent is None:
-                agent, why = await self._choose(run, step, set(view.tried))
-                if agent is None:
-                    await self._append(
-                        run, RecordKind.STEP_FAILED, step=name, code=why, in_doubt=False
-                    )
-                    return
-            else:
-                verdict = await self.guard.check(agent, step)
-                if not verdict.allowed:
-                    if not await self._hand_off(run, step, agent, verdict.code):
-                        return
-                    agent = None
-                    continue
-            attempt = view.attempts.get(agent, 0) + 1
-            key = step.key_for(run.state.saga_id)
-            await self._append(
-                run, RecordKind.STEP_STARTED, step=name, agent=agent, attempt=attempt, key=key
-            )
-            self.counters.attempts += 1
-            outcome = await self._call(run, agent, step, StepKind.FORWARD, step.request, None)
-            reply = outcome.reply
-            if reply is not None and reply.status is not ReplyStatus.REJECTED:
-                if reply.status is ReplyStatus.OK:
-                    await self._append(
-                        run,
-                        RecordKind.STEP_SUCCEEDED,
-                        step=name,
-                        agent=agent,
-                        result=reply.result,
-                        duplicate=reply.duplicate,
-                    )
-                else:
-                    await self._append(
-                        run,
-                        RecordKind.STEP_FAILED,
-                        step=name,
-                        agent=agent,
-                        code=reply.code,
-                        detail=reply.detail,
-                        in_doubt=reply.status is ReplyStatus.IN_DOUBT,
-                    )
-                return
-            code = "refused" if reply is not None else outcome.code
-            detail = reply.code if reply is not None else outcome.detail
-            await self._append(
-                run,
-                RecordKind.STEP_ATTEMPT_FAILED,
-                step=name,
-                agent=agent,
-                attempt=attempt,
-                code=code,
-                detail=detail,
-            )
-            if code in RETRYABLE and attempt < step.retry.max_attempts:
-                await asyncio.sleep(step.retry.delay(attempt))
-                continue
-            if not await self._hand_off(run, step, agent, code):
-                return
-            agent = None
-
-    async def _hand_off(self, run: _Run, step: SagaStep, agent: str, reason: str) -> bool:
-        """Record that ``agent`` gives the step up; False when the step failed instead."""
-        view = run.state.steps[step.name]
-        in_doubt = view.in_doubt(agent)
-        if step.capability is None:
-            await self._append(
-                run,
-                RecordKind.STEP_FAILED,
-                step=step.name,
-                agent=agent,
-                code=reason,
-                in_doubt=in_doubt,
-            )
-            return False
-        await self._append(
-            run,
-            RecordKind.STEP_HANDOFF,
-            step=step.name,
-            agent=agent,
-            reason=reason,
-            code=reason,
-            in_doubt=in_doubt,
-        )
-        self.counters.handoffs += 1
-        return True
-
-    async def _call(
-        self,
-        run: _Run,
-        agent: str,
-        step: SagaStep,
-        kind: StepKind,
-        request: StepRequest,
-        forward_result: dict[str, Any] | None,
-    ) -> _Outcome:
-        body = StepRequestBody(
-            run.state.saga_id,
-            step.name,
-            kind,
-            request.action,
-            step.key_for(run.state.saga_id),
-            dict(request.params),
-            forward_result,
-        )
-        alarm: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._inflight.setdefault(agent, set()).add(alarm)
-        sending: asyncio.Future[InboundMessage] = asyncio.ensure_future(
-            self.node.request(agent, STEP_TYPE, encode_request(body), timeout=step.timeout_s)
-        )
-        try:
-            waiters: set[asyncio.Future[Any]] = {sending, alarm}
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            if not sending.done():
-                sending.cancel()
-                with contextlib.suppress(BaseException):
-                    await sending
-                return _Outcome(code=alarm.result(), detail="abandoned while in flight")
-            answer = sending.result()
-            return _Outcome(reply=decode_reply(answer.body))
-        except RequestTimeout:
-            _raise_if_cancelled()
-            return _Outcome(code="timeout", detail=f"no answer in {step.timeout_s}s")
-        except NoResponders:
-            return _Outcome(code="no_responders", detail="the agent is not on the mesh")
-        except RemoteError as exc:
-            clean = exc.remote_code not in ("handler_error",)
-            return _Outcome(code="refused" if clean else "agent_error", detail=exc.remote_code)
-        except InterceptorDenied as exc:
-            return _Outcome(code="denied_locally", detail=exc.denial_code)
-        except (EnvelopeError, SagaError) as exc:
-            return _Outcome(code="bad_reply", detail=exc.code)
-        except TransportError as exc:
-            _raise_if_cancelled()  # nats-py may turn a cancellation into a timeout
-            return _Outcome(code="transport", detail=exc.code)
-        finally:
-            if not sending.done():
-                sending.cancel()
-            waiting = self._inflight.get(agent)
-            if waiting is not None:
-                waiting.discard(alarm)
-                if not waiting:
-                    self._inflight.pop(agent, None)
-
-    # -- compensation ------------------------------------------------------------------------
-
-    async def _compensate(self, run: _Run, execution: Execution) -> None:
-        step = run.state.step_def(execution.step)
-        assert step.compensation is not None
-        agent = execution.agent
-        while True:
-            attempt = execution.attempts + 1
-            await self._append(
-                run, RecordKind.COMPENSATION_STARTED, step=step.name, agent=agent, attempt=attempt
-            )
-            verdict = await self.guard.check(agent, step, compensation=True)
-            if verdict.allowed:
-                outcome = await self._call(
-                    run, agent, step, StepKind.COMPENSATE, step.compensation, execution.result
-                )
-            else:
-                outcome = _Outcome(code=verdict.code, detail=verdict.reason)
-            reply = outcome.reply
-            if reply is not None and reply.status is ReplyStatus.OK:
-                await self._append(
-                    run,
-                    RecordKind.COMPENSATION_SUCCEEDED,
-                    step=step.name,
-                    agent=agent,
-                    result=reply.result,
-                    duplicate=reply.duplicate,
-                )
-                return
-            code = reply.code if reply is not None else outcome.code
-            detail = reply.detail if reply is not None else outcome.detail
-            if attempt >= step.retry.max_attempts:
-                await self._append(
-                    run,
-                    RecordKind.COMPENSATION_FAILED,
-                    step=step.name,
-                    agent=agent,
-                    attempt=attempt,
-                    code=code,
-                    detail=detail,
-                )
-                return
-            await self._append(
-                run,
-                RecordKind.COMPENSATION_ATTEMPT_FAILED,
-                step=step.name,
-                agent=agent,
-                attempt=attempt,
-                code=code,
-                detail=detail,
-            )
-            await asyncio.sleep(step.retry.delay(attempt))
-
-
-def _raise_if_cancelled() -> None:
-    """Re-raise a cancellation that a library turned into another error."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
