@@ -20,17 +20,14 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Self
 
-from agentmesh.audit import AuditEvent, AuditSink, MemoryAuditSink
+from agentmesh.audit import AuditSink, MemoryAuditSink
 from agentmesh.errors import (
-    InterceptorDenied,
     NodeStateError,
-    NoSession,
-    RemoteError,
 )
 from agentmesh.node.addressing import MeshAddressing
 from agentmesh.node.config import NodeConfig
@@ -43,27 +40,24 @@ from agentmesh.node.interceptors import (
     Stage,
     Verdict,
 )
+from agentmesh.node.outbound import NodeSender
 from agentmesh.node.sessions import HandshakeService
 from agentmesh.node.verifier import BatchVerifier
-from agentmesh.node.wire import ERROR_TYPE, WireFormatError, decode_error, encode_error
+from agentmesh.node.wire import ERROR_TYPE, encode_error
 from agentmesh.transport.base import Message, Subscription, Transport
 from iatp.clock import Clock, SystemClock
 from iatp.envelope import (
     AuthenticatedFrame,
-    Envelope,
     Frame,
     check_validity,
     decode_payload,
-    new_envelope,
     parse_frame,
-    seal_envelope,
-    verify_frame,
 )
-from iatp.errors import EnvelopeError, SenderMismatch
+from iatp.errors import EnvelopeError
 from iatp.handshake import PeerOffer, SessionKeys
 from iatp.identity import AgentIdentity
 from iatp.replay import ReplayCache
-from iatp.session_frame import parse_session_frame, seal_session_frame, verify_session_frame
+from iatp.session_frame import parse_session_frame, verify_session_frame
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +75,7 @@ class NodeState(enum.Enum):
 _Queued = tuple[Message, Frame, "asyncio.Future[EnvelopeError | None]", str]
 
 
-class MeshNode:
+class MeshNode(NodeSender):
     """An agent on the mesh: ``async with MeshNode(identity, transport) as node: ...``.
 
     Args:
@@ -135,10 +129,6 @@ class MeshNode:
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def did(self) -> str:
-        return self.identity.did
 
     @property
     def state(self) -> NodeState:
@@ -267,178 +257,6 @@ class MeshNode:
 
         self._subscriptions.append(
             await self.transport.subscribe(self.addressing.topic(topic), on_topic)
-        )
-
-    # -- sending -----------------------------------------------------------------------------
-
-    async def _seal(
-        self,
-        recipient: str,
-        message_type: str,
-        body: bytes,
-        *,
-        correlation_id: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        session: SessionKeys | None = None,
-        intercept: bool = True,
-    ) -> tuple[Envelope, bytes]:
-        envelope = new_envelope(
-            sender=self.did,
-            type=message_type,
-            recipient=recipient,
-            body=body,
-            now_ms=self.clock.now_ms(),
-            lifetime_ms=self.config.message_lifetime_ms,
-            correlation_id=correlation_id,
-            headers=headers,
-        )
-        for _, _, interceptor in self._interceptors if intercept else ():
-            verdict = await interceptor.check_outbound(envelope)
-            if not verdict.allowed:
-                self.counters.reject(verdict.code)
-                self._audit_event(
-                    "outbound_denied", verdict.code, recipient, verdict.reason, envelope.id
-                )
-                raise InterceptorDenied(
-                    f"outbound {message_type} to {recipient} refused: {verdict.reason}",
-                    denial_code=verdict.code,
-                )
-        if session is None:
-            frame = seal_envelope(envelope, self.identity)
-        else:
-            frame = seal_session_frame(envelope, session)
-        self.counters.sent += 1
-        return envelope, frame
-
-    async def send(
-        self,
-        peer: str,
-        message_type: str,
-        body: bytes,
-        *,
-        headers: Mapping[str, str] | None = None,
-        via_session: bool = False,
-    ) -> bytes:
-        """One-way signed message to ``peer``'s inbox; returns the envelope id.
-
-        ``via_session=True`` authenticates it with the handshake session's MAC
-        instead of a signature (see :meth:`request`).
-
-        Raises:
-            NodeStateError, InterceptorDenied, TransportError, NoSession.
-        """
-        self._require_running()
-        session, subject = self._route(peer, via_session)
-        envelope, frame = await self._seal(
-            peer, message_type, body, headers=headers, session=session
-        )
-        await self.transport.publish(subject, frame)
-        return envelope.id
-
-    def _route(self, peer: str, via_session: bool) -> tuple[SessionKeys | None, str]:
-        """The session (if asked for) and the subject of a message to ``peer``."""
-        if not via_session:
-            return None, self.addressing.inbox(peer)
-        session = self.sessions.sessions.get(peer)
-        if session is None:
-            raise NoSession(f"no handshake session with {peer}: await node.handshake(peer) first")
-        return session, self.addressing.session_inbox(peer)
-
-    async def publish(
-        self,
-        topic: str,
-        message_type: str,
-        body: bytes,
-        *,
-        headers: Mapping[str, str] | None = None,
-    ) -> bytes:
-        """Signed broadcast on ``topic``; returns the envelope id."""
-        self._require_running()
-        recipient = self.addressing.topic_recipient(topic)
-        envelope, frame = await self._seal(recipient, message_type, body, headers=headers)
-        await self.transport.publish(self.addressing.topic(topic), frame)
-        return envelope.id
-
-    async def request(
-        self,
-        peer: str,
-        message_type: str,
-        body: bytes,
-        *,
-        timeout: float | None = None,
-        headers: Mapping[str, str] | None = None,
-        via_session: bool = False,
-    ) -> InboundMessage:
-        """Signed request to ``peer``; returns its verified, signed reply.
-
-        With ``via_session=True`` the request and its reply are authenticated by
-        the MAC of the session from :meth:`handshake` (about 50 µs less crypto
-        per round trip) instead of Ed25519 signatures. A MAC convinces only the
-        two parties: use signatures for anything that must be evidence for a
-        third party (trust receipts, audit, saga state).
-
-        Raises:
-            NoSession: ``via_session`` without a handshake with ``peer`` first.
-            RequestTimeout, NoResponders: nobody answered.
-            RemoteError: the peer answered with a typed error (``remote_code``).
-            EnvelopeError: the reply failed verification (forged, replayed, ...).
-            InterceptorDenied: a local hook refused to send.
-        """
-        self._require_running()
-        session, subject = self._route(peer, via_session)
-        envelope, frame = await self._seal(
-            peer, message_type, body, headers=headers, session=session
-        )
-        reply = await self.transport.request(
-            subject,
-            frame,
-            timeout=timeout if timeout is not None else self.config.timeouts.request,
-        )
-        answer = await self._open_reply(reply, peer, envelope.id, session)
-        if answer.type == ERROR_TYPE:
-            try:
-                code, text = decode_error(answer.body)
-            except WireFormatError:
-                code, text = "malformed_error", "the peer's error reply is malformed"
-            raise RemoteError(f"{peer} answered {code}: {text}", remote_code=code)
-        return answer
-
-    async def _open_reply(
-        self, reply: Message, peer: str, request_id: bytes, session: SessionKeys | None
-    ) -> InboundMessage:
-        try:
-            frame: AuthenticatedFrame
-            if session is None:
-                frame = parse_frame(reply.data, self.config.limits)
-                verify_frame(frame)
-            else:
-                frame = parse_session_frame(reply.data, self.config.limits)
-                verify_session_frame(frame, session)
-            envelope = decode_payload(frame, self.config.limits)
-            now = self.clock.now_ms()
-            check_validity(envelope, now_ms=now, audience=self.did, limits=self.config.limits)
-            if envelope.sender != peer or envelope.correlation_id != request_id:
-                raise SenderMismatch(
-                    "reply is not from the requested peer or not for this request",
-                    envelope_id=envelope.id,
-                    sender=envelope.sender,
-                )
-            self._replay.remember(
-                envelope.sender,
-                envelope.id,
-                envelope.expires_at_ms,
-                now_ms=now,
-                clock_skew_ms=self.config.limits.clock_skew_ms,
-            )
-        except EnvelopeError as exc:
-            self._reject(exc, reply.subject)
-            raise
-        self.counters.accepted += 1
-        return InboundMessage(
-            envelope,
-            reply.subject,
-            is_request=False,
-            authenticated_by="signature" if session is None else "session",
         )
 
     async def handshake(self, peer: str, *, timeout: float | None = None) -> SessionKeys:
@@ -643,35 +461,3 @@ class MeshNode:
         if inbound.authenticated_by != "session":
             return None
         return self.sessions.sessions.get(inbound.sender)
-
-    # -- rejections and audit ----------------------------------------------------------------
-
-    def _reject(self, error: EnvelopeError, subject: str) -> None:
-        self.counters.reject(error.code)
-        self._audit_event(
-            "rejected", error.code, error.sender, str(error), error.envelope_id, subject
-        )
-
-    def _audit_event(
-        self,
-        kind: str,
-        code: str,
-        peer: str | None,
-        detail: str,
-        envelope_id: bytes | None = None,
-        subject: str | None = None,
-    ) -> None:
-        if kind == "handshake" and code != "established":
-            self.counters.reject(code)
-        self.audit.append(
-            AuditEvent(
-                at_ms=self.clock.now_ms(),
-                node=self.did,
-                kind=kind,
-                code=code,
-                peer=peer,
-                envelope_id=envelope_id.hex() if envelope_id else None,
-                subject=subject,
-                detail=detail[:300],
-            )
-        )
