@@ -325,13 +325,7 @@ class MeshNode(NodeSender):
             envelope = decode_payload(frame, self.config.limits)
             now = self.clock.now_ms()
             check_validity(envelope, now_ms=now, audience=audience, limits=self.config.limits)
-            self._replay.remember(
-                envelope.sender,
-                envelope.id,
-                envelope.expires_at_ms,
-                now_ms=now,
-                clock_skew_ms=self.config.limits.clock_skew_ms,
-            )
+            self._remember(envelope, now)
         except EnvelopeError as exc:
             self._reject(exc, message.subject)
             return

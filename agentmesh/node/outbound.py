@@ -64,6 +64,16 @@ class NodeSender:
     def _require_running(self) -> None:
         raise NotImplementedError
 
+    def _remember(self, envelope: Envelope, now_ms: int) -> None:
+        """Replay check of an authenticated envelope (raises ReplayedEnvelope)."""
+        self._replay.remember(
+            envelope.sender,
+            envelope.id,
+            envelope.expires_at_ms,
+            now_ms=now_ms,
+            clock_skew_ms=self.config.limits.clock_skew_ms,
+        )
+
     # -- sending -----------------------------------------------------------------------------
 
     async def _seal(
@@ -218,13 +228,7 @@ class NodeSender:
                     envelope_id=envelope.id,
                     sender=envelope.sender,
                 )
-            self._replay.remember(
-                envelope.sender,
-                envelope.id,
-                envelope.expires_at_ms,
-                now_ms=now,
-                clock_skew_ms=self.config.limits.clock_skew_ms,
-            )
+            self._remember(envelope, now)
         except EnvelopeError as exc:
             self._reject(exc, reply.subject)
             raise
