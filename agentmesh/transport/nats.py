@@ -18,7 +18,7 @@ import contextlib
 import logging
 import math
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -337,10 +337,10 @@ class NatsTransport:
             raise NotConnected(f"transport {self._name!r} is closed")
         nc = NatsClient()
         try:
-            await asyncio.wait_for(nc.connect(**self._connect_options()), timeout)
+            await _bounded(nc.connect(**self._connect_options()), timeout)
         except (nats.errors.Error, OSError, TimeoutError) as error:
             with contextlib.suppress(Exception):
-                await nc.close()
+                await _bounded(nc.close(), 2.0)
             raise NotConnected(f"could not connect to {self._servers}: {error!r}") from error
         self._nc = nc
         self._js = nc.jetstream(timeout=self._config.jetstream_timeout)
@@ -570,3 +570,30 @@ class NatsTransport:
                     )
                 )
         return NatsStream(name, list(info.config.subjects or subjects), self)
+
+
+async def _bounded(work: Coroutine[Any, Any, object], timeout: float) -> None:
+    """Run ``work`` for at most ``timeout`` seconds, then cancel it for sure.
+
+    Not ``asyncio.wait_for``: on Python 3.11 a cancellation that races with an inner
+    ``wait_for`` timeout can be swallowed (CPython gh-86296), and nats-py's connect
+    loop then retries instead of stopping, so ``wait_for`` waited for it forever
+    (seen as a CLI hanging on an unreachable server). Here the task is cancelled
+    again until it really ends.
+
+    Raises:
+        TimeoutError: ``work`` did not finish in time.
+    """
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if task in done:
+        task.result()
+        return
+    for _ in range(20):
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=0.25)
+        if task in done:
+            break
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: the caller gets the timeout below
+    raise TimeoutError(f"gave up after {timeout:g}s")
