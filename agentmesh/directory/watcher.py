@@ -42,6 +42,7 @@ class WatchedBucket:
         self._task: asyncio.Task[None] | None = None
         self._pending: set[str] = set()
         self._ready = asyncio.Event()
+        self._subscribed = asyncio.Event()
 
     @property
     def kv(self) -> KeyValue:
@@ -65,7 +66,11 @@ class WatchedBucket:
         if not self._pending:
             self._ready.set()
         self._task = asyncio.create_task(self._follow(), name=f"watch:{self._bucket}")
+        # Even with no keys, return only once the watch exists: a write made right
+        # after start() must reach on_entry (a late consumer would see only the
+        # last value of each key).
         try:
+            await asyncio.wait_for(self._subscribed.wait(), timeout)
             await asyncio.wait_for(self._ready.wait(), timeout)
         except TimeoutError:
             # A key deleted between keys() and the watch never shows up: go on.
@@ -74,7 +79,7 @@ class WatchedBucket:
 
     async def _follow(self) -> None:
         try:
-            async with contextlib.aclosing(self.kv.watch()) as changes:
+            async with contextlib.aclosing(self.kv.watch(on_ready=self._subscribed.set)) as changes:
                 async for entry in changes:
                     try:
                         self._on_entry(entry)
@@ -87,6 +92,7 @@ class WatchedBucket:
         except TransportError as exc:
             logger.warning("bucket %s: watch ended: %s", self._bucket, exc)
         finally:
+            self._subscribed.set()
             self._ready.set()
 
     async def aclose(self) -> None:

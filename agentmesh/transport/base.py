@@ -94,7 +94,9 @@ class KeyValue(Protocol):
         """Live (non-deleted) keys, sorted."""
         ...
 
-    def watch(self, pattern: str = ">") -> AsyncGenerator[KVEntry, None]:
+    def watch(
+        self, pattern: str = ">", *, on_ready: Callable[[], None] | None = None
+    ) -> AsyncGenerator[KVEntry, None]:
         """Current values of matching keys first, then every later change.
 
         The snapshot holds live values only (in revision order); later deletes
@@ -102,6 +104,9 @@ class KeyValue(Protocol):
         iterated, ends when the transport closes, and never misses a change
         between the snapshot and the live updates. Close it (``aclose()``, e.g.
         with ``contextlib.aclosing``) to release the server-side consumer.
+        ``on_ready`` is called once the watch is established (on a server: its
+        consumer exists), before the first entry: every write after that call is
+        seen, which a caller that starts the watch in a task can wait for.
         """
         ...
 

@@ -199,7 +199,9 @@ class InMemoryKeyValue:
         self._link.check_open()
         return sorted(entry.key for entry in self._state.live_entries())
 
-    async def watch(self, pattern: str = ">") -> AsyncGenerator[KVEntry, None]:
+    async def watch(
+        self, pattern: str = ">", *, on_ready: Callable[[], None] | None = None
+    ) -> AsyncGenerator[KVEntry, None]:
         """Live values of keys matching ``pattern`` (revision order), then every change.
 
         Deletes that happened before the watch started are not replayed; later ones
@@ -215,6 +217,8 @@ class InMemoryKeyValue:
         watcher = _Watcher(pattern.split("."), queue.put_nowait)
         snapshot = self._state.watch(watcher)
         token = self._link.on_close(lambda: queue.put_nowait(None))
+        if on_ready is not None:
+            on_ready()
         try:
             for entry in snapshot:
                 yield entry

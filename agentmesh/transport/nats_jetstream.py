@@ -183,7 +183,9 @@ class NatsKeyValue:
             return []
         return sorted(set(keys))
 
-    async def watch(self, pattern: str = ">") -> AsyncGenerator[KVEntry, None]:
+    async def watch(
+        self, pattern: str = ">", *, on_ready: Callable[[], None] | None = None
+    ) -> AsyncGenerator[KVEntry, None]:
         """Live values of keys matching ``pattern`` (revision order), then every change.
 
         Deletes older than the watch are not replayed; later ones arrive as
@@ -224,6 +226,8 @@ class NatsKeyValue:
             )
         self._owner.adopt(subscription)
         token = self._owner.on_close(lambda: queue.put_nowait(None))
+        if on_ready is not None:
+            on_ready()
         try:
             while True:
                 item = await queue.get()

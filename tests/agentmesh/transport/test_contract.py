@@ -543,6 +543,34 @@ async def test_kv_watch_snapshot_then_live(transport: Transport, uid: str) -> No
         assert snapshot[-1].revision < put.revision < deleted.revision
 
 
+async def test_kv_watch_on_ready_means_no_write_is_missed(
+    transport_factory: TransportFactory, uid: str
+) -> None:
+    """Every write made after ``on_ready`` reaches the watch, even two to one key at once."""
+    watcher_side = await (await transport_factory.new("w")).key_value(uid, history=1)
+    writer_side = await (await transport_factory.new("p")).key_value(uid, history=1)
+    ready = asyncio.Event()
+    seen: list[tuple[str, bytes]] = []
+
+    async def follow() -> None:
+        async with contextlib.aclosing(watcher_side.watch(on_ready=ready.set)) as watch:
+            async for entry in watch:
+                seen.append((entry.key, entry.value))
+
+    task = asyncio.create_task(follow())
+    try:
+        await asyncio.wait_for(ready.wait(), 5)
+        assert seen == []  # called before any entry
+        for value in (b"1", b"2", b"3"):  # history=1: a late consumer would see only b"3"
+            await writer_side.put("k", value)
+        await eventually(lambda: len(seen) >= 3)
+        assert seen == [("k", b"1"), ("k", b"2"), ("k", b"3")]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def test_kv_watch_pattern_and_empty_bucket(
     transport_factory: TransportFactory, uid: str
 ) -> None:
