@@ -27,7 +27,7 @@ from iatp.errors import InvalidSignature, SenderMismatch, WrongAudience
 from iatp.handshake import HandshakeInitiator
 from iatp.identity import AgentIdentity
 from tests.agentmesh.node.conftest import NodeMaker
-from tests.agentmesh.transport.helpers import Recorder, eventually
+from tests.agentmesh.transport.waiting import Recorder, eventually
 from tests.conftest import TransportFactory
 
 

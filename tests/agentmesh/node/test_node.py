@@ -26,7 +26,7 @@ from iatp.envelope import Envelope
 from iatp.handshake import PeerOffer
 from iatp.identity import AgentIdentity
 from tests.agentmesh.node.conftest import NodeMaker
-from tests.agentmesh.transport.helpers import eventually
+from tests.agentmesh.transport.waiting import eventually
 
 
 async def echo(message: InboundMessage) -> bytes:

@@ -14,7 +14,7 @@ from iatp.envelope import encode_payload, new_envelope, seal_envelope
 from iatp.identity import AgentIdentity
 from iatp.session_frame import seal_session_frame, session_mac
 from tests.agentmesh.node.conftest import NodeMaker
-from tests.agentmesh.transport.helpers import eventually
+from tests.agentmesh.transport.waiting import eventually
 from tests.conftest import TransportFactory
 
 SEEN: list[InboundMessage] = []

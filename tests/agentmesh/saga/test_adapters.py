@@ -10,7 +10,7 @@ from agentmesh.policy.rings import StaticRings
 from agentmesh.saga import EligibilityGuard, SagaStatus
 from agentmesh.saga.adapters import DirectoryFinder, policy_step_check
 from registry import Capability
-from tests.agentmesh.saga.helpers import Team, order_saga, standard_team
+from tests.agentmesh.saga.team import Team, order_saga, standard_team
 from tests.conftest import TransportFactory
 
 

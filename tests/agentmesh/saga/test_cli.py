@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from agentmesh.cli.main import app
 from agentmesh.saga import EligibilityGuard, StaticBlockList
-from tests.agentmesh.saga.helpers import order_saga, standard_team
+from tests.agentmesh.saga.team import order_saga, standard_team
 from tests.conftest import TransportFactory
 from tests.natsserver import NatsServerProcess
 

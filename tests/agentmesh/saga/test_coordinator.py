@@ -13,7 +13,7 @@ from agentmesh.saga import (
     SagaStatus,
     StepStatus,
 )
-from tests.agentmesh.saga.helpers import order_saga, standard_team
+from tests.agentmesh.saga.team import order_saga, standard_team
 from tests.conftest import TransportFactory
 
 

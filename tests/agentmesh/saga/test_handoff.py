@@ -18,7 +18,7 @@ from agentmesh.saga import (
 from agentmesh.saga.adapters import KillSwitchAlarm, RevocationAlarm
 from iatp.identity import AgentIdentity
 from registry.revocation import RevocationAuthorities, RevocationKind, sign_revocation
-from tests.agentmesh.saga.helpers import Team, order_saga, standard_team
+from tests.agentmesh.saga.team import Team, order_saga, standard_team
 from tests.conftest import TransportFactory
 
 

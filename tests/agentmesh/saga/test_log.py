@@ -10,7 +10,7 @@ import pytest
 from agentmesh.saga import SagaLog, SagaOwnershipLost, SagaStatus
 from agentmesh.saga.records import RecordKind, SagaRecord, encode_record, seal_record
 from iatp.identity import AgentIdentity
-from tests.agentmesh.saga.helpers import order_saga, standard_team
+from tests.agentmesh.saga.team import order_saga, standard_team
 from tests.conftest import TransportFactory
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from agentmesh.saga import SagaCoordinator, SagaState, SagaStatus
 from agentmesh.saga.records import RecordKind, SagaRecord
-from tests.agentmesh.saga.helpers import Team, order_saga, standard_team
+from tests.agentmesh.saga.team import Team, order_saga, standard_team
 from tests.conftest import TransportFactory
 
 LEASE = 0.3

@@ -36,7 +36,7 @@ from agentmesh.transport import (
     Subscription,
     Transport,
 )
-from tests.agentmesh.transport.helpers import Recorder, eventually, take
+from tests.agentmesh.transport.waiting import Recorder, eventually, take
 from tests.conftest import TransportFactory
 
 # -- lifecycle -----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from agentmesh.transport import (
     MessageHandler,
     TransportState,
 )
-from tests.agentmesh.transport.helpers import Recorder, eventually, take
+from tests.agentmesh.transport.waiting import Recorder, eventually, take
 
 
 class FakeMonotonic:

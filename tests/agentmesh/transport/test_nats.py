@@ -16,7 +16,7 @@ import pytest
 from agentmesh.errors import ConnectionLost, NotConnected
 from agentmesh.transport import TransportState
 from agentmesh.transport.nats import NatsConfig, NatsTransport
-from tests.agentmesh.transport.helpers import Recorder, eventually
+from tests.agentmesh.transport.waiting import Recorder, eventually
 from tests.conftest import start_or_fail
 from tests.natsserver import NatsServerNotFound, NatsServerProcess
 
