@@ -141,7 +141,11 @@ async def test_agent_quarantined_mid_step_is_handed_off(tmp_path: Path) -> None:
             )
             bank = cluster.agents["bank"]
             await bank.next_event("action", timeout=60)
-            async with NatsTransport(server.url, name="authority") as transport:
+            # Each phase bounded, so a hang names its phase instead of the test timeout.
+            async with (
+                asyncio.timeout(30),
+                NatsTransport(server.url, name="authority") as transport,
+            ):
                 revocations = RevocationList(
                     transport,
                     mesh="quarantine",
@@ -163,7 +167,8 @@ async def test_agent_quarantined_mid_step_is_handed_off(tmp_path: Path) -> None:
             assert await cluster.wait_exit(coordinator) == 0, coordinator.events
             # handed off in flight, not after the 10 s step timeout
             assert asyncio.get_running_loop().time() - started < 8
-            state = (await cluster.states(["q-0"]))["q-0"]
+            async with asyncio.timeout(30):
+                state = (await cluster.states(["q-0"]))["q-0"]
             assert state.status is SagaStatus.COMPLETED
             handoffs = [r for r in state.records if r.kind is RecordKind.STEP_HANDOFF]
             assert [(r.step, r.data["reason"]) for r in handoffs] == [("charge", "quarantined")]
