@@ -177,11 +177,49 @@ class NatsKeyValue:
             NotConnected: The transport is not connected.
         """
         self._owner.check_open()
+        with translated_errors():
+            return await _call(self._list_keys(), timeout)
+
+    async def _list_keys(self) -> list[str]:
+        """The last message of every key, counted by the server, minus deleted keys.
+
+        Not nats-py's ``keys()``: it decides the listing is complete from the
+        client's delivered count next to the server's pending count, so messages
+        already sent but not yet processed make it return too few keys (seen as a
+        saga replica that found no unfinished saga). Here the number to read is the
+        server's own: delivered so far plus pending, at the consumer's creation.
+        """
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def on_message(msg: Msg) -> None:
+            queue.put_nowait(msg)
+
+        subscription = await self._owner.js.subscribe(
+            self._prefix + ">",
+            stream=self._stream,
+            cb=on_message,
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            headers_only=True,
+            inactive_threshold=_ITERATOR_INACTIVE_THRESHOLD,
+        )
         try:
-            keys = await _call(self._kv.keys(), timeout)
-        except KeyNotFound:  # nats-py raises NoKeysError for an empty bucket
-            return []
-        return sorted(set(keys))
+            info = await subscription.consumer_info()
+            delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+            expected = (delivered or 0) + (info.num_pending or 0)
+            live: set[str] = set()
+            for _ in range(expected):
+                msg = await queue.get()
+                key = msg.subject[len(self._prefix) :]
+                operation = msg.headers.get(_KV_OPERATION_HEADER) if msg.headers else None
+                if operation in _KV_DELETE_OPERATIONS:
+                    live.discard(key)
+                else:
+                    live.add(key)
+            return sorted(live)
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await subscription.unsubscribe()
 
     async def watch(
         self, pattern: str = ">", *, on_ready: Callable[[], None] | None = None

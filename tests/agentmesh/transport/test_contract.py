@@ -543,6 +543,21 @@ async def test_kv_watch_snapshot_then_live(transport: Transport, uid: str) -> No
         assert snapshot[-1].revision < put.revision < deleted.revision
 
 
+async def test_kv_keys_lists_every_live_key_from_a_fresh_client(
+    transport_factory: TransportFactory, uid: str
+) -> None:
+    """A complete listing every time, also when the last messages are still in flight."""
+    writer = await (await transport_factory.new("w")).key_value(uid, history=1)
+    for index in range(200):
+        await writer.put(f"k{index:03d}", b"v")
+    for index in range(0, 200, 7):
+        await writer.delete(f"k{index:03d}")
+    expected = sorted(f"k{i:03d}" for i in range(200) if i % 7)
+    for _ in range(5):
+        reader = await (await transport_factory.new("r")).key_value(uid, history=1)
+        assert await reader.keys(timeout=5) == expected
+
+
 async def test_kv_watch_on_ready_means_no_write_is_missed(
     transport_factory: TransportFactory, uid: str
 ) -> None:
