@@ -50,7 +50,7 @@ from benchmarks.harness import Benchmark, Measured, Pair, RunConfig, at_least, a
 from benchmarks.mesh_peer import ECHO_TYPE, raw_echo_subject, raw_oneway_subject
 from iatp.clock import SystemClock
 from iatp.envelope import new_envelope, seal_envelope
-from iatp.handshake import HandshakeInitiator, HandshakeResponder
+from iatp.handshake import HandshakeInitiator, HandshakeResponder, SessionKeys
 from iatp.identity import AgentIdentity
 from iatp.replay import ReplayCache
 from iatp.session_frame import seal_session_frame
@@ -265,16 +265,25 @@ def _echo_frame_sizes(body: bytes) -> tuple[int, int]:
     return len(request), len(reply)
 
 
-def _session_frame_sizes(body: bytes) -> tuple[int, int]:
-    """Sizes of a session-MAC ``bench.echo`` request and of its reply (sealed locally)."""
+def _local_handshake(
+    me: AgentIdentity, peer: AgentIdentity
+) -> tuple[SessionKeys, SessionKeys, tuple[bytes, bytes, bytes]]:
+    """A complete handshake in memory: both sides' keys and the three messages."""
     clock = SystemClock()
-    me, peer = AgentIdentity.generate(), AgentIdentity.generate()
     initiator = HandshakeInitiator(me, peer.did, clock=clock)
     responder = HandshakeResponder(peer, clock=clock, seen_hellos=ReplayCache())
-    responder.receive_hello(initiator.hello())
-    confirm, mine = initiator.finish(responder.accept())
-    theirs = responder.confirm(confirm)
-    now = clock.now_ms()
+    hello = initiator.hello()
+    responder.receive_hello(hello)
+    accept = responder.accept()
+    confirm, mine = initiator.finish(accept)
+    return mine, responder.confirm(confirm), (hello, accept, confirm)
+
+
+def _session_frame_sizes(body: bytes) -> tuple[int, int]:
+    """Sizes of a session-MAC ``bench.echo`` request and of its reply (sealed locally)."""
+    me, peer = AgentIdentity.generate(), AgentIdentity.generate()
+    mine, theirs, _ = _local_handshake(me, peer)
+    now = SystemClock().now_ms()
     request = new_envelope(sender=me.did, type=ECHO_TYPE, recipient=peer.did, body=body, now_ms=now)
     reply = new_envelope(
         sender=peer.did,
@@ -412,16 +421,11 @@ def one_way(config: RunConfig) -> Iterator[Pair]:
 
 def _handshake_sizes() -> tuple[tuple[int, int], tuple[int, int]]:
     """(request, reply) sizes of the handshake's two round trips, run locally."""
-    clock = SystemClock()
-    me, peer = AgentIdentity.generate(), AgentIdentity.generate()
-    initiator = HandshakeInitiator(me, peer.did, clock=clock)
-    responder = HandshakeResponder(peer, clock=clock, seen_hellos=ReplayCache())
-    responder.receive_hello(initiator.hello())
-    accept = responder.accept()
-    confirm, _ = initiator.finish(accept)
-    responder.confirm(confirm)
+    _, _, (hello, accept, confirm) = _local_handshake(
+        AgentIdentity.generate(), AgentIdentity.generate()
+    )
     return (
-        (len(encode_step("hello", initiator.hello())), len(encode_accept(accept))),
+        (len(encode_step("hello", hello)), len(encode_accept(accept))),
         (len(encode_step("confirm", confirm)), len(encode_ok())),
     )
 

@@ -27,7 +27,6 @@ from agentmesh.directory.watcher import WatchedBucket, bucket_name
 from agentmesh.errors import KeyExists
 from agentmesh.node.addressing import MeshAddressing
 from agentmesh.node.interceptors import ALLOW, InboundMessage, Outcome, Verdict
-from agentmesh.node.wire import ERROR_TYPE
 from agentmesh.transport.base import KVEntry, KVOperation, Transport
 from iatp.clock import Clock
 from iatp.envelope import Envelope
@@ -230,9 +229,8 @@ class RevocationInterceptor:
         return self._verdict(message.sender, "sender")
 
     async def check_outbound(self, envelope: Envelope) -> Verdict:
-        # The signed error reply that tells a blocked sender why it was refused goes out.
-        if envelope.type == ERROR_TYPE and envelope.correlation_id is not None:
-            return ALLOW
+        # (The node's own iatp.error replies never reach outbound hooks, so a blocked
+        # sender still learns why; any other message to it, whatever its type, is refused.)
         return self._verdict(envelope.recipient, "recipient")
 
     async def check_handshake(self, offer: PeerOffer) -> Verdict:

@@ -171,6 +171,9 @@ async def test_interceptor_blocks_messages_and_handshakes(
             with pytest.raises(InterceptorDenied) as denied:
                 await b.request(alice.did, "echo", b"x")
             assert denied.value.denial_code == "quarantined"
+            # Naming a message "iatp.error" is no way around the block.
+            with pytest.raises(InterceptorDenied):
+                await b.send(alice.did, "iatp.error", b"x")
             await rl_b.issue(entry(AUTHORITY, alice.did, RevocationKind.RELEASED, at=2_000))
             await wait_for(lambda: not rl_b.is_blocked(alice.did))
             assert (await a.request(bob.did, "echo", b"x")).body == b"ok"
