@@ -10,6 +10,9 @@ to the transport family below at its boundary::
         ├── TransportError
         │   ├── NotConnected           transport closed or not yet connected
         │   ├── ConnectionLost         the server went away and reconnect failed
+        │   │   └── AccessRevoked      the broker revoked this identity (disconnected, refused)
+        │   ├── AuthenticationFailed   the broker refused these credentials at connect
+        │   ├── PermissionDenied       the broker refused a publish or subscription (field: subject)
         │   ├── RequestTimeout         no reply within the timeout
         │   ├── NoResponders           nobody subscribes to the request subject
         │   ├── PayloadTooLarge        above the server's max_payload
@@ -48,6 +51,41 @@ class NotConnected(TransportError):
 
 class ConnectionLost(TransportError):
     code = "connection_lost"
+
+
+class AccessRevoked(ConnectionLost):
+    """The broker revoked this identity: it closed the connection and refuses it again.
+
+    A mesh authority revokes or quarantines an agent at the broker by updating the
+    account's JWT (``docs/broker.md``). Only the authority can lift it.
+    """
+
+    code = "broker_access_revoked"
+
+
+class AuthenticationFailed(TransportError):
+    """The broker refused the credentials (unknown or expired user JWT, wrong key).
+
+    Check ``--jwt`` (issued by ``agentmesh mesh add-agent`` for this identity's DID)
+    and that the server runs the configuration ``agentmesh mesh init`` wrote.
+    """
+
+    code = "broker_authentication_failed"
+
+
+class PermissionDenied(TransportError):
+    """The broker refused to let this identity publish or subscribe to ``subject``.
+
+    Nothing was delivered or stored. The mesh's subject map (``docs/broker.md``)
+    says which identity kind may use which subject.
+    """
+
+    code = "broker_permission_denied"
+
+    def __init__(self, message: str, *, subject: str, operation: str) -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.operation = operation
 
 
 class RequestTimeout(TransportError):
@@ -140,7 +178,9 @@ class RemoteError(MeshError):
 
 
 __all__ = [
+    "AccessRevoked",
     "AgentMeshError",
+    "AuthenticationFailed",
     "ConnectionLost",
     "HandlerError",
     "HandshakeRefused",
@@ -155,6 +195,7 @@ __all__ = [
     "NodeStateError",
     "NotConnected",
     "PayloadTooLarge",
+    "PermissionDenied",
     "RemoteError",
     "RequestTimeout",
     "RevisionMismatch",

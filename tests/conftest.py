@@ -10,16 +10,21 @@ Fixtures:
     transport: one connected transport from ``transport_factory``.
     uid: a token unique to the test, for subjects, buckets and streams (the NATS
         server is shared by the whole session).
+    secure_mesh: a secured mesh per test module (``agentmesh mesh init`` output, a
+        real nats-server running its config, stores provisioned by the authority).
+    sm: that mesh; transports a test opens through it are closed after the test.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from agentmesh.transport import InMemoryBus, InMemoryTransport, Transport
+from tests.agentmesh.broker.securemesh import SecureMesh
 from tests.natsserver import NatsServerNotFound, NatsServerProcess
 
 
@@ -95,3 +100,26 @@ async def transport(transport_factory: TransportFactory) -> Transport:
 @pytest.fixture
 def uid() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+def secure_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureMesh]:
+    directory: Path = tmp_path_factory.mktemp("secure-mesh")
+    mesh = SecureMesh(directory)
+    try:
+        mesh.start()
+    except NatsServerNotFound as error:
+        mesh.close()
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield mesh
+    finally:
+        mesh.close()
+
+
+@pytest.fixture
+async def sm(secure_mesh: SecureMesh) -> AsyncIterator[SecureMesh]:
+    try:
+        yield secure_mesh
+    finally:
+        await secure_mesh.aclose_transports()

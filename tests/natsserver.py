@@ -55,6 +55,9 @@ class NatsServerProcess:
         jetstream: Enable JetStream (``-js``) with a private store directory.
         ready_timeout: Seconds to wait for "Server is ready".
         extra_args: More command-line flags.
+        config_file: A server config file (``-c``); the loopback address and port
+            flags still override its ``listen``. Its own ``jetstream`` block (store
+            directory included) is used, so pass ``jetstream=False`` with it.
     """
 
     def __init__(
@@ -64,7 +67,9 @@ class NatsServerProcess:
         jetstream: bool = True,
         ready_timeout: float = 10.0,
         extra_args: tuple[str, ...] = (),
+        config_file: str | None = None,
     ) -> None:
+        self._config_file = config_file
         self._port = port
         self._jetstream = jetstream
         self._ready_timeout = ready_timeout
@@ -110,7 +115,10 @@ class NatsServerProcess:
             raise NatsServerNotFound(INSTALL_HINT)
         self._starts += 1
         log_path = self._dir() / f"server-{self._starts}.log"
-        args = [binary, "-a", "127.0.0.1", "-p", str(self._port or -1), "-l", str(log_path)]
+        args = [binary]
+        if self._config_file is not None:
+            args += ["-c", self._config_file]
+        args += ["-a", "127.0.0.1", "-p", str(self._port or -1), "-l", str(log_path)]
         if self._jetstream:
             args += ["-js", "-sd", str(self.store_dir)]
         args += list(self._extra_args)

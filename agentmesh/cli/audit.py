@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,19 +12,31 @@ from rich.table import Table
 
 from agentmesh.auditlog.checkpoint import Checkpoint, checkpoint_path, read_checkpoints
 from agentmesh.auditlog.verify import verify_log
+from agentmesh.cli.connection import (
+    IdentityFile,
+    JwtFile,
+    PassphraseEnv,
+    load_or_exit,
+    secure_config,
+)
 from agentmesh.errors import TransportError
 from iatp.did import is_did
+
+if TYPE_CHECKING:
+    from agentmesh.transport.nats import NatsConfig
 
 app = typer.Typer(help="Verify tamper-evident audit logs.", no_args_is_help=True)
 out = Console(emoji=False, highlight=False)
 err = Console(stderr=True, emoji=False, highlight=False)
 
 
-async def _witnessed(url: str, mesh: str, node: str) -> list[Checkpoint | None]:
+async def _witnessed(
+    url: str, mesh: str, node: str, config: NatsConfig | None
+) -> list[Checkpoint | None]:
     from agentmesh.auditlog.witness import fetch_checkpoints
     from agentmesh.transport.factory import make_transport
 
-    async with make_transport(url, name="audit-verify") as transport:
+    async with make_transport(url, name="audit-verify", config=config) as transport:
         return await fetch_checkpoints(transport, mesh, node)
 
 
@@ -46,6 +58,9 @@ def verify(
         ),
     ] = None,
     mesh: Annotated[str, typer.Option("--mesh", help="Mesh name.")] = "agentmesh",
+    identity: IdentityFile = None,
+    jwt: JwtFile = None,
+    passphrase_env: PassphraseEnv = None,
 ) -> None:
     """Find edited, removed, inserted or reordered records and say where. Exits 1 if any."""
     if not log.exists():
@@ -62,7 +77,9 @@ def verify(
                 "name the node whose checkpoints to fetch", param_hint="--node"
             )
         try:
-            found += [(None, c) for c in asyncio.run(_witnessed(nats, mesh, node))]
+            me = load_or_exit(identity, passphrase_env) if identity is not None else None
+            config = secure_config(me, jwt)
+            found += [(None, c) for c in asyncio.run(_witnessed(nats, mesh, node, config))]
         except TransportError as exc:
             err.print(f"[red]could not read witnessed checkpoints:[/] {exc}")
             raise typer.Exit(2) from None

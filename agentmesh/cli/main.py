@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from agentmesh.cli import audit, identity, node, policy, quarantine, registry, saga, trust
+from agentmesh.cli import audit, identity, mesh, node, policy, quarantine, registry, saga, trust
 
 app = typer.Typer(
     help="agentmesh: safe teams of AI agents over a signed, trust-aware mesh.",
@@ -20,6 +20,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(trust.app, name="trust")
 app.add_typer(registry.app, name="registry")
 app.add_typer(saga.app, name="saga")
+app.add_typer(mesh.app, name="mesh")
 app.command("quarantine")(quarantine.quarantine)
 app.command("release")(quarantine.release)
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from agentmesh.cli.connection import JwtFile, secure_config
 from agentmesh.cli.passphrase import obtain_passphrase
 from agentmesh.node.runner import RunPlan, TrustOptions, install_stop_signals, run_node
 from agentmesh.policy.engine import CompiledPolicy
@@ -97,6 +98,7 @@ def run(
             "--pre-trusted", help="DID that anchors global trust (repeatable; with --trust)."
         ),
     ] = None,
+    jwt: JwtFile = None,
 ) -> None:
     """Join the mesh, answer `mesh.echo` requests, optionally talk to peers, leave on SIGTERM.
 
@@ -126,6 +128,7 @@ def run(
     except KeystoreError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
+    nats_config = secure_config(me, jwt)
     plan = RunPlan(
         peers=peers,
         requests_per_peer=requests,
@@ -134,6 +137,7 @@ def run(
         capabilities=tuple(capability or ()),
         display_name=name,
         card_ttl_ms=int(card_ttl * 1000),
+        write_pins=_may_write_pins(jwt),
     )
 
     async def main() -> int:
@@ -141,7 +145,7 @@ def run(
         install_stop_signals(stop)
         return await run_node(
             me,
-            make_transport(nats, name=me.did[-8:]),
+            make_transport(nats, name=me.did[-8:], config=nats_config),
             plan,
             mesh=mesh,
             audit_log=str(audit_log) if audit_log else None,
@@ -156,3 +160,13 @@ def run(
         )
 
     raise typer.Exit(asyncio.run(main()))
+
+
+def _may_write_pins(jwt: Path | None) -> bool:
+    """Pins are the authority's (or an operator's) to write on a secured broker."""
+    if jwt is None:
+        return True
+    from agentmesh.broker.authority import read_jwt, role_of
+    from agentmesh.broker.subject_map import Role
+
+    return role_of(read_jwt(jwt)) in (Role.AUTHORITY, Role.OPERATOR)

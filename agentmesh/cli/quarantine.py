@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
+from agentmesh.broker.errors import BrokerError
+from agentmesh.cli.connection import JwtFile, MeshDir, mesh_url, secure_config
 from agentmesh.cli.passphrase import obtain_passphrase
 from agentmesh.errors import TransportError
 from agentmesh.policy.errors import QuarantineOrderError
@@ -19,13 +21,18 @@ from iatp.identity import AgentIdentity
 from iatp.keystore import load_identity
 from registry.revocation import RevocationKind
 
+if TYPE_CHECKING:
+    from agentmesh.transport.nats import NatsConfig
+
 out = Console(emoji=False, highlight=False)
 err = Console(stderr=True, emoji=False, highlight=False)
 
 Identity = Annotated[
     Path, typer.Option("--identity", help="The authority's identity file (signs the order).")
 ]
-Nats = Annotated[str, typer.Option("--nats", help="NATS server URL.")]
+Nats = Annotated[
+    str | None, typer.Option("--nats", help="NATS server URL (default: --mesh-dir's).")
+]
 Mesh = Annotated[str, typer.Option("--mesh", help="Mesh name.")]
 PassphraseEnv = Annotated[
     str | None, typer.Option("--passphrase-env", metavar="VAR", help="Passphrase variable.")
@@ -33,14 +40,21 @@ PassphraseEnv = Annotated[
 
 
 async def _send(
-    issuer: AgentIdentity, did: str, kind: RevocationKind, reason: str, url: str, mesh: str
+    issuer: AgentIdentity,
+    did: str,
+    kind: RevocationKind,
+    reason: str,
+    url: str,
+    mesh: str,
+    config: NatsConfig | None,
+    mesh_dir: Path | None,
 ) -> None:
     from agentmesh.directory.revocations import RevocationList
     from agentmesh.policy.killswitch import KillSwitch
     from agentmesh.transport.factory import make_transport
     from registry.revocation import RevocationAuthorities
 
-    transport = make_transport(url, name="kill-switch")
+    transport = make_transport(url, name="kill-switch", config=config)
     await transport.connect(timeout=5.0)
     revocations = RevocationList(
         transport,
@@ -56,6 +70,10 @@ async def _send(
         else:
             await switch.release(issuer, did, reason)
         await transport.flush()
+        if mesh_dir is not None:
+            from agentmesh.broker.session import push_revocations
+
+            await push_revocations(mesh_dir, issuer, revocations, url=url)
     finally:
         # The order is out once issue() returned; closing must not hold the command up.
         for closing in (revocations.aclose(), transport.aclose()):
@@ -68,9 +86,11 @@ def _order(
     did: str,
     reason: str,
     identity: Path,
-    nats: str,
+    nats: str | None,
     mesh: str,
     passphrase_env: str | None,
+    jwt: Path | None,
+    mesh_dir: Path | None,
 ) -> None:
     if not is_did(did):
         raise typer.BadParameter(f"{did!r} is not an Ed25519 did:key", param_hint="DID")
@@ -79,38 +99,52 @@ def _order(
     except KeystoreError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
+    config = secure_config(issuer, jwt, mesh_dir)
+    url = mesh_url(nats, mesh_dir)
     try:
-        asyncio.run(_send(issuer, did, kind, reason, nats, mesh))
-    except (QuarantineOrderError, TransportError) as exc:
-        err.print(f"[red]refused:[/] {exc}")
+        asyncio.run(_send(issuer, did, kind, reason, url, mesh, config, mesh_dir))
+    except (QuarantineOrderError, TransportError, BrokerError) as exc:
+        err.print(f"[red]refused ({exc.code}):[/] {exc}")
         raise typer.Exit(1) from None
-    out.print(f"{kind.value}: {did} (signed by {issuer.did}); nodes that trust it obey at once")
+    where = " and the broker" if mesh_dir is not None else ""
+    out.print(
+        f"{kind.value}: {did} (signed by {issuer.did}); nodes that trust it{where} obey at once"
+    )
 
 
 def quarantine(
     did: Annotated[str, typer.Argument(help="The agent to quarantine.")],
     identity: Identity,
-    nats: Nats,
     reason: Annotated[str, typer.Option("--reason", help="Why (audited everywhere).")],
+    nats: Nats = None,
     mesh: Mesh = "agentmesh",
     passphrase_env: PassphraseEnv = None,
+    jwt: JwtFile = None,
+    mesh_dir: MeshDir = None,
 ) -> None:
     """Sign a quarantine order: nodes that trust you stop routing to and from DID at once.
 
     The order is broadcast (running nodes obey within milliseconds) and stored
     (nodes that join or restart later obey it too). Nodes trust the DIDs given
-    to 'node run --authority'.
+    to 'node run --authority'. With --mesh-dir (a secured mesh, you its authority)
+    the broker also disconnects DID and refuses it until released.
     """
-    _order(RevocationKind.QUARANTINED, did, reason, identity, nats, mesh, passphrase_env)
+    _order(
+        RevocationKind.QUARANTINED, did, reason, identity, nats, mesh, passphrase_env, jwt, mesh_dir
+    )
 
 
 def release(
     did: Annotated[str, typer.Argument(help="The agent to release.")],
     identity: Identity,
-    nats: Nats,
     reason: Annotated[str, typer.Option("--reason", help="Why (audited everywhere).")],
+    nats: Nats = None,
     mesh: Mesh = "agentmesh",
     passphrase_env: PassphraseEnv = None,
+    jwt: JwtFile = None,
+    mesh_dir: MeshDir = None,
 ) -> None:
     """Sign the release of DID's quarantine (an agent can never release itself)."""
-    _order(RevocationKind.RELEASED, did, reason, identity, nats, mesh, passphrase_env)
+    _order(
+        RevocationKind.RELEASED, did, reason, identity, nats, mesh, passphrase_env, jwt, mesh_dir
+    )

@@ -11,20 +11,34 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from agentmesh.cli.passphrase import obtain_passphrase
+from agentmesh.cli.connection import (
+    IdentityFile,
+    JwtFile,
+    MeshDir,
+    PassphraseEnv,
+    load_or_exit,
+    mesh_url,
+    secure_config,
+)
 from agentmesh.directory import Directory, RevocationList
-from agentmesh.errors import TransportError
+from agentmesh.errors import (
+    AccessRevoked,
+    AuthenticationFailed,
+    PermissionDenied,
+    TransportError,
+)
 from agentmesh.transport.factory import make_transport
 from iatp.did import is_did
-from iatp.errors import AgentMeshError, KeystoreError
-from iatp.keystore import load_identity
+from iatp.errors import AgentMeshError
+from iatp.identity import AgentIdentity
 from registry.card import AgentCard
 from registry.revocation import RevocationAuthorities, RevocationKind, sign_revocation
 
@@ -36,7 +50,8 @@ out = Console(emoji=False, highlight=False)
 err = Console(stderr=True, emoji=False, highlight=False)
 
 Nats = Annotated[
-    str, typer.Option("--nats", help="NATS server URL of the mesh, e.g. nats://127.0.0.1:4222.")
+    str | None,
+    typer.Option("--nats", help="NATS server URL of the mesh, e.g. nats://127.0.0.1:4222."),
 ]
 Mesh = Annotated[str, typer.Option("--mesh", help="Mesh name (as given to 'node run').")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -46,12 +61,38 @@ Authority = Annotated[
 ]
 T = TypeVar("T")
 
+if TYPE_CHECKING:
+    from agentmesh.transport.nats import NatsConfig
+
+
+@dataclass(frozen=True, slots=True)
+class _Access:
+    """How this command reaches the mesh (open server, agent JWT or authority)."""
+
+    url: str
+    config: NatsConfig | None = None
+    mesh_dir: Path | None = None
+    identity: AgentIdentity | None = None
+
+
+def _access(
+    nats: str | None,
+    identity: Path | None,
+    jwt: Path | None,
+    passphrase_env: str | None,
+    mesh_dir: Path | None = None,
+    loaded: AgentIdentity | None = None,
+) -> _Access:
+    me = loaded or (load_or_exit(identity, passphrase_env) if identity is not None else None)
+    config = secure_config(me, jwt, mesh_dir)
+    return _Access(mesh_url(nats, mesh_dir), config, mesh_dir, me)
+
 
 @contextlib.asynccontextmanager
 async def _open(
-    url: str, mesh: str, authorities: tuple[str, ...] = ()
+    access: _Access, mesh: str, authorities: tuple[str, ...] = ()
 ) -> AsyncIterator[tuple[Directory, RevocationList]]:
-    async with make_transport(url, name="registry-cli") as transport:
+    async with make_transport(access.url, name="registry-cli", config=access.config) as transport:
         auth = RevocationAuthorities(mesh=frozenset(authorities))
         revocations = RevocationList(transport, mesh=mesh, authorities=auth)
         directory = Directory(transport, mesh=mesh, revocations=revocations)
@@ -69,6 +110,9 @@ async def _open(
 def _run(work: Callable[[], Coroutine[object, object, T]]) -> T:
     try:
         return asyncio.run(work())
+    except (AuthenticationFailed, PermissionDenied, AccessRevoked) as exc:
+        err.print(f"[red]refused by the broker ({exc.code}):[/] {exc}")
+        raise typer.Exit(1) from None
     except (TransportError, OSError) as exc:
         err.print(
             f"[red]error:[/] cannot reach the mesh: {exc}\nIs nats-server running (with -js)?"
@@ -112,12 +156,19 @@ def _table(directory: Directory, cards: list[AgentCard], title: str) -> Table:
 
 @app.command("list")
 def list_agents(
-    nats: Nats, mesh: Mesh = "agentmesh", as_json: AsJson = False, authority: Authority = None
+    nats: Nats = None,
+    mesh: Mesh = "agentmesh",
+    as_json: AsJson = False,
+    authority: Authority = None,
+    identity: IdentityFile = None,
+    jwt: JwtFile = None,
+    passphrase_env: PassphraseEnv = None,
 ) -> None:
     """Every live, verified card in the mesh's directory."""
+    access = _access(nats, identity, jwt, passphrase_env)
 
     async def work() -> None:
-        async with _open(nats, mesh, tuple(authority or ())) as (directory, _):
+        async with _open(access, mesh, tuple(authority or ())) as (directory, _):
             cards = directory.cards()
             if as_json:
                 typer.echo(json.dumps([_card_json(directory, c) for c in cards], indent=2))
@@ -130,16 +181,20 @@ def list_agents(
 @app.command("show")
 def show(
     did: Annotated[str, typer.Argument(help="The agent's DID.")],
-    nats: Nats,
+    nats: Nats = None,
     mesh: Mesh = "agentmesh",
     as_json: AsJson = False,
     authority: Authority = None,
+    identity: IdentityFile = None,
+    jwt: JwtFile = None,
+    passphrase_env: PassphraseEnv = None,
 ) -> None:
     """One agent's card, revocation entries, capability drifts and rotations."""
     _check_did(did)
+    access = _access(nats, identity, jwt, passphrase_env)
 
     async def work() -> int:
-        async with _open(nats, mesh, tuple(authority or ())) as (directory, revocations):
+        async with _open(access, mesh, tuple(authority or ())) as (directory, revocations):
             card = directory.lookup(did)
             report: dict[str, object] = {
                 "did": did,
@@ -172,16 +227,20 @@ def show(
 @app.command("find")
 def find(
     capability: Annotated[str, typer.Argument(help="Capability name.")],
-    nats: Nats,
+    nats: Nats = None,
     mesh: Mesh = "agentmesh",
     version: Annotated[str | None, typer.Option("--version", help="Only this version.")] = None,
     as_json: AsJson = False,
     authority: Authority = None,
+    identity: IdentityFile = None,
+    jwt: JwtFile = None,
+    passphrase_env: PassphraseEnv = None,
 ) -> None:
     """Agents that offer CAPABILITY and may be routed to (not blocked, rotated or held)."""
+    access = _access(nats, identity, jwt, passphrase_env)
 
     async def work() -> None:
-        async with _open(nats, mesh, tuple(authority or ())) as (directory, _):
+        async with _open(access, mesh, tuple(authority or ())) as (directory, _):
             cards = directory.find(capability, version=version)
             if as_json:
                 typer.echo(json.dumps([_card_json(directory, c) for c in cards], indent=2))
@@ -197,31 +256,30 @@ def revoke(
     identity: Annotated[
         Path, typer.Option("--identity", help="Issuer's identity file (signs the entry).")
     ],
-    nats: Nats,
+    nats: Nats = None,
     mesh: Mesh = "agentmesh",
     reason: Annotated[str, typer.Option("--reason", help="Why (audited on every node).")] = "",
     kind: Annotated[
         RevocationKind, typer.Option("--kind", help="revoked (final), quarantined or released.")
     ] = RevocationKind.REVOKED,
-    passphrase_env: Annotated[
-        str | None, typer.Option("--passphrase-env", metavar="VAR", help="Passphrase variable.")
-    ] = None,
+    passphrase_env: PassphraseEnv = None,
+    jwt: JwtFile = None,
+    mesh_dir: MeshDir = None,
 ) -> None:
     """Sign and store a revocation entry; every node that trusts the issuer enforces it.
 
     The issuer must be a mesh authority the nodes were started with ('node run
     --authority'), the agent's organization authority, or the agent itself
-    (revoking its own compromised key).
+    (revoking its own compromised key). With --mesh-dir (a secured mesh, the
+    issuer its authority) the broker also disconnects and refuses the agent, or
+    lets it back in on release.
     """
     _check_did(did)
-    try:
-        issuer = load_identity(identity, obtain_passphrase(passphrase_env, confirm=False))
-    except KeystoreError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+    issuer = load_or_exit(identity, passphrase_env)
+    access = _access(nats, None, jwt, passphrase_env, mesh_dir, loaded=issuer)
 
     async def work() -> None:
-        async with _open(nats, mesh, (issuer.did,)) as (directory, revocations):
+        async with _open(access, mesh, (issuer.did,)) as (directory, revocations):
             entry = sign_revocation(
                 issuer,
                 subject=did,
@@ -231,25 +289,13 @@ def revoke(
                 sequence=len(revocations.entries(did)),
             )
             await revocations.issue(entry)
-        out.print(f"{kind.value}: {did} (signed by {issuer.did}, entry {entry.entry_id})")
+            if access.mesh_dir is not None:
+                from agentmesh.broker.session import push_revocations
 
-    _run(work)
-
-
-@app.command("approve")
-def approve(
-    did: Annotated[str, typer.Argument(help="The agent whose changed capabilities to accept.")],
-    nats: Nats,
-    mesh: Mesh = "agentmesh",
-) -> None:
-    """Accept an agent's changed capability descriptors after a drift (rug-pull) alert."""
-    _check_did(did)
-
-    async def work() -> None:
-        async with _open(nats, mesh) as (directory, _):
-            held = directory.pins.is_held(did)
-            card = await directory.approve(did)
-        note = "" if held else " (it was not held)"
-        out.print(f"approved {card.did}: {len(card.capabilities)} capability pin(s){note}")
+                await push_revocations(access.mesh_dir, issuer, revocations, url=access.url)
+        at_broker = " and at the broker" if access.mesh_dir is not None else ""
+        out.print(
+            f"{kind.value}: {did} (signed by {issuer.did}, entry {entry.entry_id}){at_broker}"
+        )
 
     _run(work)

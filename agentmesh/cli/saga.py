@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from agentmesh.cli.connection import (
+    IdentityFile,
+    JwtFile,
+    PassphraseEnv,
+    load_or_exit,
+    secure_config,
+)
 from agentmesh.errors import TransportError
 from agentmesh.saga.errors import SagaError
 from agentmesh.saga.log import SagaIndexEntry, SagaLog
 from agentmesh.saga.state import SagaState
 from agentmesh.saga.timeline import STATUS_STYLE, format_time, short_did, timeline_table
 from agentmesh.transport.factory import make_transport
+
+if TYPE_CHECKING:
+    from agentmesh.transport.nats import NatsConfig
 
 app = typer.Typer(
     help="Inspect sagas: their status, steps, compensations and handoffs.", no_args_is_help=True
@@ -34,9 +45,16 @@ Mesh = Annotated[str, typer.Option("--mesh", help="Mesh name (as the coordinator
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-async def _with_log(nats: str, mesh: str, work: Any) -> Any:
+def _config(
+    identity: Path | None, jwt: Path | None, passphrase_env: str | None
+) -> NatsConfig | None:
+    me = load_or_exit(identity, passphrase_env) if identity is not None else None
+    return secure_config(me, jwt)
+
+
+async def _with_log(nats: str, mesh: str, work: Any, config: NatsConfig | None = None) -> Any:
     try:
-        async with make_transport(nats, name="agentmesh-saga-cli") as transport:
+        async with make_transport(nats, name="agentmesh-saga-cli", config=config) as transport:
             return await work(await SagaLog.open(transport, mesh=mesh))
     except SagaError as exc:
         err.print(f"[red]error:[/] {exc} ({exc.code})")
@@ -73,9 +91,15 @@ def list_sagas(
         typer.Option("--status", help="Only this status (e.g. needs-attention, running)."),
     ] = None,
     as_json: AsJson = False,
+    identity: IdentityFile = None,
+    jwt: JwtFile = None,
+    passphrase_env: PassphraseEnv = None,
 ) -> None:
     """Every saga of the mesh with its status (from the saga index)."""
-    entries: list[SagaIndexEntry] = asyncio.run(_with_log(nats, mesh, lambda log: log.entries()))
+    config = _config(identity, jwt, passphrase_env)
+    entries: list[SagaIndexEntry] = asyncio.run(
+        _with_log(nats, mesh, lambda log: log.entries(), config)
+    )
     if status:
         entries = [e for e in entries if e.status == status]
     if as_json:
@@ -138,9 +162,13 @@ def show(
     nats: Nats,
     mesh: Mesh = "agentmesh",
     as_json: AsJson = False,
+    identity: IdentityFile = None,
+    jwt: JwtFile = None,
+    passphrase_env: PassphraseEnv = None,
 ) -> None:
     """One saga's timeline: every step, handoff and compensation, from its durable log."""
-    state: SagaState = asyncio.run(_with_log(nats, mesh, lambda log: log.load(saga_id)))
+    config = _config(identity, jwt, passphrase_env)
+    state: SagaState = asyncio.run(_with_log(nats, mesh, lambda log: log.load(saga_id), config))
     if as_json:
         typer.echo(json.dumps(_state_json(state), indent=2, default=str))
         return

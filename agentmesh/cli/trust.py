@@ -10,17 +10,27 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from agentmesh.cli.connection import (
+    IdentityFile,
+    JwtFile,
+    PassphraseEnv,
+    load_or_exit,
+    secure_config,
+)
 from agentmesh.errors import TransportError
 from iatp.did import is_did
 from trust.engine import TrustEngine
 from trust.errors import TrustError
 from trust.evidence import decode_signed_receipt, verify_receipt
+
+if TYPE_CHECKING:
+    from agentmesh.transport.nats import NatsConfig
 
 app = typer.Typer(
     help="Inspect trust: scores, rings and the evidence behind them.", no_args_is_help=True
@@ -55,11 +65,20 @@ class Loaded:
     refused: dict[str, int]
 
 
-async def _fold_stream(engine: TrustEngine, url: str, mesh: str) -> tuple[int, dict[str, int]]:
+def _config(
+    identity: Path | None, jwt: Path | None, passphrase_env: str | None
+) -> NatsConfig | None:
+    me = load_or_exit(identity, passphrase_env) if identity is not None else None
+    return secure_config(me, jwt)
+
+
+async def _fold_stream(
+    engine: TrustEngine, url: str, mesh: str, config: NatsConfig | None
+) -> tuple[int, dict[str, int]]:
     from agentmesh.transport.factory import make_transport
     from agentmesh.trustnet.ledger import ReceiptLedger
 
-    async with make_transport(url, name="trust-cli") as transport:
+    async with make_transport(url, name="trust-cli", config=config) as transport:
         ledger = await ReceiptLedger.open(transport, engine, mesh=mesh, node="cli")
         try:
             await ledger.catch_up(timeout=30)
@@ -83,7 +102,11 @@ def _fold_file(engine: TrustEngine, path: Path) -> tuple[int, dict[str, int]]:
 
 
 def _load(
-    nats: str | None, receipts: Path | None, mesh: str, pre_trusted: list[str] | None
+    nats: str | None,
+    receipts: Path | None,
+    mesh: str,
+    pre_trusted: list[str] | None,
+    config: NatsConfig | None = None,
 ) -> Loaded:
     if (nats is None) == (receipts is None):
         raise typer.BadParameter("give exactly one of --nats URL or --receipts FILE")
@@ -99,7 +122,7 @@ def _load(
             folded, refused = _fold_file(engine, receipts)
         else:
             assert nats is not None
-            folded, refused = asyncio.run(_fold_stream(engine, nats, mesh))
+            folded, refused = asyncio.run(_fold_stream(engine, nats, mesh, config))
     except (TransportError, TimeoutError) as exc:
         err.print(
             f"[red]error:[/] cannot read the receipt stream: {exc}. "
@@ -123,11 +146,14 @@ def show(
     receipts: ReceiptsFile = None,
     mesh: Mesh = "agentmesh",
     pre_trusted: PreTrusted = None,
+    identity: IdentityFile = None,
+    jwt: JwtFile = None,
+    passphrase_env: PassphraseEnv = None,
 ) -> None:
     """Score, ring and the evidence behind them for one agent."""
     if not is_did(did):
         raise typer.BadParameter(f"{did!r} is not a did:key", param_hint="DID")
-    loaded = _load(nats, receipts, mesh, pre_trusted)
+    loaded = _load(nats, receipts, mesh, pre_trusted, _config(identity, jwt, passphrase_env))
     ex = loaded.engine.explain(did)
     if not ex.known:
         out.print(f"{did}: unknown (no receipts about or by it among {loaded.folded}); ring 3")
@@ -168,9 +194,12 @@ def top(
     receipts: ReceiptsFile = None,
     mesh: Mesh = "agentmesh",
     pre_trusted: PreTrusted = None,
+    identity: IdentityFile = None,
+    jwt: JwtFile = None,
+    passphrase_env: PassphraseEnv = None,
 ) -> None:
     """The most trusted agents, best first."""
-    loaded = _load(nats, receipts, mesh, pre_trusted)
+    loaded = _load(nats, receipts, mesh, pre_trusted, _config(identity, jwt, passphrase_env))
     table = Table(title=f"top {limit} of {len(loaded.engine)} agents ({loaded.folded} receipts)")
     for column in ("#", "DID", "score", "ring", "evidence"):
         table.add_column(column)
@@ -188,6 +217,9 @@ def graph(
     receipts: ReceiptsFile = None,
     mesh: Mesh = "agentmesh",
     pre_trusted: PreTrusted = None,
+    identity: IdentityFile = None,
+    jwt: JwtFile = None,
+    passphrase_env: PassphraseEnv = None,
 ) -> None:
     """Draw the trust graph: nodes coloured by ring, sized by score (needs matplotlib)."""
     try:
@@ -203,7 +235,7 @@ def graph(
         raise typer.Exit(2) from None
     import networkx as nx
 
-    loaded = _load(nats, receipts, mesh, pre_trusted)
+    loaded = _load(nats, receipts, mesh, pre_trusted, _config(identity, jwt, passphrase_env))
     g = loaded.engine.to_networkx()
     layout = nx.spring_layout(g, seed=1)
     figure, axes = plt.subplots(figsize=(10, 8))
@@ -231,15 +263,19 @@ def export(
     out_file: Annotated[Path, typer.Option("--out", help="File to write (one receipt per line).")],
     nats: Annotated[str, typer.Option("--nats", help="NATS server URL.")],
     mesh: Mesh = "agentmesh",
+    identity: IdentityFile = None,
+    jwt: JwtFile = None,
+    passphrase_env: PassphraseEnv = None,
 ) -> None:
     """Copy the mesh's signed receipts to a file that anyone can re-verify offline."""
+    config = _config(identity, jwt, passphrase_env)
 
     async def dump() -> int:
         from agentmesh.transport.factory import make_transport
-        from agentmesh.trustnet.ledger import receipt_subject, stream_name
+        from agentmesh.trustnet.ledger import receipt_subjects, stream_name
 
-        async with make_transport(nats, name="trust-export") as transport:
-            stream = await transport.stream(stream_name(mesh), [receipt_subject(mesh)])
+        async with make_transport(nats, name="trust-export", config=config) as transport:
+            stream = await transport.stream(stream_name(mesh), [receipt_subjects(mesh)])
             last = await stream.last_seq()
             count = 0
             with out_file.open("wb") as handle:

@@ -78,6 +78,9 @@ class Directory:
         clock: wall clock for validity checks.
         clock_skew_ms: how far in the future a card's ``issued_at_ms`` may be.
         sweep_interval: seconds between sweeps that drop expired cards from the cache.
+        write_pins: store first-seen pins in KV (on a secured broker only the authority
+            or an operator may; other nodes keep their pins locally and follow the
+            stored ones).
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class Directory:
         clock: Clock | None = None,
         clock_skew_ms: int = DEFAULT_CLOCK_SKEW_MS,
         sweep_interval: float = 1.0,
+        write_pins: bool = True,
     ) -> None:
         self.addressing = MeshAddressing(mesh)
         self.revocations = revocations
@@ -106,7 +110,9 @@ class Directory:
         self._excluded: dict[bool, frozenset[str]] = {}
         self._cards = WatchedBucket(transport, bucket_name(mesh, "cards"), self._on_card)
         self._rotation_store = RotationStore(transport, mesh, self._report, self._on_rotated)
-        self._pin_store = PinStore(transport, mesh, self._report, self._spawn, self._recheck)
+        self._pin_store = PinStore(
+            transport, mesh, self._report, self._spawn, self._recheck, write=write_pins
+        )
         self.rotations = self._rotation_store.chain
         self.pins = self._pin_store.pins
         if revocations is not None:

@@ -58,6 +58,7 @@ class DirectoryMembership:
         shared_revocations: returns an already running list to reuse (not closed
             here), e.g. the kill switch's; called on entry.
         audit: where the directory and list audit.
+        write_pins: see :class:`~agentmesh.directory.directory.Directory`.
         emit: JSON-lines event printer: ``directory`` (loaded), ``registered`` (own
             card), ``card`` (another agent registered, removed, expired, drifted,
             ...), ``revocation`` (a status changed).
@@ -77,6 +78,7 @@ class DirectoryMembership:
         audit: AuditSink | None = None,
         emit: Emit | None = None,
         clock: Clock | None = None,
+        write_pins: bool = True,
     ) -> None:
         self.identity = identity
         self.clock: Clock = clock or SystemClock()
@@ -92,7 +94,12 @@ class DirectoryMembership:
             clock=self.clock,
         )
         self.directory = Directory(
-            transport, mesh=mesh, audit=audit, node=identity.did, clock=self.clock
+            transport,
+            mesh=mesh,
+            audit=audit,
+            node=identity.did,
+            clock=self.clock,
+            write_pins=write_pins,
         )
         self._capabilities = capabilities
         self._display_name = display_name or f"agent-{identity.did[-8:]}"

@@ -44,8 +44,11 @@ class PinStore:
         reporter: Reporter,
         spawn: Spawn,
         on_pin_changed: Callable[[str], None],
+        *,
+        write: bool = True,
     ) -> None:
         self.pins = CapabilityPins()
+        self._write = write
         self._reporter = reporter
         self._spawn = spawn
         self._on_pin_changed = on_pin_changed
@@ -60,7 +63,7 @@ class PinStore:
     def observe(self, card: AgentCard) -> list[CapabilityDriftEvent]:
         """Pin what is new (stored in the background) and return the drifts found."""
         new, drifts = self.pins.observe(card)
-        for key in new:
+        for key in new if self._write else ():
             self._spawn(self._create(key, self._record(key)), "pin")
         for drift in drifts:
             detail = f"{drift.name}@{drift.version} {drift.pinned[:12]} -> {drift.seen[:12]}"

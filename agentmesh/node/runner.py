@@ -22,7 +22,7 @@ from agentmesh.node.config import NodeConfig
 from agentmesh.node.interceptors import InboundMessage, Stage
 from agentmesh.node.node import MeshNode
 from agentmesh.policy.runtime import GovernanceOptions, NodeGovernance
-from agentmesh.transport.base import Transport
+from agentmesh.transport.base import Transport, TransportState
 from agentmesh.trustnet.service import MeshTrust
 from iatp.clock import SystemClock
 from iatp.identity import AgentIdentity
@@ -44,6 +44,7 @@ class RunPlan:
     capabilities: tuple[str, ...] = field(default=())
     display_name: str | None = None
     card_ttl_ms: int = DEFAULT_TTL_MS
+    write_pins: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +133,7 @@ async def run_node(
             shared_revocations=lambda: governed.revocations,
             audit=audit,
             emit=say,
+            write_pins=plan.write_pins,
         )
         mesh_trust = (
             MeshTrust(
@@ -186,8 +188,14 @@ async def run_node(
                 per_peer=plan.requests_per_peer,
                 failures=failures,
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=plan.duration)
+            watcher = asyncio.create_task(_stop_when_closed(transport, stop, say))
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=plan.duration)
+            finally:
+                watcher.cancel()
+            if transport.state is TransportState.CLOSED:
+                failures += 1
             say("stats", **node.counters.snapshot())
             if mesh_trust is not None:
                 await _report_trust(mesh_trust, plan.peers, say)
@@ -211,6 +219,22 @@ async def _report_trust(
         folded=mesh_trust.ledger.folded,
         peers={peer: {"score": engine.score(peer), "ring": engine.ring(peer)} for peer in peers},
     )
+
+
+async def _stop_when_closed(
+    transport: Transport, stop: asyncio.Event, say: Callable[..., None]
+) -> None:
+    """Leave when the transport is gone for good (the broker revoked us, or gave up)."""
+    # The transport protocol has no close event; a poll is enough to leave in time.
+    while transport.state is not TransportState.CLOSED:  # noqa: ASYNC110
+        await asyncio.sleep(0.2)
+    try:
+        await transport.flush(timeout=1.0)
+        code, detail = "connection_closed", "transport closed"
+    except AgentMeshError as exc:
+        code, detail = exc.code, str(exc)
+    say("connection_lost", error=code, detail=detail)
+    stop.set()
 
 
 def install_stop_signals(

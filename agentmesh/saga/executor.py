@@ -28,6 +28,7 @@ from typing import Any
 
 from agentmesh.audit import AuditEvent
 from agentmesh.errors import KeyExists, KeyNotFound, RevisionMismatch
+from agentmesh.node.addressing import MeshAddressing
 from agentmesh.node.interceptors import InboundMessage
 from agentmesh.node.node import MeshNode
 from agentmesh.saga.errors import StepActionFailed, StepMessageError
@@ -47,6 +48,11 @@ logger = logging.getLogger(__name__)
 
 _ANY_DIGEST = "*"
 IDEMPOTENCY_DOMAIN = b"agentmesh/1/saga-idempotency\x00"
+
+
+def idempotency_bucket(mesh: str) -> str:
+    """The KV bucket of the agents' idempotency records (keys start with the agent key)."""
+    return f"saga-idem-{mesh}"
 
 
 class _TamperedRecord(Exception):
@@ -109,7 +115,9 @@ class StepExecutor:
         self.actions: dict[str, Action] = dict(actions or {})
         self.counters = ExecutorCounters()
         self._boot = os.urandom(8).hex()
-        self._tag = hashlib.sha256(node.did.encode()).hexdigest()[:16]
+        # Records live under the agent's own key: a secured broker lets each agent
+        # write only there (docs/broker.md).
+        self._tag = MeshAddressing.agent_key(node.did)
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     @classmethod
@@ -121,7 +129,7 @@ class StepExecutor:
         Raises:
             TransportError: the bucket could not be opened.
         """
-        store = await node.transport.key_value(f"saga-idem-{mesh or node.config.mesh}")
+        store = await node.transport.key_value(idempotency_bucket(mesh or node.config.mesh))
         executor = cls(node, store, actions=actions)
         node.handle(STEP_TYPE, executor.handle)
         return executor

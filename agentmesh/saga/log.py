@@ -45,6 +45,27 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class SagaStoreNames:
+    """Names of a mesh's saga stream and buckets (coordinators write them)."""
+
+    stream: str
+    subjects: str
+    index: str
+    leases: str
+    active: str
+
+    @classmethod
+    def of(cls, mesh: str) -> SagaStoreNames:
+        return cls(
+            stream=f"SAGA-{mesh}",
+            subjects=f"saga.{mesh}.log.>",
+            index=f"saga-index-{mesh}",
+            leases=f"saga-lease-{mesh}",
+            active=f"saga-active-{mesh}",
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class SagaIndexEntry:
     """A saga as the index knows it (a cache of the log's status changes)."""
 
@@ -114,10 +135,11 @@ class SagaLog:
             TransportError: the stream or a bucket could not be created.
         """
         validate_token(mesh, what="mesh name")
-        stream = await transport.stream(f"SAGA-{mesh}", [f"saga.{mesh}.log.>"])
-        index = await transport.key_value(f"saga-index-{mesh}")
-        leases = await transport.key_value(f"saga-lease-{mesh}")
-        active = await transport.key_value(f"saga-active-{mesh}")
+        names = SagaStoreNames.of(mesh)
+        stream = await transport.stream(names.stream, [names.subjects])
+        index = await transport.key_value(names.index)
+        leases = await transport.key_value(names.leases)
+        active = await transport.key_value(names.active)
         return cls(stream, index, leases, active, mesh=mesh, clock=clock, trusted=trusted)
 
     def subject(self, saga_id: str) -> str:

@@ -22,6 +22,33 @@ from typing import Protocol, Self, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
+class StoreLimits:
+    """Server-side limits of a KV bucket or stream, set when it is created.
+
+    An existing bucket or stream keeps the limits it was created with, so the
+    mesh authority provisions them once (``agentmesh mesh provision``) and every
+    node binds to them.
+
+    Attributes:
+        max_bytes: Total stored bytes; when full, new writes are refused (nothing
+            old is evicted). Enforced by nats-server only.
+        max_value_size: Largest single value or message.
+        write_once: KV only: a key keeps its first value for good; overwrites,
+            deletes and purges of it are refused (``KeyExists``).
+        per_subject_quota: Streams only: at most this many messages per subject;
+            further appends to a full subject are refused, other subjects are not
+            affected (so one writer cannot crowd out another).
+        deny_purge: Refuse API purges of the whole store.
+    """
+
+    max_bytes: int | None = None
+    max_value_size: int | None = None
+    write_once: bool = False
+    per_subject_quota: int | None = None
+    deny_purge: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """One core message as delivered to a subscriber."""
 
@@ -218,6 +245,9 @@ class Transport(Protocol):
     @property
     def is_connected(self) -> bool: ...
 
+    @property
+    def state(self) -> TransportState: ...
+
     async def connect(self, *, timeout: float = 5.0) -> None: ...
 
     async def aclose(self) -> None:
@@ -267,9 +297,14 @@ class Transport(Protocol):
     async def flush(self, *, timeout: float = 2.0) -> None: ...
 
     async def key_value(
-        self, bucket: str, *, history: int = 1, ttl: float | None = None
+        self,
+        bucket: str,
+        *,
+        history: int = 1,
+        ttl: float | None = None,
+        limits: StoreLimits | None = None,
     ) -> KeyValue:
-        """Create-or-bind the bucket."""
+        """Create-or-bind the bucket (``limits`` apply only when it is created)."""
         ...
 
     async def stream(
@@ -279,6 +314,7 @@ class Transport(Protocol):
         *,
         max_age: float | None = None,
         duplicate_window: float = 120.0,
+        limits: StoreLimits | None = None,
     ) -> Stream:
-        """Create-or-bind the stream."""
+        """Create-or-bind the stream (``limits`` apply only when it is created)."""
         ...

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from agentmesh.transport.base import Transport
 from agentmesh.transport.memory import InMemoryBus, InMemoryTransport
 
+if TYPE_CHECKING:
+    from agentmesh.transport.nats import NatsConfig
 
-def make_transport(url: str | None, *, name: str, bus: InMemoryBus | None = None) -> Transport:
+
+def make_transport(
+    url: str | None,
+    *,
+    name: str,
+    bus: InMemoryBus | None = None,
+    config: NatsConfig | None = None,
+) -> Transport:
     """A new, unconnected transport: in-memory on ``bus`` when ``url`` is None, else NATS.
+
+    ``config`` (NATS only) carries credentials for a secured mesh
+    (:meth:`agentmesh.broker.credentials.BrokerCredentials.nats_config`).
 
     Raises:
         ValueError: the URL scheme is neither ``nats://`` nor ``tls://``.
@@ -18,4 +32,4 @@ def make_transport(url: str | None, *, name: str, bus: InMemoryBus | None = None
         raise ValueError(f"unsupported transport URL {url!r}: use nats://HOST:PORT")
     from agentmesh.transport.nats import NatsTransport  # optional heavy import
 
-    return NatsTransport(url, name=name)
+    return NatsTransport(url, name=name, config=config)

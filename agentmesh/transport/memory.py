@@ -41,7 +41,13 @@ from agentmesh.errors import (
     RequestTimeout,
     StreamError,
 )
-from agentmesh.transport.base import Message, MessageHandler, Subscription, TransportState
+from agentmesh.transport.base import (
+    Message,
+    MessageHandler,
+    StoreLimits,
+    Subscription,
+    TransportState,
+)
 from agentmesh.transport.memory_kv import BucketState, InMemoryKeyValue
 from agentmesh.transport.memory_link import TransportLink
 from agentmesh.transport.memory_stream import MSG_ID_HEADER, InMemoryStream, StreamState
@@ -168,7 +174,9 @@ class InMemoryBus:
 
     # -- JetStream-like state --------------------------------------------------
 
-    def _open_bucket(self, name: str, *, history: int, ttl: float | None) -> BucketState:
+    def _open_bucket(
+        self, name: str, *, history: int, ttl: float | None, limits: StoreLimits | None = None
+    ) -> BucketState:
         """Create-or-bind a bucket (an existing bucket keeps its configuration)."""
         existing = self._buckets.get(name)
         if existing is not None:
@@ -177,7 +185,9 @@ class InMemoryBus:
             raise KeyValueError(f"history must be within 1..{MAX_KV_HISTORY}")
         if ttl is not None and ttl <= 0:
             raise KeyValueError("ttl must be positive")
-        bucket = BucketState(name, history=history, ttl=ttl, monotonic=self._monotonic)
+        bucket = BucketState(
+            name, history=history, ttl=ttl, monotonic=self._monotonic, limits=limits
+        )
         self._buckets[name] = bucket
         return bucket
 
@@ -188,6 +198,7 @@ class InMemoryBus:
         *,
         max_age: float | None,
         duplicate_window: float,
+        limits: StoreLimits | None = None,
     ) -> StreamState:
         """Create-or-bind a stream (an existing stream keeps its configuration).
 
@@ -216,6 +227,7 @@ class InMemoryBus:
             if max_age is None
             else min(duplicate_window, max_age),
             monotonic=self._monotonic,
+            limits=limits,
         )
         self._streams[name] = stream
         return stream
@@ -509,9 +521,14 @@ class InMemoryTransport:
         await asyncio.sleep(0)
 
     async def key_value(
-        self, bucket: str, *, history: int = 1, ttl: float | None = None
+        self,
+        bucket: str,
+        *,
+        history: int = 1,
+        ttl: float | None = None,
+        limits: StoreLimits | None = None,
     ) -> InMemoryKeyValue:
-        """Create-or-bind ``bucket`` on the bus.
+        """Create-or-bind ``bucket`` on the bus (``limits`` apply when it is created).
 
         Raises:
             InvalidSubject: ``bucket`` is not ``[A-Za-z0-9_-]+``.
@@ -520,7 +537,7 @@ class InMemoryTransport:
         """
         validate_name(bucket, what="bucket name")
         self._check_open()
-        state = self._bus._open_bucket(bucket, history=history, ttl=ttl)
+        state = self._bus._open_bucket(bucket, history=history, ttl=ttl, limits=limits)
         return InMemoryKeyValue(state, self._link, max_payload=self._bus.max_payload)
 
     async def stream(
@@ -530,6 +547,7 @@ class InMemoryTransport:
         *,
         max_age: float | None = None,
         duplicate_window: float = 120.0,
+        limits: StoreLimits | None = None,
     ) -> InMemoryStream:
         """Create-or-bind the stream ``name`` capturing ``subjects``.
 
@@ -546,7 +564,7 @@ class InMemoryTransport:
             validate_subject(subject, allow_wildcards=True)
         self._check_open()
         state = self._bus._open_stream(
-            name, list(subjects), max_age=max_age, duplicate_window=duplicate_window
+            name, list(subjects), max_age=max_age, duplicate_window=duplicate_window, limits=limits
         )
 
         def route(subject: str, data: bytes, msg_id: str | None) -> None:

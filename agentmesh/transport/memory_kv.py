@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
 from agentmesh.errors import KeyExists, KeyNotFound, PayloadTooLarge, RevisionMismatch
-from agentmesh.transport.base import KVEntry, KVOperation
+from agentmesh.transport.base import KVEntry, KVOperation, StoreLimits
 from agentmesh.transport.memory_link import TransportLink
 from agentmesh.transport.subjects import tokens_match, validate_kv_key
 
@@ -36,9 +36,16 @@ class BucketState:
     """One bucket's data on the bus, shared by every transport bound to it."""
 
     def __init__(
-        self, name: str, *, history: int, ttl: float | None, monotonic: Callable[[], float]
+        self,
+        name: str,
+        *,
+        history: int,
+        ttl: float | None,
+        monotonic: Callable[[], float],
+        limits: StoreLimits | None = None,
     ) -> None:
         self.name = name
+        self.limits = limits or StoreLimits()
         self.history = history  # kept for parity with JetStream; only the latest is served
         self.ttl = ttl
         self._monotonic = monotonic
@@ -57,6 +64,17 @@ class BucketState:
         return record.entry
 
     def write(self, key: str, value: bytes, operation: KVOperation) -> KVEntry:
+        """Store the next revision of ``key``.
+
+        Raises:
+            KeyExists: The bucket is write-once and ``key`` was written before.
+            PayloadTooLarge: ``value`` is above the bucket's ``max_value_size``.
+        """
+        if self.limits.write_once and self.latest(key) is not None:
+            raise KeyExists(f"{self.name}/{key} is write-once and already written")
+        limit = self.limits.max_value_size
+        if limit is not None and len(value) > limit:
+            raise PayloadTooLarge(f"value of {len(value)} bytes exceeds {self.name}'s {limit}")
         self._revision += 1
         entry = KVEntry(self.name, key, value, self._revision, operation)
         self._latest[key] = _Record(entry, self._monotonic())

@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
 from agentmesh.errors import PayloadTooLarge, StreamError
-from agentmesh.transport.base import PublishAck, StreamMessage
+from agentmesh.transport.base import PublishAck, StoreLimits, StreamMessage
 from agentmesh.transport.memory_link import TransportLink
 from agentmesh.transport.subjects import (
     tokens_match,
@@ -59,8 +59,11 @@ class StreamState:
         max_age: float | None,
         duplicate_window: float,
         monotonic: Callable[[], float],
+        limits: StoreLimits | None = None,
     ) -> None:
         self.name = name
+        self.limits = limits or StoreLimits()
+        self._per_subject: dict[str, int] = {}
         self.subjects = list(subjects)
         self._subject_tokens = [s.split(".") for s in subjects]
         self.max_age = max_age
@@ -84,7 +87,8 @@ class StreamState:
         now = self._monotonic()
         if self.max_age is not None:
             while self._messages and now - self._messages[0].stored_at >= self.max_age:
-                self._messages.popleft()
+                gone = self._messages.popleft().message.subject
+                self._per_subject[gone] -= 1
         horizon = now - self.duplicate_window
         while self._seen_ids:  # insertion order is time order: expire from the front
             oldest = next(iter(self._seen_ids))
@@ -97,6 +101,8 @@ class StreamState:
         self._expire()
         if msg_id is not None and msg_id in self._seen_ids:
             return PublishAck(self.name, self._seen_ids[msg_id][0], duplicate=True)
+        self._check_limits(subject, data)
+        self._per_subject[subject] = self._per_subject.get(subject, 0) + 1
         self._last_seq += 1
         now = self._monotonic()
         message = StreamMessage(self.name, self._last_seq, subject, data, msg_id)
@@ -106,6 +112,13 @@ class StreamState:
         for listener in list(self._listeners.values()):
             listener(message)
         return PublishAck(self.name, self._last_seq)
+
+    def _check_limits(self, subject: str, data: bytes) -> None:
+        size, quota = self.limits.max_value_size, self.limits.per_subject_quota
+        if size is not None and len(data) > size:
+            raise PayloadTooLarge(f"message of {len(data)} bytes exceeds {self.name}'s {size}")
+        if quota is not None and self._per_subject.get(subject, 0) >= quota:
+            raise StreamError(f"subject {subject!r} of stream {self.name!r} is at its quota")
 
     def get(self, seq: int) -> StreamMessage | None:
         self._expire()

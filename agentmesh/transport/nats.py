@@ -17,9 +17,12 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import ssl
+import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -32,13 +35,23 @@ from nats.js import JetStreamContext, api
 from nats.nuid import NUID
 
 from agentmesh.errors import (
+    AccessRevoked,
+    AuthenticationFailed,
     ConnectionLost,
     KeyValueError,
     NotConnected,
     PayloadTooLarge,
+    PermissionDenied,
+    RequestTimeout,
     StreamError,
 )
-from agentmesh.transport.base import Message, MessageHandler, Subscription, TransportState
+from agentmesh.transport.base import (
+    Message,
+    MessageHandler,
+    StoreLimits,
+    Subscription,
+    TransportState,
+)
 from agentmesh.transport.nats_errors import translated_errors
 from agentmesh.transport.nats_jetstream import NatsKeyValue, NatsStream, Unsubscribable
 from agentmesh.transport.subjects import (
@@ -52,6 +65,25 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 MAX_KV_HISTORY = 64
+_VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]+)"', re.I)
+_AUTH_FAILURES_BEFORE_GIVING_UP = 2
+
+
+@dataclass(frozen=True, slots=True)
+class NkeyAuth:
+    """Prove an nkey to the server (its nonce challenge) and, in operator mode, a user JWT.
+
+    In a secured mesh the nkey is the agent's own Ed25519 key (the one behind its
+    ``did:key``), so the broker and the peers check the same identity. Build it
+    with :func:`agentmesh.broker.credentials.agent_nats_config`.
+
+    Attributes:
+        seed: The nkey seed (``SU...``); kept in memory only, never written out.
+        user_jwt: The user JWT the mesh authority issued for this key (public).
+    """
+
+    seed: str = field(repr=False)
+    user_jwt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +106,7 @@ class NatsConfig:
         creds_file: A ``.creds`` file (JWT + nkey seed), for accounts/operator mode.
         tls: A client TLS context.
         inbox_prefix: Prefix of reply subjects (accounts may restrict it).
+        nkey: nkey (and user JWT) authentication, for a secured mesh.
     """
 
     connect_timeout: float = 2.0
@@ -91,6 +124,14 @@ class NatsConfig:
     creds_file: str | None = None
     tls: ssl.SSLContext | None = None
     inbox_prefix: str = "_INBOX"
+    nkey: NkeyAuth | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Violation:
+    at: float
+    operation: str  # "publish" or "subscription"
+    subject: str  # lower case: nats-py lower-cases the server's error text
 
 
 class _NatsSubscription:
@@ -187,6 +228,11 @@ class NatsTransport:
         self._next_close_token = 0
         self._owned: set[Unsubscribable] = set()
         self._nuid = NUID()
+        self._violations: deque[_Violation] = deque(maxlen=256)
+        self.permission_violations = 0
+        self._auth_failures = 0
+        self._auth_refused: asyncio.Event | None = None
+        self._revoked = False
 
     # -- state -------------------------------------------------------------------
 
@@ -229,7 +275,11 @@ class NatsTransport:
         return self._js
 
     def check_open(self, *, while_closing: bool = False) -> None:
-        """Raises: NotConnected (or ConnectionLost) unless connected or reconnecting."""
+        """Raises: NotConnected (ConnectionLost, AccessRevoked) unless connected or reconnecting."""
+        if self._state is TransportState.CLOSED and self._revoked:
+            raise AccessRevoked(
+                f"transport {self._name!r}: the broker revoked this identity's access"
+            )
         if self._state is TransportState.CLOSED and self._lost:
             raise ConnectionLost(f"transport {self._name!r} lost its server and gave up")
         if self._state not in (TransportState.CONNECTED, TransportState.RECONNECTING):
@@ -276,22 +326,67 @@ class NatsTransport:
     async def _on_reconnected(self) -> None:
         if self._closing:
             return
+        self._auth_failures = 0
         self._state = TransportState.CONNECTED
         url = self._nc.connected_url if self._nc is not None else None
         logger.info("transport %s reconnected to %s", self._name, url.netloc if url else "?")
 
     async def _on_error(self, error: Exception) -> None:
+        if isinstance(error, nats.errors.AuthorizationError):
+            self._on_auth_refused()
+            return
+        found = _VIOLATION.search(str(error))
+        if found is not None:
+            self.permission_violations += 1
+            operation, subject = found.group(1).lower(), found.group(2).lower()
+            self._violations.append(_Violation(time.monotonic(), operation, subject))
+            logger.warning("transport %s: broker refused %s to %s", self._name, operation, subject)
+            return
         if self._state is not TransportState.CONNECTED and isinstance(error, OSError):
             logger.debug("transport %s reconnect attempt failed: %s", self._name, error)
         else:
             logger.warning("transport %s NATS error: %r", self._name, error)
 
+    def _on_auth_refused(self) -> None:
+        self._auth_failures += 1
+        if self._state is TransportState.NEW:
+            if self._auth_refused is not None:
+                self._auth_refused.set()
+            return
+        logger.warning("transport %s: the broker refused our credentials", self._name)
+        if self._auth_failures >= _AUTH_FAILURES_BEFORE_GIVING_UP and self._nc is not None:
+            # Our credentials no longer open the broker (revoked or expired while we
+            # were away): fail closed instead of retrying for minutes.
+            self._revoked = True
+            asyncio.get_running_loop().create_task(self._nc.close())
+
+    def denied_since(self, started: float, subject: str | None = None) -> PermissionDenied | None:
+        """The broker's refusal of ``subject`` (or of anything) since ``started``, if any."""
+        wanted = None if subject is None else subject.lower()
+        for violation in reversed(self._violations):
+            if violation.at < started:
+                break
+            if wanted is None or violation.subject == wanted:
+                return PermissionDenied(
+                    f"the broker refused {violation.operation} to {violation.subject!r} "
+                    "for this identity (see docs/broker.md for the subject map)",
+                    subject=violation.subject,
+                    operation=violation.operation,
+                )
+        return None
+
     async def _on_closed(self) -> None:
         if self._closing or self._state is TransportState.NEW:
             return
         self._lost = True
+        last = self._nc.last_error if self._nc is not None else None
+        if last is not None and "revoked" in str(last).lower():
+            self._revoked = True
         self._state = TransportState.CLOSED
-        logger.error("transport %s lost NATS: reconnect attempts exhausted", self._name)
+        if self._revoked:
+            logger.error("transport %s: the broker revoked this identity", self._name)
+        else:
+            logger.error("transport %s lost NATS: reconnect attempts exhausted", self._name)
         self._fire_close_callbacks()
 
     # -- lifecycle ---------------------------------------------------------------
@@ -322,12 +417,18 @@ class NatsTransport:
                 options[key] = value
         if config.creds_file is not None:
             options["user_credentials"] = config.creds_file
+        if config.nkey is not None:
+            options["nkeys_seed_str"] = config.nkey.seed
+            user_jwt = config.nkey.user_jwt
+            if user_jwt is not None:
+                options["user_jwt_cb"] = lambda: user_jwt.encode()
         return options
 
     async def connect(self, *, timeout: float = 5.0) -> None:
         """Connect to one of the servers. Idempotent while connected.
 
         Raises:
+            AuthenticationFailed: The server refused the credentials.
             NotConnected: No server answered within ``timeout``, or the transport
                 was closed (closing is final).
         """
@@ -336,12 +437,20 @@ class NatsTransport:
         if self._state is TransportState.CLOSED or self._closing:
             raise NotConnected(f"transport {self._name!r} is closed")
         nc = NatsClient()
+        self._auth_refused = asyncio.Event()
         try:
-            await _bounded(nc.connect(**self._connect_options()), timeout)
+            await _bounded(nc.connect(**self._connect_options()), timeout, self._auth_refused)
         except (nats.errors.Error, OSError, TimeoutError) as error:
             with contextlib.suppress(Exception):
                 await _bounded(nc.close(), 2.0)
+            if self._auth_failures:
+                raise AuthenticationFailed(
+                    f"{self._servers} refused the credentials of transport {self._name!r}: "
+                    "check the user JWT ('agentmesh mesh add-agent') and the identity"
+                ) from error
             raise NotConnected(f"could not connect to {self._servers}: {error!r}") from error
+        finally:
+            self._auth_refused = None
         self._nc = nc
         self._js = nc.jetstream(timeout=self._config.jetstream_timeout)
         self._state = TransportState.CONNECTED
@@ -430,6 +539,7 @@ class NatsTransport:
 
         Raises:
             InvalidSubject: ``subject`` or ``queue`` is malformed.
+            PermissionDenied: The broker refused this identity the subscription.
             RequestTimeout: The server did not confirm in time (nothing stays subscribed).
             NotConnected: Not connected.
             ConnectionLost: The server went away and reconnecting failed.
@@ -439,6 +549,7 @@ class NatsTransport:
             validate_queue(queue)
         nc = self._client()
         subscription = _NatsSubscription(subject, queue, handler)
+        started = time.monotonic()
         with translated_errors():
             sub = await nc.subscribe(subject, queue=queue or "", cb=subscription.on_message)
         subscription.bind(sub)
@@ -447,6 +558,10 @@ class NatsTransport:
             await asyncio.sleep(0)
             with translated_errors():
                 await nc.flush(timeout=math.ceil(self._config.jetstream_timeout))
+            # The server answers a refused SUB before the PONG of that flush.
+            denied = self.denied_since(started, subject)
+            if denied is not None:
+                raise denied
         except BaseException:
             await subscription.unsubscribe()
             raise
@@ -465,6 +580,8 @@ class NatsTransport:
         Raises:
             NoResponders: Nobody subscribes to ``subject`` (the server says so at once).
             RequestTimeout: No reply within ``timeout`` seconds.
+            PermissionDenied: The broker refused this identity the publish (seen when
+                no reply came).
             InvalidSubject: ``subject`` is malformed or has wildcards.
             PayloadTooLarge: ``data`` is above max_payload.
             NotConnected: Not connected.
@@ -474,10 +591,17 @@ class NatsTransport:
         nc = self._client()
         self._check_size(data)
         normalized = normalize_headers(headers)
-        with translated_errors():
-            msg = await nc.request(
-                subject, bytes(data), timeout=timeout, headers=normalized or None
-            )
+        started = time.monotonic()
+        try:
+            with translated_errors():
+                msg = await nc.request(
+                    subject, bytes(data), timeout=timeout, headers=normalized or None
+                )
+        except RequestTimeout:
+            denied = self.denied_since(started, subject)
+            if denied is not None:
+                raise denied from None
+            raise
         return Message(msg.subject, msg.data, msg.reply or None, dict(msg.headers or {}))
 
     def new_inbox(self) -> str:
@@ -495,6 +619,8 @@ class NatsTransport:
             ConnectionLost: The server went away and reconnecting failed.
         """
         nc = self._client()
+        # nats-py trap: a PING sent right away can overtake writes still buffered.
+        await asyncio.sleep(0)
         with translated_errors():
             await nc.flush(timeout=max(1, math.ceil(timeout)))
 
@@ -504,7 +630,12 @@ class NatsTransport:
         return api.StorageType.MEMORY if self._config.storage == "memory" else api.StorageType.FILE
 
     async def key_value(
-        self, bucket: str, *, history: int = 1, ttl: float | None = None
+        self,
+        bucket: str,
+        *,
+        history: int = 1,
+        ttl: float | None = None,
+        limits: StoreLimits | None = None,
     ) -> NatsKeyValue:
         """Create-or-bind the bucket (an existing bucket keeps its configuration).
 
@@ -512,6 +643,8 @@ class NatsTransport:
             InvalidSubject: ``bucket`` is not ``[A-Za-z0-9_-]+``.
             KeyValueError: ``history`` outside 1..64, a non-positive ``ttl``, or the
                 server refused the bucket.
+            PermissionDenied: The bucket does not exist and this identity may not
+                create it (the mesh authority provisions it).
             NotConnected: Not connected.
         """
         validate_name(bucket, what="bucket name")
@@ -520,14 +653,30 @@ class NatsTransport:
         if ttl is not None and ttl <= 0:
             raise KeyValueError("ttl must be positive")
         js = self.js
-        with translated_errors():
-            try:
-                kv = await js.key_value(bucket)
-            except nats.js.errors.BucketNotFoundError:
-                kv = await js.create_key_value(
-                    bucket=bucket, history=history, ttl=ttl, storage=self._storage()
-                )
+        started = time.monotonic()
+        try:
+            with translated_errors():
+                try:
+                    kv = await js.key_value(bucket)
+                except nats.js.errors.BucketNotFoundError:
+                    await js.add_stream(
+                        _bucket_config(bucket, history, ttl, limits, self._storage())
+                    )
+                    kv = await js.key_value(bucket)
+        except RequestTimeout:
+            raise self._not_provisioned(f"bucket {bucket!r}", started) from None
         return NatsKeyValue(kv, bucket, self)
+
+    def _not_provisioned(self, what: str, started: float) -> RequestTimeout | PermissionDenied:
+        denied = self.denied_since(started)
+        if denied is None:
+            return RequestTimeout(f"JetStream did not answer about {what}")
+        return PermissionDenied(
+            f"{what} is missing or unreadable, and this identity may not create it: the mesh "
+            f"authority provisions it ('agentmesh mesh provision'); broker said: {denied}",
+            subject=denied.subject,
+            operation=denied.operation,
+        )
 
     async def stream(
         self,
@@ -536,6 +685,7 @@ class NatsTransport:
         *,
         max_age: float | None = None,
         duplicate_window: float = 120.0,
+        limits: StoreLimits | None = None,
     ) -> NatsStream:
         """Create-or-bind the stream (an existing stream keeps its configuration).
 
@@ -545,6 +695,8 @@ class NatsTransport:
             InvalidSubject: ``name`` or a subject is malformed.
             StreamError: No subjects, they overlap another stream's, or the server
                 refused the stream.
+            PermissionDenied: The stream does not exist and this identity may not
+                create it (the mesh authority provisions it).
             NotConnected: Not connected.
         """
         validate_name(name, what="stream name")
@@ -556,24 +708,83 @@ class NatsTransport:
             raise StreamError("max_age must be positive")
         window = duplicate_window if max_age is None else min(duplicate_window, max_age)
         js = self.js
-        with translated_errors():
-            try:
-                info = await js.stream_info(name)
-            except nats.js.errors.NotFoundError:
-                info = await js.add_stream(
-                    api.StreamConfig(
-                        name=name,
-                        subjects=list(subjects),
-                        max_age=max_age,
-                        duplicate_window=window,
-                        storage=self._storage(),
+        started = time.monotonic()
+        try:
+            with translated_errors():
+                try:
+                    info = await js.stream_info(name)
+                except nats.js.errors.NotFoundError:
+                    info = await js.add_stream(
+                        _stream_config(name, subjects, max_age, window, limits, self._storage())
                     )
-                )
+        except RequestTimeout:
+            raise self._not_provisioned(f"stream {name!r}", started) from None
         return NatsStream(name, list(info.config.subjects or subjects), self)
 
 
-async def _bounded(work: Coroutine[Any, Any, object], timeout: float) -> None:
-    """Run ``work`` for at most ``timeout`` seconds, then cancel it for sure.
+def _limit(value: int | None) -> int:
+    return -1 if value is None else value
+
+
+def _bucket_config(
+    bucket: str,
+    history: int,
+    ttl: float | None,
+    limits: StoreLimits | None,
+    storage: api.StorageType,
+) -> api.StreamConfig:
+    """The KV stream nats-py would create, plus our limits (write-once, size, purge)."""
+    limits = limits or StoreLimits()
+    window = 120.0 if ttl is None else min(120.0, ttl)
+    return api.StreamConfig(
+        name=f"KV_{bucket}",
+        subjects=[f"$KV.{bucket}.>"],
+        allow_direct=True,
+        # A purge of one key is a roll-up message: refused on write-once buckets.
+        allow_rollup_hdrs=not limits.write_once,
+        deny_delete=True,
+        deny_purge=limits.deny_purge or limits.write_once,
+        discard=api.DiscardPolicy.NEW,
+        discard_new_per_subject=limits.write_once,
+        duplicate_window=window,
+        max_age=ttl,
+        max_bytes=_limit(limits.max_bytes),
+        max_msg_size=_limit(limits.max_value_size),
+        max_msgs_per_subject=1 if limits.write_once else history,
+        storage=storage,
+    )
+
+
+def _stream_config(
+    name: str,
+    subjects: list[str],
+    max_age: float | None,
+    window: float,
+    limits: StoreLimits | None,
+    storage: api.StorageType,
+) -> api.StreamConfig:
+    limits = limits or StoreLimits()
+    quota = limits.per_subject_quota
+    return api.StreamConfig(
+        name=name,
+        subjects=list(subjects),
+        max_age=max_age,
+        duplicate_window=window,
+        storage=storage,
+        max_bytes=_limit(limits.max_bytes),
+        max_msg_size=_limit(limits.max_value_size),
+        max_msgs_per_subject=_limit(quota),
+        discard=api.DiscardPolicy.NEW,
+        discard_new_per_subject=quota is not None,
+        deny_purge=limits.deny_purge,
+        deny_delete=limits.deny_purge,
+    )
+
+
+async def _bounded(
+    work: Coroutine[Any, Any, object], timeout: float, abort: asyncio.Event | None = None
+) -> None:
+    """Run ``work`` for at most ``timeout`` seconds (or until ``abort`` is set), then cancel it.
 
     Not ``asyncio.wait_for``: on Python 3.11 a cancellation that races with an inner
     ``wait_for`` timeout can be swallowed (CPython gh-86296), and nats-py's connect
@@ -582,10 +793,19 @@ async def _bounded(work: Coroutine[Any, Any, object], timeout: float) -> None:
     again until it really ends.
 
     Raises:
-        TimeoutError: ``work`` did not finish in time.
+        TimeoutError: ``work`` did not finish in time, or ``abort`` was set first.
     """
     task = asyncio.ensure_future(work)
-    done, _ = await asyncio.wait({task}, timeout=timeout)
+    waits: set[asyncio.Future[Any]] = {task}
+    aborted: asyncio.Task[bool] | None = None
+    if abort is not None:
+        aborted = asyncio.ensure_future(abort.wait())
+        waits.add(aborted)
+    try:
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if aborted is not None:
+            aborted.cancel()
     if task in done:
         task.result()
         return
@@ -596,4 +816,6 @@ async def _bounded(work: Coroutine[Any, Any, object], timeout: float) -> None:
             break
     if task.done() and not task.cancelled():
         task.exception()  # retrieved: the caller gets the timeout below
-    raise TimeoutError(f"gave up after {timeout:g}s")
+    raise TimeoutError(
+        "aborted" if abort is not None and abort.is_set() else f"gave up after {timeout:g}s"
+    )

@@ -100,6 +100,12 @@ NATS_ERROR_MAP: tuple[tuple[type[BaseException], type[TransportError]], ...] = (
 )
 """(nats-py or builtin exception class, agentmesh error class), first match wins."""
 
+JETSTREAM_ERR_CODES: dict[int, type[TransportError]] = {
+    10077: KeyExists,  # max messages per subject: a write-once key is already written
+    10054: PayloadTooLarge,  # message size exceeds the stream's max_msg_size
+}
+"""JetStream ``err_code`` values that have a more precise agentmesh error."""
+
 TRANSLATED: tuple[type[BaseException], ...] = (core.Error, TimeoutError, OSError)
 """What :func:`translated_errors` catches; anything else propagates unchanged."""
 
@@ -115,6 +121,9 @@ def translate_error(error: BaseException) -> TransportError:
         detail = str(error) or type(error).__name__
     except Exception:  # some nats-py __str__ methods assume fields that may be unset
         detail = type(error).__name__
+    err_code = getattr(error, "err_code", None)  # some subclasses never set it
+    if isinstance(error, js.APIError) and err_code in JETSTREAM_ERR_CODES:
+        return JETSTREAM_ERR_CODES[err_code](f"{detail} ({type(error).__name__})")
     for source, target in NATS_ERROR_MAP:
         if isinstance(error, source):
             return target(f"{detail} ({type(error).__name__})")

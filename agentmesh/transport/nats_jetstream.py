@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
@@ -20,7 +21,14 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue as NatsKV
 
-from agentmesh.errors import KeyNotFound, PayloadTooLarge, StreamError
+from agentmesh.errors import (
+    KeyExists,
+    KeyNotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    RequestTimeout,
+    StreamError,
+)
 from agentmesh.transport.base import KVEntry, KVOperation, PublishAck, StreamMessage
 from agentmesh.transport.nats_errors import translated_errors
 from agentmesh.transport.subjects import (
@@ -63,10 +71,33 @@ class JetStreamOwner(Protocol):
 
     def release(self, subscription: Unsubscribable) -> None: ...
 
+    def denied_since(self, started: float, subject: str | None = None) -> PermissionDenied | None:
+        """The broker's refusal (of ``subject``, or of anything) since ``started``, if any."""
+        ...
 
-async def _call(awaitable: Awaitable[_T], timeout: float) -> _T:
-    with translated_errors():
-        return await asyncio.wait_for(awaitable, timeout)
+
+async def _call(
+    owner: JetStreamOwner,
+    awaitable: Awaitable[_T],
+    timeout: float,
+    *,
+    on_key_exists: bool = False,
+    expected_revision: int | None = None,
+) -> _T:
+    """Await a nats-py call under ``timeout``; a timeout the broker caused is PermissionDenied.
+
+    A JetStream write or API call the broker refuses never gets an answer: the
+    server only tells the connection, asynchronously, that it refused the publish.
+    """
+    started = time.monotonic()
+    try:
+        with translated_errors(on_key_exists=on_key_exists, expected_revision=expected_revision):
+            return await asyncio.wait_for(awaitable, timeout)
+    except RequestTimeout:
+        denied = owner.denied_since(started)
+        if denied is not None:
+            raise denied from None
+        raise
 
 
 def _check_size(data: bytes, limit: int) -> None:
@@ -106,7 +137,7 @@ class NatsKeyValue:
             NotConnected: The transport is not connected.
         """
         self._precheck(key)
-        entry = await _call(self._kv.get(key), timeout)
+        entry = await _call(self._owner, self._kv.get(key), timeout)
         if entry.revision is None:  # pragma: no cover - the server always sets it
             raise KeyNotFound(f"{self._bucket}/{key} has no revision")
         return KVEntry(self._bucket, key, entry.value or b"", entry.revision)
@@ -122,7 +153,7 @@ class NatsKeyValue:
         """
         self._precheck(key)
         _check_size(value, self._owner.max_payload)
-        return await _call(self._kv.put(key, bytes(value)), timeout)
+        return await _call(self._owner, self._kv.put(key, bytes(value)), timeout)
 
     async def create(self, key: str, value: bytes, *, timeout: float = 2.0) -> int:
         """Write only if ``key`` does not exist (deleted or expired keys count as absent).
@@ -136,8 +167,9 @@ class NatsKeyValue:
         """
         self._precheck(key)
         _check_size(value, self._owner.max_payload)
-        with translated_errors(on_key_exists=True):
-            return await asyncio.wait_for(self._kv.create(key, bytes(value)), timeout)
+        return await _call(
+            self._owner, self._kv.create(key, bytes(value)), timeout, on_key_exists=True
+        )
 
     async def update(
         self, key: str, value: bytes, *, last_revision: int, timeout: float = 2.0
@@ -153,10 +185,12 @@ class NatsKeyValue:
         """
         self._precheck(key)
         _check_size(value, self._owner.max_payload)
-        with translated_errors(expected_revision=last_revision):
-            return await asyncio.wait_for(
-                self._kv.update(key, bytes(value), last=last_revision), timeout
-            )
+        return await _call(
+            self._owner,
+            self._kv.update(key, bytes(value), last=last_revision),
+            timeout,
+            expected_revision=last_revision,
+        )
 
     async def delete(self, key: str, *, timeout: float = 2.0) -> None:
         """Write a tombstone (a DELETE entry with its own revision).
@@ -167,7 +201,7 @@ class NatsKeyValue:
             NotConnected: The transport is not connected.
         """
         self._precheck(key)
-        await _call(self._kv.delete(key), timeout)
+        await _call(self._owner, self._kv.delete(key), timeout)
 
     async def keys(self, *, timeout: float = 2.0) -> list[str]:
         """Live keys, sorted.
@@ -178,7 +212,7 @@ class NatsKeyValue:
         """
         self._owner.check_open()
         with translated_errors():
-            return await _call(self._list_keys(), timeout)
+            return await _call(self._owner, self._list_keys(), timeout)
 
     async def _list_keys(self) -> list[str]:
         """The last message of every key, counted by the server, minus deleted keys.
@@ -238,7 +272,7 @@ class NatsKeyValue:
         js = self._owner.js
         # Every tombstone at or below this revision predates the watch: skipping
         # them makes the snapshot "live values only" without racing the server.
-        info = await _call(js.stream_info(self._stream), 5.0)
+        info = await _call(self._owner, js.stream_info(self._stream), 5.0)
         boundary = info.state.last_seq
         queue: asyncio.Queue[KVEntry | None] = asyncio.Queue()
         prefix_len = len(self._prefix)
@@ -371,12 +405,18 @@ class NatsStream:
             raise StreamError(f"stream {self._name!r} does not capture subject {subject!r}")
         _check_size(data, self._owner.max_payload)
         headers = None if msg_id is None else {MSG_ID_HEADER: msg_id}
-        ack = await _call(
-            self._owner.js.publish(
-                subject, bytes(data), timeout=timeout, stream=self._name, headers=headers
-            ),
-            timeout + 0.5,
-        )
+        try:
+            ack = await _call(
+                self._owner,
+                self._owner.js.publish(
+                    subject, bytes(data), timeout=timeout, stream=self._name, headers=headers
+                ),
+                timeout + 0.5,
+            )
+        except KeyExists as exc:  # the subject's quota (max messages per subject) is full
+            raise StreamError(
+                f"subject {subject!r} of stream {self._name!r} is at its quota"
+            ) from exc
         return PublishAck(ack.stream, ack.seq, duplicate=bool(ack.duplicate))
 
     async def last_seq(self, *, timeout: float = 2.0) -> int:
@@ -387,7 +427,7 @@ class NatsStream:
             NotConnected: The transport is not connected.
         """
         self._owner.check_open()
-        info = await _call(self._owner.js.stream_info(self._name), timeout)
+        info = await _call(self._owner, self._owner.js.stream_info(self._name), timeout)
         return info.state.last_seq
 
     async def read(

@@ -9,7 +9,13 @@
 
 from agentmesh.trustnet.discovery import find_trusted
 from agentmesh.trustnet.interceptor import OUTCOMES, ReceiptInterceptor
-from agentmesh.trustnet.ledger import AUDIT_KIND, ReceiptLedger, receipt_subject, stream_name
+from agentmesh.trustnet.ledger import (
+    AUDIT_KIND,
+    ReceiptLedger,
+    receipt_subject,
+    receipt_subjects,
+    stream_name,
+)
 from agentmesh.trustnet.service import MeshTrust
 
 __all__ = [
@@ -20,5 +26,6 @@ __all__ = [
     "ReceiptLedger",
     "find_trusted",
     "receipt_subject",
+    "receipt_subjects",
     "stream_name",
 ]

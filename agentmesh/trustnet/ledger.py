@@ -1,8 +1,10 @@
 """The mesh's receipt ledger: signed receipts in a stream, folded by every node.
 
-Stream ``TRUST-<mesh>``, subject ``trust.<mesh>.receipt``, JetStream on NATS (the
-embedded stream otherwise). A receipt is appended with ``msg_id = receipt_id``,
-so the server de-duplicates re-publications inside its window; the engine
+Stream ``TRUST-<mesh>``, subject ``trust.<mesh>.receipt.<observer key>``, JetStream on
+NATS (the embedded stream otherwise). Each observer appends only under its own key
+(on a secured broker the server enforces it, ``docs/broker.md``), and a receipt stored
+under another observer's key is refused here too. A receipt is appended with
+``msg_id = receipt_id``, so the server de-duplicates re-publications inside its window; the engine
 de-duplicates by id forever after. Every node folds the stream *in stream order*
 (nodes do not fold their own receipts before publishing them), so all nodes fold
 the same receipts in the same order and end with the same local trust; a node
@@ -22,10 +24,11 @@ from collections import Counter
 from collections.abc import AsyncGenerator
 
 from agentmesh.audit import AuditEvent, AuditSink, MemoryAuditSink
+from agentmesh.node.addressing import MeshAddressing
 from agentmesh.transport.base import PublishAck, Stream, StreamMessage, Transport
 from iatp.clock import Clock, SystemClock
 from trust.engine import TrustEngine
-from trust.errors import TrustError
+from trust.errors import SignerMismatch, TrustError
 from trust.evidence import SignedReceipt, decode_signed_receipt, verify_receipt
 
 logger = logging.getLogger(__name__)
@@ -37,8 +40,14 @@ def stream_name(mesh: str) -> str:
     return f"TRUST-{mesh}"
 
 
-def receipt_subject(mesh: str) -> str:
-    return f"trust.{mesh}.receipt"
+def receipt_subjects(mesh: str) -> str:
+    """The stream's subjects: every observer's receipts."""
+    return f"trust.{mesh}.receipt.*"
+
+
+def receipt_subject(mesh: str, observer: str) -> str:
+    """Where ``observer`` (a DID) appends its receipts."""
+    return f"trust.{mesh}.receipt.{MeshAddressing.agent_key(observer)}"
 
 
 class ReceiptLedger:
@@ -79,7 +88,7 @@ class ReceiptLedger:
         self.node = node
         self.audit: AuditSink = audit if audit is not None else MemoryAuditSink()
         self.clock: Clock = clock or SystemClock()
-        self.subject = receipt_subject(mesh)
+        self.subjects = receipt_subjects(mesh)
         self.position = 0
         self.folded = 0
         self.duplicates = 0
@@ -107,7 +116,7 @@ class ReceiptLedger:
             TransportError: the stream could not be created or bound.
         """
         stream = await transport.stream(
-            stream_name(mesh), [receipt_subject(mesh)], duplicate_window=duplicate_window
+            stream_name(mesh), [receipt_subjects(mesh)], duplicate_window=duplicate_window
         )
         return cls(
             stream,
@@ -126,7 +135,10 @@ class ReceiptLedger:
             TransportError: the stream did not acknowledge the append.
         """
         return await self.stream.append(
-            self.subject, signed.encode(), msg_id=signed.receipt.receipt_id, timeout=timeout
+            receipt_subject(self.mesh, signed.receipt.observer),
+            signed.encode(),
+            msg_id=signed.receipt.receipt_id,
+            timeout=timeout,
         )
 
     def fold(self, message: StreamMessage) -> bool:
@@ -135,6 +147,12 @@ class ReceiptLedger:
         try:
             signed = decode_signed_receipt(message.data)
             receipt = verify_receipt(signed)
+            if message.subject != receipt_subject(self.mesh, receipt.observer):
+                raise SignerMismatch(
+                    "receipt stored under another observer's subject",
+                    observer=receipt.observer,
+                    receipt_id=receipt.receipt_id,
+                )
             if not self.engine.record(receipt):
                 self.duplicates += 1
                 return False
@@ -213,7 +231,7 @@ class ReceiptLedger:
 
     def _ensure_reader(self) -> AsyncGenerator[StreamMessage, None]:
         if self._reader is None:
-            self._reader = self.stream.read(start_seq=self.position + 1, subject=self.subject)
+            self._reader = self.stream.read(start_seq=self.position + 1, subject=self.subjects)
         return self._reader
 
     async def aclose(self) -> None:

@@ -32,6 +32,7 @@ from agentmesh.transport import (
     KeyValue,
     KVOperation,
     Message,
+    StoreLimits,
     Stream,
     Subscription,
     Transport,
@@ -603,9 +604,12 @@ async def test_kv_watch_pattern_and_empty_bucket(
 
 async def test_kv_watch_sees_every_change_in_order(transport: Transport, uid: str) -> None:
     kv = await transport.key_value(uid)
-    async with contextlib.aclosing(kv.watch("k")) as watch:
+    ready = asyncio.Event()
+    async with contextlib.aclosing(kv.watch("k", on_ready=ready.set)) as watch:
         pending = asyncio.ensure_future(take(watch, 20))
-        await asyncio.sleep(0.2)
+        # Not a sleep: under load the watch's consumer can come after the first puts,
+        # and a watch starts from the last value per key.
+        await asyncio.wait_for(ready.wait(), 5)
         revisions = [await kv.put("k", str(i).encode()) for i in range(20)]
         entries = await asyncio.wait_for(pending, 5)
     assert [e.revision for e in entries] == revisions
@@ -829,3 +833,53 @@ async def test_ack_of_unknown_message_is_an_error(transport: Transport, uid: str
     other = await stream.consumer("other")
     with pytest.raises(StreamError):
         await other.ack(message)
+
+
+# -- limits set at creation (StoreLimits) ---------------------------------------------------
+
+
+async def test_write_once_bucket_keeps_every_first_value(transport: Transport, uid: str) -> None:
+    kv = await transport.key_value(uid, limits=StoreLimits(write_once=True))
+    await kv.put("a.1", b"first")
+    for overwrite in (
+        kv.put("a.1", b"second"),
+        kv.create("a.1", b"second"),
+        kv.delete("a.1"),
+    ):
+        with pytest.raises(KeyExists):
+            await overwrite
+    assert (await kv.get("a.1")).value == b"first"
+    await kv.put("a.2", b"other key")  # only the written key is closed
+    assert await kv.keys() == ["a.1", "a.2"]
+
+
+async def test_bucket_value_size_limit(transport: Transport, uid: str) -> None:
+    kv = await transport.key_value(uid, limits=StoreLimits(max_value_size=100))
+    await kv.put("k", b"x" * 100)
+    with pytest.raises(PayloadTooLarge):
+        await kv.put("k", b"x" * 101)
+    assert (await kv.get("k")).value == b"x" * 100
+
+
+async def test_stream_per_subject_quota_refuses_only_the_full_subject(
+    transport: Transport, uid: str
+) -> None:
+    stream = await transport.stream(
+        uid, [f"{uid}.*"], limits=StoreLimits(per_subject_quota=2, max_value_size=64)
+    )
+    await stream.append(f"{uid}.a", b"1")
+    await stream.append(f"{uid}.a", b"2")
+    with pytest.raises(StreamError, match="quota"):
+        await stream.append(f"{uid}.a", b"3")
+    await stream.append(f"{uid}.b", b"1")  # another writer's subject is unaffected
+    with pytest.raises(PayloadTooLarge):
+        await stream.append(f"{uid}.b", b"x" * 65)
+    assert await stream.last_seq() == 3
+
+
+async def test_limits_apply_only_when_a_store_is_created(transport: Transport, uid: str) -> None:
+    await transport.key_value(uid)
+    kv = await transport.key_value(uid, limits=StoreLimits(write_once=True))
+    await kv.put("k", b"1")
+    await kv.put("k", b"2")  # the existing bucket kept its (open) configuration
+    assert (await kv.get("k")).value == b"2"

@@ -12,7 +12,7 @@ from agentmesh.audit import MemoryAuditSink
 from agentmesh.node.config import NodeConfig
 from agentmesh.node.interceptors import Stage
 from agentmesh.node.node import MeshNode
-from agentmesh.trustnet import AUDIT_KIND, MeshTrust, ReceiptLedger
+from agentmesh.trustnet import AUDIT_KIND, MeshTrust, ReceiptLedger, receipt_subject
 from iatp.clock import ManualClock
 from iatp.identity import AgentIdentity
 from tests.conftest import TransportFactory
@@ -110,9 +110,13 @@ async def test_forged_and_malformed_receipts_are_refused_and_audited(
     forged = SignedReceipt(claim, AGENTS[5].sign(RECEIPT_DOMAIN + claim.canonical_body()))
     await writer.publish(good)
     await writer.publish(forged)
-    await writer.stream.append(writer.subject, b"not a receipt", msg_id="junk")
+    subject = receipt_subject(uid, AGENTS[1].did)
+    await writer.stream.append(subject, b"not a receipt", msg_id="junk")
+    await writer.stream.append(subject, good.encode().replace(b"x1", b"x2"), msg_id="tampered")
+    # A genuine receipt re-stored under another observer's subject counts for nobody.
+    moved = signed(AGENTS[3], AGENTS[2], 7)
     await writer.stream.append(
-        writer.subject, good.encode().replace(b"x1", b"x2"), msg_id="tampered"
+        receipt_subject(uid, AGENTS[4].did), moved.encode(), msg_id="moved"
     )
     audit = MemoryAuditSink()
     reader = await ReceiptLedger.open(
@@ -120,11 +124,12 @@ async def test_forged_and_malformed_receipts_are_refused_and_audited(
     )
     await reader.catch_up(timeout=10)
     assert reader.folded == 1
-    assert reader.refused == {"forged_receipt": 2, "malformed_receipt": 1}
+    assert reader.refused == {"forged_receipt": 2, "malformed_receipt": 1, "signer_mismatch": 1}
     assert sorted(audit.codes(AUDIT_KIND)) == [
         "forged_receipt",
         "forged_receipt",
         "malformed_receipt",
+        "signer_mismatch",
     ]
     assert reader.engine.local(AGENTS[1].did, AGENTS[2].did).negative == 0.0
     await reader.aclose()

@@ -1,0 +1,108 @@
+"""How CLI commands reach a mesh: open, or secured (an identity and its user JWT).
+
+On a secured broker (``agentmesh mesh init``) every connection proves a key the
+mesh authority issued a JWT for: agents and observers pass ``--identity FILE
+--jwt FILE``; the authority passes ``--mesh-dir DIR`` (its JWTs are there) with
+its own ``--identity``. Without either, the connection is anonymous, which only
+an open development server accepts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from agentmesh.cli.passphrase import obtain_passphrase
+from iatp.errors import AgentMeshError, KeystoreError
+from iatp.identity import AgentIdentity
+from iatp.keystore import load_identity
+
+if TYPE_CHECKING:
+    from agentmesh.transport.nats import NatsConfig
+
+err = Console(stderr=True, emoji=False, highlight=False)
+
+JwtFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--jwt",
+        help="User JWT for a secured mesh ('agentmesh mesh add-agent'); needs --identity.",
+    ),
+]
+MeshDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--mesh-dir",
+        help="A secured mesh's directory ('agentmesh mesh init'): connect as its authority "
+        "(--identity is the authority) and also revoke at the broker.",
+    ),
+]
+IdentityFile = Annotated[
+    Path | None,
+    typer.Option("--identity", help="Identity file that --jwt or --mesh-dir was issued for."),
+]
+PassphraseEnv = Annotated[
+    str | None, typer.Option("--passphrase-env", metavar="VAR", help="Passphrase variable.")
+]
+
+
+def load_or_exit(path: Path, passphrase_env: str | None) -> AgentIdentity:
+    """The identity in ``path`` (asks for the passphrase); exits 1 with the reason."""
+    try:
+        return load_identity(path, obtain_passphrase(passphrase_env, confirm=False))
+    except KeystoreError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+def secure_config(
+    identity: AgentIdentity | None, jwt: Path | None, mesh_dir: Path | None = None
+) -> NatsConfig | None:
+    """The NATS options that authenticate ``identity`` (None for an open server).
+
+    Exits 2 with what to do when the combination is incomplete or inconsistent.
+    """
+    if jwt is None and mesh_dir is None:
+        return None
+    if identity is None:
+        err.print("[red]error:[/] --jwt and --mesh-dir need --identity (the key they name)")
+        raise typer.Exit(2)
+    from agentmesh.broker.authority import AUTHORITY_JWT, read_jwt
+    from agentmesh.broker.credentials import BrokerCredentials
+
+    try:
+        token = read_jwt(jwt if jwt is not None else Path(str(mesh_dir)) / AUTHORITY_JWT)
+        return BrokerCredentials(identity, token).nats_config()
+    except AgentMeshError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def mesh_url(nats: str | None, mesh_dir: Path | None) -> str:
+    """``--nats``, or the URL in ``--mesh-dir``'s mesh.json; exits 2 if neither."""
+    if nats is not None:
+        return nats
+    if mesh_dir is not None:
+        from agentmesh.broker.config import MeshSecurityConfig
+
+        try:
+            return MeshSecurityConfig.load(mesh_dir).url
+        except AgentMeshError as exc:
+            err.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+    err.print("[red]error:[/] give --nats URL (or --mesh-dir of a secured mesh)")
+    raise typer.Exit(2)
+
+
+__all__ = [
+    "IdentityFile",
+    "JwtFile",
+    "MeshDir",
+    "PassphraseEnv",
+    "load_or_exit",
+    "mesh_url",
+    "secure_config",
+]
