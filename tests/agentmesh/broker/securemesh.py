@@ -1,8 +1,8 @@
 """A secured mesh for tests: ``mesh init`` output, a real nats-server running it, credentials.
 
-    with SecureMesh.create(tmp_path) as mesh:          # init + server + provision
-        alice = mesh.member(Role.AGENT)                  # identity + user JWT
-        transport = mesh.transport(alice)                # connected via nkey + JWT
+with SecureMesh.create(tmp_path) as mesh:          # init + server + provision
+    alice = mesh.member(Role.AGENT)                  # identity + user JWT
+    transport = mesh.transport(alice)                # connected via nkey + JWT
 """
 
 from __future__ import annotations
@@ -96,9 +96,13 @@ class SecureMesh:
         token = self.powers.issue_user(identity.did, role, topics=topics, expires_in=expires_in)
         return Member(identity, role, token)
 
-    def build(self, member: Member, *, name: str = "t", base: NatsConfig | None = None) -> NatsTransport:
+    def build(
+        self, member: Member, *, name: str = "t", base: NatsConfig | None = None
+    ) -> NatsTransport:
         """A transport (not connected) authenticated as ``member``; closed by :meth:`close`."""
-        transport = NatsTransport(self.url, name=name, config=member.credentials().nats_config(base))
+        transport = NatsTransport(
+            self.url, name=name, config=member.credentials().nats_config(base)
+        )
         self._transports.append(transport)
         return transport
 

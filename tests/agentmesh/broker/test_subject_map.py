@@ -33,11 +33,7 @@ DOCS = Path(__file__).parents[3] / "docs" / "broker.md"
 
 def probe_rows(mesh: str) -> list[Grant]:
     """Rows a probe can try literally (the reply and JetStream API rows have their own tests)."""
-    return [
-        g
-        for g in subject_map(mesh).grants
-        if not g.pattern.startswith(("(", "$JS.API."))
-    ]
+    return [g for g in subject_map(mesh).grants if not g.pattern.startswith(("(", "$JS.API."))]
 
 
 def concrete(pattern: str, key: str, peer: str) -> str:
@@ -83,7 +79,8 @@ def test_permissions_name_only_the_identitys_own_key() -> None:
         perms = permissions_for(role, me.did, smap, TopicGrants(publish=("t",)))
         text = " ".join(perms.publish.allow + perms.subscribe.allow)
         assert other.did[8:] not in text
-        assert ">" not in perms.publish.allow and ">" not in perms.subscribe.allow
+        assert ">" not in perms.publish.allow
+        assert ">" not in perms.subscribe.allow
         assert "$JS.API.STREAM.PURGE.>" in perms.publish.deny
 
 

@@ -115,9 +115,7 @@ async def test_forged_and_malformed_receipts_are_refused_and_audited(
     await writer.stream.append(subject, good.encode().replace(b"x1", b"x2"), msg_id="tampered")
     # A genuine receipt re-stored under another observer's subject counts for nobody.
     moved = signed(AGENTS[3], AGENTS[2], 7)
-    await writer.stream.append(
-        receipt_subject(uid, AGENTS[4].did), moved.encode(), msg_id="moved"
-    )
+    await writer.stream.append(receipt_subject(uid, AGENTS[4].did), moved.encode(), msg_id="moved")
     audit = MemoryAuditSink()
     reader = await ReceiptLedger.open(
         await transport_factory.new("r"), engine(), mesh=uid, audit=audit
