@@ -76,6 +76,21 @@ class SecureMesh:
         asyncio.run(self._provision())
         return self
 
+    async def astart(self) -> Self:
+        """:meth:`start` from inside an event loop."""
+        await asyncio.to_thread(self.server.start)
+        await self._provision()
+        return self
+
+    async def __aenter__(self) -> Self:
+        return await self.astart()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await self.aclose_transports()
+        finally:
+            self.close()
+
     async def _provision(self) -> None:
         transport = self.build(self.authority, name="provision")
         await transport.connect()
