@@ -186,13 +186,15 @@ class _NatsSubscription:
 
     async def _send_unsubscribe(self) -> None:
         assert self._sub is not None
+        # Suppressed before translation: a closed or draining connection has no
+        # subscriptions left to end (e.g. the broker revoked us).
         with (
+            translated_errors(),
             contextlib.suppress(
                 nats.errors.BadSubscriptionError,
                 nats.errors.ConnectionClosedError,
                 nats.errors.ConnectionDrainingError,
             ),
-            translated_errors(),
         ):
             await self._sub.unsubscribe()
 
@@ -332,7 +334,9 @@ class NatsTransport:
         logger.info("transport %s reconnected to %s", self._name, url.netloc if url else "?")
 
     async def _on_error(self, error: Exception) -> None:
-        if isinstance(error, nats.errors.AuthorizationError):
+        if isinstance(error, nats.errors.AuthorizationError) or (
+            "authorization violation" in str(error).lower()
+        ):
             self._on_auth_refused()
             return
         found = _VIOLATION.search(str(error))
