@@ -52,6 +52,7 @@ PACKAGES = [
     "registry",
     "trust",
     "agentmesh.auditlog",
+    "agentmesh.broker",
     "agentmesh.directory",
     "agentmesh.errors",
     "agentmesh.policy",
@@ -64,6 +65,7 @@ ERROR_MODULES = [
     "registry.errors",
     "trust.errors",
     "agentmesh.errors",
+    "agentmesh.broker.errors",
     "agentmesh.policy.errors",
     "agentmesh.saga.errors",
 ]

@@ -9,6 +9,7 @@ an open development server accepts.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -66,6 +67,11 @@ def secure_config(
     Exits 2 with what to do when the combination is incomplete or inconsistent.
     """
     if jwt is None and mesh_dir is None:
+        if sys.stderr.isatty():
+            err.print(
+                "[yellow]open broker:[/] connecting without credentials (development mode). "
+                "Deploy a secured mesh: 'agentmesh mesh init' (docs/broker.md)."
+            )
         return None
     if identity is None:
         err.print("[red]error:[/] --jwt and --mesh-dir need --identity (the key they name)")

@@ -17,7 +17,7 @@ from agentmesh.policy.errors import PolicyLoadError
 from agentmesh.policy.runtime import GovernanceOptions
 from agentmesh.transport.factory import make_transport
 from iatp.did import is_did
-from iatp.errors import KeystoreError
+from iatp.errors import AgentMeshError, KeystoreError
 from iatp.keystore import load_identity
 from registry.card import parse_capability
 from registry.errors import RegistryError
@@ -138,6 +138,7 @@ def run(
         display_name=name,
         card_ttl_ms=int(card_ttl * 1000),
         write_pins=_may_write_pins(jwt),
+        broker="open" if jwt is None else f"secured:{_role(jwt)}",
     )
 
     async def main() -> int:
@@ -162,11 +163,15 @@ def run(
     raise typer.Exit(asyncio.run(main()))
 
 
+def _role(jwt: Path) -> str:
+    from agentmesh.broker.authority import read_jwt, role_of
+
+    try:
+        return role_of(read_jwt(jwt)).value
+    except AgentMeshError:  # a JWT issued by other tools: no agentmesh role tag
+        return "unknown"
+
+
 def _may_write_pins(jwt: Path | None) -> bool:
     """Pins are the authority's (or an operator's) to write on a secured broker."""
-    if jwt is None:
-        return True
-    from agentmesh.broker.authority import read_jwt, role_of
-    from agentmesh.broker.subject_map import Role
-
-    return role_of(read_jwt(jwt)) in (Role.AUTHORITY, Role.OPERATOR)
+    return jwt is None or _role(jwt) in ("authority", "operator")

@@ -45,6 +45,7 @@ class RunPlan:
     display_name: str | None = None
     card_ttl_ms: int = DEFAULT_TTL_MS
     write_pins: bool = True
+    broker: str = "open"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,8 @@ async def run_node(
     engine a ring source of the policy's ring enforcer.
     """
     say = emit or EventPrinter(sys.stdout)
+    # "open": no broker credentials (development only); else the identity kind its JWT names.
+    say("broker", mode=plan.broker)
     stop = stop or asyncio.Event()
     options = replace(governance or GovernanceOptions(), audit_log=audit_log)
     engine = (
