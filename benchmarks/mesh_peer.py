@@ -15,6 +15,29 @@ Roles:
     ``{mesh}.raw.echo`` on its own connection in the same process and event loop:
     it answers a request whose first 4 bytes say ``L`` (big-endian) with ``L``
     bytes, so the floor can mirror the signed frames' sizes in both directions.
+    ``--seed HEX`` makes the node's identity the one of that Ed25519 seed (else
+    a fresh one); ``--jwt FILE`` connects it to a secured mesh with that user JWT
+    (``BrokerCredentials(identity, jwt).nats_config()``, ``docs/broker.md``), and
+    then there is no raw responder (an agent's JWT grants no ``{mesh}.raw.*``).
+
+``broker_agents`` (broker benchmark, revocation case)
+    Holds agents' connections to a secured mesh and records when the server
+    closes them, plus one raw nats-py listener on its own inbox subject
+    (``{mesh}.agent.{key}.inbox``; ``--seed`` / ``--jwt`` are the listener's
+    identity and user JWT, anonymous without them) that stamps each message.
+    Times are ``time.monotonic()`` (CLOCK_MONOTONIC, shared by the processes of
+    one Linux host, so the benchmark subtracts its own ``time.monotonic()``).
+    Commands:
+
+    * ``connect {agents: [{seed, jwt}], connect_timeout}``: connect one
+      :class:`NatsTransport` per agent with its credentials (not timed) and
+      register an ``on_close`` callback stamping the close; answers ``dids``;
+    * ``wait_closed {did, within}``: block until that agent's connection closed;
+      answers ``closed_at`` and ``revoked`` (whether the transport saw a
+      revocation: ``AccessRevoked``);
+    * ``closed {clear}``: every recorded close time so far (DID -> ``closed_at``);
+    * ``wait_message {seq, within}``: block until the listener received the
+      message whose first 8 bytes are ``seq`` (big-endian); answers ``received_at``.
 
 ``receiver`` (one-way throughput case)
     A :class:`MeshNode` with the default :class:`NodeConfig` (``verify_workers`` =
@@ -46,21 +69,26 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import functools
 import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from time import perf_counter, process_time, thread_time
+from time import monotonic, perf_counter, process_time, thread_time
 from typing import Any
 
 import nats
 from nacl.signing import VerifyKey
 
+from agentmesh.broker.authority import read_jwt
+from agentmesh.broker.credentials import BrokerCredentials
+from agentmesh.errors import AccessRevoked, TransportError
+from agentmesh.node.addressing import MeshAddressing
 from agentmesh.node.config import NodeConfig
 from agentmesh.node.interceptors import InboundMessage
 from agentmesh.node.node import MeshNode
-from agentmesh.transport.nats import NatsTransport
+from agentmesh.transport.nats import NatsConfig, NatsTransport
 from iatp.clock import SystemClock
 from iatp.did import public_key_from_did
 from iatp.envelope import SIGNING_DOMAIN, new_envelope, parse_frame, seal_envelope
@@ -80,6 +108,20 @@ def raw_echo_subject(mesh: str) -> str:
 
 def raw_oneway_subject(mesh: str) -> str:
     return f"{mesh}.raw.oneway"
+
+
+def raw_connect_options(config: NatsConfig) -> dict[str, Any]:
+    """``nats.connect`` keyword arguments for the credentials in ``config`` (if any)."""
+    if config.nkey is None:
+        return {}
+    user_jwt = config.nkey.user_jwt
+    options: dict[str, Any] = {
+        "nkeys_seed_str": config.nkey.seed,
+        "inbox_prefix": config.inbox_prefix,
+    }
+    if user_jwt is not None:
+        options["user_jwt_cb"] = lambda: user_jwt.encode()
+    return options
 
 
 def _say(**fields: Any) -> None:
@@ -108,19 +150,33 @@ class Peer:
 
 
 class Responder(Peer):
+    def __init__(
+        self,
+        url: str,
+        mesh: str,
+        identity: AgentIdentity | None = None,
+        credentials: BrokerCredentials | None = None,
+    ) -> None:
+        super().__init__(url, mesh)
+        self.identity = identity or AgentIdentity.generate()
+        self.credentials = credentials
+        self.nc: Any = None
+
     async def start(self) -> dict[str, Any]:
+        config = None if self.credentials is None else self.credentials.nats_config()
         self.node = MeshNode(
-            AgentIdentity.generate(),
-            NatsTransport(self.url, name="bench-responder"),
+            self.identity,
+            NatsTransport(self.url, name="bench-responder", config=config),
             config=NodeConfig(mesh=self.mesh),
         )
         self.node.handle(ECHO_TYPE, self._echo)
         await self.node.start()
-        self.nc = await nats.connect(self.url, name="bench-raw-responder")
-        self._replies: dict[int, bytes] = {}
-        await self.nc.subscribe(raw_echo_subject(self.mesh), cb=self._raw)
-        await self.nc.flush()
-        return {"did": self.node.did}
+        if self.credentials is None:  # an agent's JWT grants no {mesh}.raw.* subject
+            self.nc = await nats.connect(self.url, name="bench-raw-responder")
+            self._replies: dict[int, bytes] = {}
+            await self.nc.subscribe(raw_echo_subject(self.mesh), cb=self._raw)
+            await self.nc.flush()
+        return {"did": self.node.did, "raw": self.nc is not None}
 
     @staticmethod
     async def _echo(message: InboundMessage) -> bytes:
@@ -137,8 +193,9 @@ class Responder(Peer):
         return self.node.counters.snapshot()
 
     async def aclose(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.nc.close()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
         await self.node.aclose()
 
 
@@ -312,7 +369,116 @@ class Sender(Peer):
             await self.nc.close()
 
 
-ROLES: dict[str, type[Peer]] = {"responder": Responder, "receiver": Receiver, "sender": Sender}
+class BrokerAgents(Peer):
+    def __init__(
+        self,
+        url: str,
+        mesh: str,
+        identity: AgentIdentity | None = None,
+        credentials: BrokerCredentials | None = None,
+    ) -> None:
+        super().__init__(url, mesh)
+        self.identity = identity or AgentIdentity.generate()
+        self.credentials = credentials
+        self.transports: dict[str, NatsTransport] = {}
+        self.closed_at: dict[str, float] = {}
+        self.revoked: dict[str, bool] = {}
+        self.received_at: dict[int, float] = {}
+        self._waiters: dict[object, asyncio.Future[None]] = {}
+
+    async def start(self) -> dict[str, Any]:
+        options = (
+            {} if self.credentials is None else raw_connect_options(self.credentials.nats_config())
+        )
+        self.nc = await nats.connect(self.url, name="bench-listener", **options)
+        subject = MeshAddressing(self.mesh).inbox(self.identity.did)
+        await self.nc.subscribe(subject, cb=self._received)
+        await self.nc.flush()
+        return {"did": self.identity.did, "subject": subject}
+
+    def _wake(self, key: object) -> None:
+        waiter = self._waiters.pop(key, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self, kind: str, key: Any, table: dict[Any, float], within: float) -> float:
+        """``table[key]``, once it is there (``_wake((kind, key))`` says it may be)."""
+        if key not in table:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiters.setdefault((kind, key), loop.create_future())
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), within)
+            except TimeoutError:
+                self._waiters.pop((kind, key), None)
+                raise TimeoutError(f"no {kind} for {key!r} after {within:g}s") from None
+        return table[key]
+
+    async def _received(self, msg: Any) -> None:
+        now = monotonic()
+        seq = int.from_bytes(msg.data[:8], "big")
+        self.received_at[seq] = now
+        self._wake(("message", seq))
+
+    def _on_close(self, did: str) -> None:
+        self.closed_at[did] = monotonic()
+        transport = self.transports.pop(did, None)
+        revoked = False
+        if transport is not None:
+            try:
+                transport.check_open()
+            except AccessRevoked:
+                revoked = True
+            except TransportError:
+                pass
+        self.revoked[did] = revoked
+        self._wake(("closed", did))
+
+    async def cmd_connect(
+        self, agents: list[dict[str, str]], connect_timeout: float = 10.0
+    ) -> dict[str, Any]:
+        built: dict[str, NatsTransport] = {}
+        for agent in agents:
+            identity = AgentIdentity.from_seed(bytes.fromhex(agent["seed"]))
+            credentials = BrokerCredentials(identity, agent["jwt"])
+            built[identity.did] = NatsTransport(
+                self.url, name=f"bench-agent-{identity.did[-8:]}", config=credentials.nats_config()
+            )
+        self.transports.update(built)
+        await asyncio.gather(*(t.connect(timeout=connect_timeout) for t in built.values()))
+        for did, transport in built.items():
+            transport.on_close(functools.partial(self._on_close, did))
+        return {"connected": len(built), "dids": list(built)}
+
+    async def cmd_wait_closed(self, did: str, within: float = 10.0) -> dict[str, Any]:
+        closed_at = await self._wait("closed", did, self.closed_at, within)
+        return {"did": did, "closed_at": closed_at, "revoked": self.revoked.get(did, False)}
+
+    async def cmd_closed(self, clear: bool = False) -> dict[str, Any]:
+        answer = {"closed": dict(self.closed_at), "revoked": dict(self.revoked)}
+        if clear:
+            self.closed_at.clear()
+            self.revoked.clear()
+        return answer
+
+    async def cmd_wait_message(self, seq: int, within: float = 10.0) -> dict[str, Any]:
+        received_at = await self._wait("message", seq, self.received_at, within)
+        del self.received_at[seq]
+        return {"seq": seq, "received_at": received_at}
+
+    async def aclose(self) -> None:
+        for transport in list(self.transports.values()):
+            with contextlib.suppress(Exception):
+                await transport.aclose()
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+
+
+ROLES: dict[str, type[Peer]] = {
+    "responder": Responder,
+    "receiver": Receiver,
+    "sender": Sender,
+    "broker_agents": BrokerAgents,
+}
 
 
 # --------------------------------------------------------------------------- control loop
@@ -346,9 +512,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True, help="nats://host:port")
     parser.add_argument("--mesh", required=True, help="mesh (subject namespace)")
     parser.add_argument("--profile", help="receiver: cProfile stats file (mesh runs only)")
+    parser.add_argument(
+        "--seed", help="responder, broker_agents: the Ed25519 identity seed (hex) to use"
+    )
+    parser.add_argument(
+        "--jwt", help="responder, broker_agents: a user JWT file: connect to a secured mesh"
+    )
     args = parser.parse_args(argv)
+    if (args.seed or args.jwt) and args.role not in ("responder", "broker_agents"):
+        parser.error("--seed and --jwt are for the responder and broker_agents roles")
+    if args.jwt and not args.seed:
+        parser.error("--jwt needs --seed (the identity the JWT names)")
+    identity = AgentIdentity.from_seed(bytes.fromhex(args.seed)) if args.seed else None
+    credentials = None
+    if args.jwt:
+        assert identity is not None
+        credentials = BrokerCredentials(identity, read_jwt(args.jwt))
     if args.role == "receiver":
         peer: Peer = Receiver(args.url, args.mesh, profile=args.profile)
+    elif args.role == "responder":
+        peer = Responder(args.url, args.mesh, identity, credentials)
+    elif args.role == "broker_agents":
+        peer = BrokerAgents(args.url, args.mesh, identity, credentials)
     else:
         peer = ROLES[args.role](args.url, args.mesh)
     asyncio.run(serve(peer))

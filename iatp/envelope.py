@@ -534,5 +534,6 @@ def open_envelope(
             envelope.expires_at_ms,
             now_ms=now,
             clock_skew_ms=limits.clock_skew_ms,
+            issued_at_ms=envelope.issued_at_ms,
         )
     return envelope

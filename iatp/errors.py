@@ -32,6 +32,7 @@ counters, audit records and the JSON test vectors (``tests/vectors``)::
             ├── LifetimeTooLong            code "lifetime_too_long"
             ├── WrongAudience              code "wrong_audience"
             ├── ReplayedEnvelope           code "replayed"
+            ├── IssuedBeforeStart          code "issued_before_start"
             └── ReplayCacheFull            code "replay_cache_full"
 """
 
@@ -183,6 +184,17 @@ class WrongAudience(EnvelopeError):
 
 class ReplayedEnvelope(EnvelopeError):
     code = "replayed"
+
+
+class IssuedBeforeStart(EnvelopeError):
+    """Issued before this node (re)started: its replay cache cannot vouch for it.
+
+    A node's replay cache lives in memory, so after a restart it would accept a
+    captured envelope again. Refusing everything issued before the start closes
+    that window: such an envelope was addressed to the previous run.
+    """
+
+    code = "issued_before_start"
 
 
 class ReplayCacheFull(EnvelopeError):

@@ -6,23 +6,36 @@ decoder caps an envelope's lifetime, the number of live entries is bounded by
 ``arrival rate x (max_lifetime + skew)``; ``max_entries`` is a hard cap beyond
 which new envelopes are refused (fail closed) rather than old entries evicted,
 since eviction would re-open a replay window.
+
+A cache lives in memory: after a receiver restarts, it has not seen what the
+previous run accepted. ``since_ms`` records when the cache started remembering;
+an envelope issued before it cannot be vouched for and is refused
+(``IssuedBeforeStart``), so a captured envelope replayed after a restart does
+not run twice (docs/iatp.md, replay protection).
 """
 
 from __future__ import annotations
 
 import heapq
 
-from iatp.errors import ReplayCacheFull, ReplayedEnvelope
+from iatp.errors import IssuedBeforeStart, ReplayCacheFull, ReplayedEnvelope
 
 
 class ReplayCache:
     """Remembers (sender, id) pairs until they can no longer be valid."""
 
-    __slots__ = ("_clock_skew_ms", "_expiry_heap", "_max_entries", "_seen")
+    __slots__ = ("_clock_skew_ms", "_expiry_heap", "_max_entries", "_seen", "since_ms")
 
-    def __init__(self, *, max_entries: int = 1_000_000, clock_skew_ms: int = 30_000) -> None:
+    def __init__(
+        self,
+        *,
+        max_entries: int = 1_000_000,
+        clock_skew_ms: int = 30_000,
+        since_ms: int | None = None,
+    ) -> None:
         if max_entries <= 0:
             raise ValueError("max_entries must be positive")
+        self.since_ms = since_ms
         self._max_entries = max_entries
         self._clock_skew_ms = clock_skew_ms
         self._seen: dict[tuple[str, bytes], int] = {}
@@ -56,6 +69,7 @@ class ReplayCache:
         *,
         now_ms: int,
         clock_skew_ms: int | None = None,
+        issued_at_ms: int | None = None,
     ) -> None:
         """Record an accepted envelope, or refuse it as a replay.
 
@@ -64,9 +78,17 @@ class ReplayCache:
         never forget an envelope that its receiver would still accept.
 
         Raises:
+            IssuedBeforeStart: ``issued_at_ms`` is before ``since_ms``.
             ReplayedEnvelope: (sender, id) was already accepted and may still be valid.
             ReplayCacheFull: the cache holds ``max_entries`` live entries.
         """
+        since = self.since_ms
+        if since is not None and issued_at_ms is not None and issued_at_ms < since:
+            raise IssuedBeforeStart(
+                f"issued {since - issued_at_ms} ms before this replay cache started",
+                envelope_id=envelope_id,
+                sender=sender,
+            )
         heap = self._expiry_heap
         if heap and heap[0][0] <= now_ms:  # the test that starts prune(), inlined
             self.prune(now_ms)

@@ -111,6 +111,7 @@ def _receiver(vector: dict[str, Any]) -> tuple[dict[str, Any], ReplayCache]:
     replay = ReplayCache(
         max_entries=vector.get("replay_max_entries", 1_000_000),
         clock_skew_ms=limits.clock_skew_ms,
+        since_ms=vector.get("replay_since_ms"),
     )
     # "Live at now_ms": remembered as if accepted now, with expires_at = now.
     for sender, id_hex in vector["seen_before"]:

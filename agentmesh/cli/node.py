@@ -99,6 +99,19 @@ def run(
         ),
     ] = None,
     jwt: JwtFile = None,
+    admission: Annotated[
+        str,
+        typer.Option(
+            "--admission",
+            help="registered: serve only agents with a card in the mesh directory (and the "
+            "--peer/--authority/--pre-trusted/--admit DIDs); open: any valid DID "
+            "(development only).",
+        ),
+    ] = "registered",
+    admit: Annotated[
+        list[str] | None,
+        typer.Option("--admit", help="DID to serve without a directory card (repeatable)."),
+    ] = None,
 ) -> None:
     """Join the mesh, answer `mesh.echo` requests, optionally talk to peers, leave on SIGTERM.
 
@@ -107,10 +120,13 @@ def run(
     request_failed, requests_done, revocation, stats, trust_view (with --trust), left.
     """
     peers = tuple(peer or ())
-    for did in (*peers, *(authority or ()), *(pre_trusted or ())):
+    if admission not in ("registered", "open"):
+        raise typer.BadParameter("registered or open", param_hint="--admission")
+    for did in (*peers, *(authority or ()), *(pre_trusted or ()), *(admit or ())):
         if not is_did(did):
             raise typer.BadParameter(
-                f"{did!r} is not an Ed25519 did:key", param_hint="--peer/--authority/--pre-trusted"
+                f"{did!r} is not an Ed25519 did:key",
+                param_hint="--peer/--authority/--pre-trusted/--admit",
             )
     for spec in capability or ():
         try:
@@ -139,6 +155,8 @@ def run(
         card_ttl_ms=int(card_ttl * 1000),
         write_pins=_may_write_pins(jwt),
         broker="open" if jwt is None else f"secured:{_role(jwt)}",
+        admission=admission,
+        admitted=tuple(admit or ()),
     )
 
     async def main() -> int:

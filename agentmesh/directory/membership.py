@@ -14,6 +14,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from agentmesh.audit import AuditSink
+from agentmesh.directory.admission import AdmissionInterceptor
 from agentmesh.directory.directory import DEFAULT_TTL_MS, Directory
 from agentmesh.directory.events import DirectoryEventKind, EventStream
 from agentmesh.directory.revocations import RevocationChange, RevocationInterceptor, RevocationList
@@ -148,9 +149,17 @@ class DirectoryMembership:
             if event.kind in _ANNOUNCED:
                 self._emit("card", change=event.kind.value, did=event.did, detail=event.detail)
 
-    def install(self, node: MeshNode) -> None:
-        """Refuse traffic from, to and handshakes with revoked or quarantined agents."""
+    def install(self, node: MeshNode, *, admitted: frozenset[str] | None = None) -> None:
+        """Refuse traffic from, to and handshakes with revoked or quarantined agents.
+
+        With ``admitted`` (admission on), also refuse senders that have no live card
+        in the directory and are not in ``admitted`` (``unknown_agent``).
+        """
         node.add_interceptor(RevocationInterceptor(self.revocations), stage=Stage.REVOCATION)
+        if admitted is not None:
+            node.add_interceptor(
+                AdmissionInterceptor(self.directory, admitted), stage=Stage.REVOCATION
+            )
 
     def _on_revocation(self, change: RevocationChange) -> None:
         self._emit(

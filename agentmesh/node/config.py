@@ -34,6 +34,12 @@ class NodeConfig:
         max_concurrent_handlers: handler tasks running at once.
         replay_capacity: hard cap of the replay cache (fail closed beyond it).
         max_pending_handshakes: responder sessions waiting for CONFIRM.
+        restart_fence_ms: envelopes issued before the node's start plus this many
+            milliseconds are refused (``issued_before_start``): the in-memory replay
+            cache of a previous run is gone, so a captured envelope replayed after a
+            restart must not run twice. A positive margin also covers senders whose
+            clock runs ahead (at the cost of refusing their first messages); ``None``
+            turns the fence off (iatp.md 7.4).
     """
 
     mesh: str = "agentmesh"
@@ -47,4 +53,5 @@ class NodeConfig:
     max_concurrent_handlers: int = 256
     replay_capacity: int = 1_000_000
     max_pending_handshakes: int = 1024
+    restart_fence_ms: int | None = 0
     capabilities: tuple[str, ...] = ()

@@ -156,6 +156,9 @@ class MeshNode(NodeSender):
         if self._state is not NodeState.NEW:
             raise NodeStateError(f"a node starts once; this one is {self._state.value}")
         self._state = NodeState.STARTING
+        if self.config.restart_fence_ms is not None:
+            # The replay cache starts empty: it vouches only for what comes after now.
+            self._replay.since_ms = self.clock.now_ms() + self.config.restart_fence_ms
         stack = contextlib.AsyncExitStack()
         try:
             if not self.transport.is_connected:

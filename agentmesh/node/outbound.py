@@ -65,13 +65,19 @@ class NodeSender:
         raise NotImplementedError
 
     def _remember(self, envelope: Envelope, now_ms: int) -> None:
-        """Replay check of an authenticated envelope (raises ReplayedEnvelope)."""
+        """Replay check of an authenticated envelope.
+
+        Raises:
+            IssuedBeforeStart: issued before this run started (NodeConfig.restart_fence_ms).
+            ReplayedEnvelope: seen before in this run.
+        """
         self._replay.remember(
             envelope.sender,
             envelope.id,
             envelope.expires_at_ms,
             now_ms=now_ms,
             clock_skew_ms=self.config.limits.clock_skew_ms,
+            issued_at_ms=envelope.issued_at_ms,
         )
 
     # -- sending -----------------------------------------------------------------------------

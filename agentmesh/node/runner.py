@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TextIO
 
+from agentmesh.directory.admission import UNKNOWN_AGENT
 from agentmesh.directory.directory import DEFAULT_TTL_MS
 from agentmesh.directory.membership import DirectoryMembership
-from agentmesh.errors import AgentMeshError, NoResponders, RequestTimeout
+from agentmesh.errors import AgentMeshError, HandshakeRefused, NoResponders, RequestTimeout
 from agentmesh.node.config import NodeConfig
 from agentmesh.node.interceptors import InboundMessage, Stage
 from agentmesh.node.node import MeshNode
@@ -46,6 +47,8 @@ class RunPlan:
     card_ttl_ms: int = DEFAULT_TTL_MS
     write_pins: bool = True
     broker: str = "open"
+    admission: str = "registered"
+    admitted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,16 @@ async def _echo(message: InboundMessage) -> bytes:
     return message.body
 
 
+def _admitted(
+    plan: RunPlan, options: GovernanceOptions, trust: TrustOptions | None
+) -> frozenset[str] | None:
+    """Who is served besides agents with a card (None: anyone, ``--admission open``)."""
+    if plan.admission == "open":
+        return None
+    named = (*plan.admitted, *plan.peers, *options.authorities)
+    return frozenset((*named, *(trust.pre_trusted if trust is not None else ())))
+
+
 async def _handshake_when_ready(node: MeshNode, peer: str, wait: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
@@ -76,7 +89,10 @@ async def _handshake_when_ready(node: MeshNode, peer: str, wait: float) -> None:
         try:
             await node.handshake(peer, timeout=2.0)
             return
-        except (NoResponders, RequestTimeout):
+        except (NoResponders, RequestTimeout, HandshakeRefused) as exc:
+            # The peer may not have seen our card yet (admission): try again shortly.
+            if isinstance(exc, HandshakeRefused) and exc.remote_code != UNKNOWN_AGENT:
+                raise
             if loop.time() > deadline:
                 raise
             await asyncio.sleep(0.1)
@@ -105,7 +121,7 @@ async def run_node(
     """
     say = emit or EventPrinter(sys.stdout)
     # "open": no broker credentials (development only); else the identity kind its JWT names.
-    say("broker", mode=plan.broker)
+    say("broker", mode=plan.broker, admission=plan.admission)
     stop = stop or asyncio.Event()
     options = replace(governance or GovernanceOptions(), audit_log=audit_log)
     engine = (
@@ -159,7 +175,7 @@ async def run_node(
             # Every check and the handler are in place before the node subscribes:
             # no message may arrive in a window without revocation or policy checks.
             governed.install(node)
-            membership.install(node)
+            membership.install(node, admitted=_admitted(plan, options, trust))
             if mesh_trust is not None:
                 node.add_interceptor(mesh_trust.interceptor, stage=Stage.TRUST)
                 say("trust", pre_trusted=len(trust.pre_trusted) if trust else 0)

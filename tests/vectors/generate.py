@@ -261,6 +261,7 @@ class EnvelopeVectors:
         limits: EnvelopeLimits = DEFAULT_LIMITS,
         seen_before: Sequence[tuple[str, bytes]] = (),
         replay_max_entries: int | None = None,
+        replay_since_ms: int | None = None,
     ) -> None:
         assert all(v["name"] != name for v in self.items), name
         vector: Json = {
@@ -274,6 +275,8 @@ class EnvelopeVectors:
         }
         if replay_max_entries is not None:
             vector["replay_max_entries"] = replay_max_entries
+        if replay_since_ms is not None:
+            vector["replay_since_ms"] = replay_since_ms
         vector["expected"] = expected
         self.items.append(vector)
 
@@ -1007,6 +1010,22 @@ def envelope_vectors() -> list[Json]:
         seen_before=[(BOB.did, ID)],
         replay_max_entries=1,
     )
+    v.add(
+        "reject/issued-before-start",
+        "The receiver's replay cache started remembering 1 ms after issued_at_ms (the "
+        "receiver restarted): it cannot vouch that this envelope was not accepted before, "
+        "so it refuses it.",
+        BASIC,
+        reject("issued_before_start"),
+        replay_since_ms=T0 + 1,
+    )
+    v.add(
+        "accept/issued-at-replay-start",
+        "issued_at_ms equals the moment the receiver's replay cache started: accepted.",
+        BASIC,
+        accept(BASIC_DECODED),
+        replay_since_ms=T0,
+    )
 
     # ---------------------------------------------------------------- precedence
     v.add(
@@ -1098,7 +1117,9 @@ def envelopes_document() -> Json:
             "IATP envelope receive-path test vectors. Feed frame_hex (decoded) to the receiver "
             "with the given now_ms, audience (the set of accepted recipient values) and limits; "
             "pre-load the replay cache with seen_before (sender DID, id) pairs that are live at "
-            "now_ms, capped at replay_max_entries live entries when that field is present. "
+            "now_ms, capped at replay_max_entries live entries when that field is present; "
+            "when replay_since_ms is present the cache started remembering then (a restart) "
+            "and refuses envelopes issued before it. "
             "The receiver must reach the expected verdict; a rejection must carry the given code."
         ),
         "spec": SPEC,
