@@ -1,15 +1,16 @@
 """The other process of the mesh benchmarks: ``python -m benchmarks.mesh_peer ROLE --url URL``.
 
-The benchmark (``bench_mesh.py``) starts one process per role and drives it with a
-small control protocol on stdin / stdout, one JSON object per line: it writes a
-command ``{"cmd": NAME, ...}`` and reads exactly one answer line (``{"error": ...}``
-if the command failed). The first line a peer prints is ``{"ready": true, ...}``.
-End of stdin (the benchmark closed the pipe or died) stops the peer, so a peer
-never outlives its benchmark; ``{"cmd": "quit"}`` does the same.
+The benchmarks (``bench_mesh.py``, ``bench_broker.py``) start one process per role
+and drive it with a small control protocol on stdin / stdout, one JSON object per
+line: they write a command ``{"cmd": NAME, ...}`` and read exactly one answer line
+(``{"error": ...}`` if the command failed). The first line a peer prints is
+``{"ready": true, ...}``. End of stdin (the benchmark closed the pipe or died)
+stops the peer, so a peer never outlives its benchmark; ``{"cmd": "quit"}`` does
+the same.
 
 Roles:
 
-``responder`` (request/reply and handshake cases)
+``responder`` (request/reply and handshake cases; broker request/reply)
     A :class:`MeshNode` that answers ``bench.echo`` with the request body (and
     handshakes, as every node does), plus a raw nats-py responder on
     ``{mesh}.raw.echo`` on its own connection in the same process and event loop:

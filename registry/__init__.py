@@ -50,6 +50,13 @@ from registry.revocation import (
     verify_revocation,
 )
 from registry.rotations import MAX_CHAIN, RotationChain, decode_rotation_entry
+from registry.withdrawal import (
+    WITHDRAWAL_DOMAIN,
+    CardWithdrawal,
+    decode_withdrawal,
+    is_withdrawal,
+    sign_withdrawal,
+)
 
 __all__ = [
     "BLOCKING_KINDS",
@@ -60,6 +67,7 @@ __all__ = [
     "MAX_CHAIN",
     "MAX_REVOCATION_BYTES",
     "REVOCATION_DOMAIN",
+    "WITHDRAWAL_DOMAIN",
     "AgentCard",
     "AgentNotFound",
     "Capability",
@@ -71,6 +79,7 @@ __all__ = [
     "CardExpired",
     "CardIssuedInFuture",
     "CardSignatureInvalid",
+    "CardWithdrawal",
     "InvalidCard",
     "InvalidRevocation",
     "OversizedCard",
@@ -90,9 +99,12 @@ __all__ = [
     "decode_card",
     "decode_revocation",
     "decode_rotation_entry",
+    "decode_withdrawal",
+    "is_withdrawal",
     "parse_capability",
     "sign_card",
     "sign_revocation",
+    "sign_withdrawal",
     "verify_card",
     "verify_revocation",
 ]

@@ -30,6 +30,7 @@ from typing import Literal
 
 from agentmesh.auditlog.witness import stream_name as checkpoint_stream
 from agentmesh.broker.jwt import SubjectRules, UserPermissions
+from agentmesh.directory.directory import CARD_HISTORY
 from agentmesh.directory.watcher import bucket_name
 from agentmesh.node.addressing import MeshAddressing, check_name
 from agentmesh.saga.executor import idempotency_bucket
@@ -135,9 +136,11 @@ def _kv(
     writes: tuple[tuple[frozenset[Role], str], ...],
     limits: StoreLimits,
     readers: frozenset[Role] = READERS,
+    history: int = 1,
 ) -> Store:
     bucket = bucket_name(mesh, what)
     return Store(
+        history=history,
         name=f"KV_{bucket}",
         what=description,
         subjects=f"$KV.{bucket}.>",
@@ -168,6 +171,7 @@ def mesh_stores(mesh: str, quotas: StoreQuotas = StoreQuotas()) -> tuple[Store, 
             "signed agent cards, one key per agent",
             ((ACTORS, "{key}"),),
             StoreLimits(max_bytes=size, max_value_size=MAX_CARD_BYTES),
+            history=CARD_HISTORY,
         ),
         _kv(mesh, "pins", "capability pins (rug-pull holds)", ((authority, ">"),), card),
         _kv(

@@ -57,10 +57,13 @@ from registry.errors import (
     StaleCard,
 )
 from registry.pins import CapabilityDriftEvent
+from registry.withdrawal import decode_withdrawal, is_withdrawal, sign_withdrawal
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TTL_MS = 30_000
+CARD_HISTORY = 5
+"""Revisions kept per card key: enough to find the last valid card under garbage."""
 MAX_CACHED_QUERIES = 4096
 _FOREVER = 2**63
 
@@ -81,6 +84,16 @@ class Directory:
         write_pins: store first-seen pins in KV (on a secured broker only the authority
             or an operator may; other nodes keep their pins locally and follow the
             stored ones).
+        store_check_every: seconds between checks that the cards bucket still
+            exists (a deleted bucket is recreated and this directory's own cards
+            are announced again).
+
+    Tampering with the store does not take an honest agent out of the directory:
+    a bare delete of a card is ignored (an agent leaves by a signed withdrawal,
+    :meth:`deregister`); garbage under a card's key is refused; in both cases the
+    card's owner, if registered here, announces its card again at once, and a
+    directory that has no valid card yet looks back through the key's history for
+    the newest valid one.
     """
 
     def __init__(
@@ -95,6 +108,7 @@ class Directory:
         clock_skew_ms: int = DEFAULT_CLOCK_SKEW_MS,
         sweep_interval: float = 1.0,
         write_pins: bool = True,
+        store_check_every: float = 5.0,
     ) -> None:
         self.addressing = MeshAddressing(mesh)
         self.revocations = revocations
@@ -108,7 +122,14 @@ class Directory:
         self._tasks: set[asyncio.Task[None]] = set()
         self._found: dict[tuple[str, str | None, bool], tuple[int, tuple[AgentCard, ...]]] = {}
         self._excluded: dict[bool, frozenset[str]] = {}
-        self._cards = WatchedBucket(transport, bucket_name(mesh, "cards"), self._on_card)
+        self._cards = WatchedBucket(
+            transport,
+            bucket_name(mesh, "cards"),
+            self._on_card,
+            on_reset=self._reannounce,
+            history=CARD_HISTORY,
+            check_every=store_check_every,
+        )
         self._rotation_store = RotationStore(transport, mesh, self._report, self._on_rotated)
         self._pin_store = PinStore(
             transport, mesh, self._report, self._spawn, self._recheck, write=write_pins
@@ -369,12 +390,15 @@ class Directory:
         self._accept(card)
 
     async def deregister(self, identity: AgentIdentity, *, timeout: float = 2.0) -> None:
-        """Remove ``identity``'s card from the store and stop renewing it."""
+        """Store ``identity``'s signed withdrawal (every node drops its card); stop renewing."""
         self._own.pop(identity.did, None)
         for task in list(self._tasks):
             if task.get_name() == f"heartbeat:{identity.did[-8:]}":
                 task.cancel()
-        await self._cards.kv.delete(self.addressing.agent_key(identity.did), timeout=timeout)
+        withdrawal = sign_withdrawal(identity, issued_at_ms=self.clock.now_ms())
+        await self._cards.kv.put(
+            self.addressing.agent_key(identity.did), withdrawal.encode(), timeout=timeout
+        )
         self._remove(identity.did, DirectoryEventKind.REMOVED)
 
     async def publish_rotation(self, statement: RotationStatement, *, timeout: float = 2.0) -> None:
@@ -404,7 +428,12 @@ class Directory:
     def _on_card(self, item: KVEntry) -> None:
         did = DID_KEY_PREFIX + item.key
         if item.operation is KVOperation.DELETE:
-            self._remove(did, DirectoryEventKind.REMOVED)
+            # Unsigned: anyone with write access could have done it. Keep the card.
+            self._report.record("registry_rejected", "card_deleted_unsigned", did, item.key)
+            self._repair(did, item.key)
+            return
+        if is_withdrawal(item.value):
+            self._on_withdrawal(did, item)
             return
         try:
             card = decode_card(
@@ -412,11 +441,78 @@ class Directory:
             )
         except CardDIDMismatch as exc:
             self._refuse(exc, did, item.key)
+            self._repair(did, item.key)
             return
         except CardError as exc:
             self._refuse(exc, exc.did or did, item.key)
+            self._repair(did, item.key)
             return
         self._accept(card)
+
+    def _on_withdrawal(self, did: str, item: KVEntry) -> None:
+        try:
+            withdrawal = decode_withdrawal(item.value, expected_did=did)
+        except CardError as exc:
+            self._refuse(exc, did, item.key)
+            self._repair(did, item.key)
+            return
+        card = self._cache.get(did)
+        if card is not None and withdrawal.issued_at_ms < card.issued_at_ms:
+            return  # an old withdrawal put back: the agent registered again since
+        if did in self._own:
+            self._repair(did, item.key)  # our own old withdrawal, replayed
+            return
+        self._remove(did, DirectoryEventKind.REMOVED)
+
+    def _repair(self, did: str, key: str) -> None:
+        """After tampering with ``did``'s key: re-announce it if ours, else look back."""
+        if did in self._own:
+            self._spawn(self._announce(did), f"reannounce:{did[-8:]}")
+        elif self._cache.get(did) is None:
+            self._spawn(self._recover(key), f"recover:{did[-8:]}")
+
+    async def _announce(self, did: str) -> None:
+        own = self._own.get(did)
+        if own is None:
+            return
+        try:
+            await self.renew(own[0])
+        except AgentMeshError as exc:
+            logger.warning("re-announcing %s failed: %s", did, exc)
+
+    def _reannounce(self) -> None:
+        for did in list(self._own):
+            self._spawn(self._announce(did), f"reannounce:{did[-8:]}")
+
+    async def _recover(self, key: str) -> None:
+        """The newest valid card in ``key``'s history (unless the agent withdrew)."""
+        did = DID_KEY_PREFIX + key
+        try:
+            entries = await self._cards.kv.history(key)
+        except AgentMeshError as exc:
+            logger.warning("history of %s unavailable: %s", did, exc)
+            return
+        for entry in reversed(entries):
+            if entry.operation is KVOperation.DELETE:
+                continue
+            if is_withdrawal(entry.value):
+                with contextlib.suppress(CardError):
+                    decode_withdrawal(entry.value, expected_did=did)
+                    return
+                continue
+            try:
+                card = decode_card(
+                    entry.value,
+                    now_ms=self.clock.now_ms(),
+                    expected_did=did,
+                    clock_skew_ms=self._skew,
+                )
+            except CardError:
+                continue
+            if self._cache.get(did) is None:
+                self._report.record("registry", "card_recovered", did, f"revision {entry.revision}")
+                self._accept(card)
+            return
 
     def _accept(self, card: AgentCard) -> None:
         old = self._cache.get(card.did)

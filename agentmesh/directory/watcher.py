@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from agentmesh.errors import TransportError
+from agentmesh.errors import NotConnected, TransportError
 from agentmesh.transport.base import KeyValue, KVEntry, KVOperation, Transport
 
 logger = logging.getLogger(__name__)
@@ -32,12 +32,41 @@ class WatchedBucket:
 
     ``on_entry`` runs on the event loop, in revision order, and must not raise
     (a raising handler is logged and the watch goes on).
+
+    Someone with enough rights on the broker can delete the bucket under us; a
+    watch on a deleted bucket then waits forever. So every ``check_every``
+    seconds the bucket's existence is checked; a lost bucket is recreated (or
+    re-bound once its owner recreates it), watched again, and ``on_reset`` is
+    called so that owners of entries can re-announce them.
+
+    Args:
+        transport: where the bucket lives.
+        bucket: its name.
+        on_entry: called with every value and change.
+        on_reset: called after a lost bucket was recreated and is watched again.
+        history: revisions kept per key if this call creates the bucket.
+        check_every: seconds between existence checks.
     """
 
-    def __init__(self, transport: Transport, bucket: str, on_entry: EntryHandler) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        bucket: str,
+        on_entry: EntryHandler,
+        *,
+        on_reset: Callable[[], None] | None = None,
+        history: int = 1,
+        check_every: float = 5.0,
+    ) -> None:
         self._transport = transport
         self._bucket = bucket
         self._on_entry = on_entry
+        self._on_reset = on_reset
+        self._history = history
+        self._check_every = check_every
+        self.resets = 0
+        self._incarnation: str | None = None
+        self._guard: asyncio.Task[None] | None = None
         self._kv: KeyValue | None = None
         self._task: asyncio.Task[None] | None = None
         self._pending: set[str] = set()
@@ -61,7 +90,8 @@ class WatchedBucket:
             TransportError: the bucket could not be opened or listed.
             TimeoutError: the current values did not arrive within ``timeout``.
         """
-        self._kv = await self._transport.key_value(self._bucket, history=1)
+        self._kv = await self._transport.key_value(self._bucket, history=self._history)
+        self._incarnation = await self._kv.incarnation(timeout=timeout)
         self._pending = set(await self._kv.keys(timeout=timeout))
         if not self._pending:
             self._ready.set()
@@ -76,6 +106,34 @@ class WatchedBucket:
             # A key deleted between keys() and the watch never shows up: go on.
             logger.warning("bucket %s: %d keys not seen at start", self._bucket, len(self._pending))
             self._ready.set()
+        self._guard = asyncio.create_task(self._keep_alive(), name=f"guard:{self._bucket}")
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self._check_every)
+            try:
+                now = await self.kv.incarnation(timeout=2.0)
+                if now is not None and now == self._incarnation:
+                    continue
+                logger.warning("bucket %s was deleted: watching it again", self._bucket)
+                self._kv = await self._transport.key_value(self._bucket, history=self._history)
+                self._incarnation = await self._kv.incarnation(timeout=2.0)
+            except NotConnected:
+                return  # the transport closed: nothing left to guard
+            except TransportError as exc:  # transient, or not ours to recreate: try again
+                logger.warning("bucket %s: check failed: %s", self._bucket, exc)
+                continue
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
+            self._subscribed.clear()
+            self._task = asyncio.create_task(self._follow(), name=f"watch:{self._bucket}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._subscribed.wait(), 5.0)
+            self.resets += 1
+            if self._on_reset is not None:
+                self._on_reset()
 
     async def _follow(self) -> None:
         try:
@@ -97,8 +155,10 @@ class WatchedBucket:
 
     async def aclose(self) -> None:
         """Stop watching. Idempotent."""
+        guard, self._guard = self._guard, None
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for running in (guard, task):
+            if running is not None:
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await running

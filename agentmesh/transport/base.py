@@ -121,6 +121,18 @@ class KeyValue(Protocol):
         """Live (non-deleted) keys, sorted."""
         ...
 
+    async def history(self, key: str, *, timeout: float = 2.0) -> list[KVEntry]:
+        """The stored revisions of ``key``, oldest first (deletes included; as many
+        as the bucket's ``history`` keeps). Empty when the key was never written."""
+        ...
+
+    async def incarnation(self, *, timeout: float = 2.0) -> str | None:
+        """A token of the bucket's current incarnation on the server, ``None`` if it is gone.
+
+        Someone may delete a bucket and someone else recreate it: a watch on the
+        old incarnation then waits forever, so watchers compare tokens."""
+        ...
+
     def watch(
         self, pattern: str = ">", *, on_ready: Callable[[], None] | None = None
     ) -> AsyncGenerator[KVEntry, None]:
@@ -173,6 +185,10 @@ class Stream(Protocol):
 
     async def last_seq(self, *, timeout: float = 2.0) -> int:
         """Sequence of the newest stored message (0 when empty)."""
+        ...
+
+    async def first_seq(self, *, timeout: float = 2.0) -> int:
+        """Sequence of the oldest stored message (``last_seq + 1`` when none is stored)."""
         ...
 
     def read(

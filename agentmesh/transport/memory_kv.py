@@ -51,6 +51,7 @@ class BucketState:
         self._monotonic = monotonic
         self._revision = 0
         self._latest: dict[str, _Record] = {}
+        self._history: dict[str, list[_Record]] = {}
         self._watchers: list[_Watcher] = []
 
     def latest(self, key: str) -> KVEntry | None:
@@ -77,12 +78,25 @@ class BucketState:
             raise PayloadTooLarge(f"value of {len(value)} bytes exceeds {self.name}'s {limit}")
         self._revision += 1
         entry = KVEntry(self.name, key, value, self._revision, operation)
-        self._latest[key] = _Record(entry, self._monotonic())
+        record = _Record(entry, self._monotonic())
+        self._latest[key] = record
+        kept = self._history.setdefault(key, [])
+        kept.append(record)
+        del kept[: -self.history]
         tokens = key.split(".")
         for watcher in list(self._watchers):
             if tokens_match(watcher.pattern, tokens):
                 watcher.deliver(entry)
         return entry
+
+    def revisions(self, key: str) -> list[KVEntry]:
+        """Stored revisions of ``key`` (unexpired), oldest first."""
+        now = self._monotonic()
+        return [
+            r.entry
+            for r in self._history.get(key, [])
+            if self.ttl is None or now - r.written_at < self.ttl
+        ]
 
     def live_entries(self, pattern: Sequence[str] | None = None) -> list[KVEntry]:
         """Current (non-deleted, unexpired) entries in revision order."""
@@ -216,6 +230,25 @@ class InMemoryKeyValue:
         """
         self._link.check_open()
         return sorted(entry.key for entry in self._state.live_entries())
+
+    async def history(self, key: str, *, timeout: float = 2.0) -> list[KVEntry]:
+        """The stored revisions of ``key``, oldest first (deletes included).
+
+        Raises:
+            InvalidSubject: The key is malformed.
+            NotConnected: The transport is not connected.
+        """
+        self._precheck(key)
+        return self._state.revisions(key)
+
+    async def incarnation(self, *, timeout: float = 2.0) -> str | None:
+        """Always the same: buckets on the in-memory bus cannot be deleted.
+
+        Raises:
+            NotConnected: The transport is not connected.
+        """
+        self._link.check_open()
+        return f"memory:{id(self._state)}"
 
     async def watch(
         self, pattern: str = ">", *, on_ready: Callable[[], None] | None = None

@@ -299,6 +299,15 @@ class InMemoryStream:
         self._link.check_open()
         return self._state.last_seq
 
+    async def first_seq(self, *, timeout: float = 2.0) -> int:
+        """Sequence of the oldest stored message (``last_seq + 1`` when none is stored).
+
+        Raises:
+            NotConnected: The transport is not connected.
+        """
+        self._link.check_open()
+        return self._state.first_seq()
+
     async def read(
         self, *, start_seq: int = 1, subject: str | None = None
     ) -> AsyncGenerator[StreamMessage, None]:

@@ -203,6 +203,43 @@ class NatsKeyValue:
         self._precheck(key)
         await _call(self._owner, self._kv.delete(key), timeout)
 
+    async def history(self, key: str, *, timeout: float = 2.0) -> list[KVEntry]:
+        """The stored revisions of ``key``, oldest first (deletes included).
+
+        Raises:
+            InvalidSubject: The key is malformed.
+            RequestTimeout: No answer within ``timeout``.
+            NotConnected: The transport is not connected.
+        """
+        self._precheck(key)
+        try:
+            entries = await _call(self._owner, self._kv.history(key), timeout)
+        except KeyNotFound:
+            return []
+        out = []
+        for entry in entries:
+            deleted = entry.operation in _KV_DELETE_OPERATIONS
+            operation = KVOperation.DELETE if deleted else KVOperation.PUT
+            revision = entry.revision or 0
+            out.append(KVEntry(self._bucket, key, entry.value or b"", revision, operation))
+        return out
+
+    async def incarnation(self, *, timeout: float = 2.0) -> str | None:
+        """The bucket stream's creation time (a new one after a delete), ``None`` if gone.
+
+        Raises:
+            RequestTimeout: No answer within ``timeout``.
+            NotConnected: The transport is not connected.
+        """
+        self._owner.check_open()
+        try:
+            info = await _call(self._owner, self._owner.js.stream_info(self._stream), timeout)
+        except StreamError as exc:
+            if "not found" in str(exc).lower():
+                return None
+            raise
+        return str(info.created)
+
     async def keys(self, *, timeout: float = 2.0) -> list[str]:
         """Live keys, sorted.
 
@@ -429,6 +466,17 @@ class NatsStream:
         self._owner.check_open()
         info = await _call(self._owner, self._owner.js.stream_info(self._name), timeout)
         return info.state.last_seq
+
+    async def first_seq(self, *, timeout: float = 2.0) -> int:
+        """Sequence of the oldest stored message (``last_seq + 1`` when none is stored).
+
+        Raises:
+            RequestTimeout: No answer within ``timeout``.
+            NotConnected: The transport is not connected.
+        """
+        self._owner.check_open()
+        state = (await _call(self._owner, self._owner.js.stream_info(self._name), timeout)).state
+        return state.last_seq + 1 if not state.messages else state.first_seq
 
     async def read(
         self, *, start_seq: int = 1, subject: str | None = None

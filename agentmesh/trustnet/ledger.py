@@ -65,6 +65,8 @@ class ReceiptLedger:
         folded: receipts that entered the engine.
         duplicates: stored receipts whose id the engine had already seen.
         refused: refused receipts by error code (``forged_receipt``, ``malformed_receipt``...).
+        missing: receipts that were stored but are gone (the stream was purged or
+            trimmed before this ledger read them); reported and audited, never waited for.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class ReceiptLedger:
         self.folded = 0
         self.duplicates = 0
         self.refused: Counter[str] = Counter()
+        self.missing = 0
         self._reader: AsyncGenerator[StreamMessage, None] | None = None
         self._lock = asyncio.Lock()
         self._following = False
@@ -197,6 +200,7 @@ class ReceiptLedger:
             return await self._await_position(await self.stream.last_seq(timeout=timeout), timeout)
         async with self._lock:
             target = await self.stream.last_seq(timeout=timeout)
+            await self._skip_gap(await self.stream.first_seq(timeout=timeout))
             before = self.folded
             if self.position >= target:
                 return 0
@@ -210,6 +214,28 @@ class ReceiptLedger:
                 await self.aclose()  # a cancelled reader cannot resume; reopen from position
                 raise
             return self.folded - before
+
+    async def _skip_gap(self, first: int) -> None:
+        """Start from what the stream still holds: a purge must not stall the fold."""
+        if first <= self.position + 1:
+            return
+        lost = first - 1 - self.position
+        self.missing += lost
+        logger.warning(
+            "receipt stream lost seq %d..%d before they were folded", self.position + 1, first - 1
+        )
+        self.audit.append(
+            AuditEvent(
+                at_ms=self.clock.now_ms(),
+                node=self.node,
+                kind=AUDIT_KIND,
+                code="receipts_missing",
+                subject=self.subjects,
+                detail=f"seq {self.position + 1}..{first - 1} ({lost}) gone from the stream",
+            )
+        )
+        self.position = first - 1
+        await self.aclose()  # a reader from the old position would wait for them
 
     async def follow(self) -> None:
         """Fold live receipts as they are stored, until cancelled or the transport closes."""

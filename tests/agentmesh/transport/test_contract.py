@@ -883,3 +883,15 @@ async def test_limits_apply_only_when_a_store_is_created(transport: Transport, u
     await kv.put("k", b"1")
     await kv.put("k", b"2")  # the existing bucket kept its (open) configuration
     assert (await kv.get("k")).value == b"2"
+
+
+async def test_kv_history_lists_revisions_oldest_first(transport: Transport, uid: str) -> None:
+    kv = await transport.key_value(uid, history=3)
+    assert await kv.history("k") == []
+    revisions = [await kv.put("k", str(i).encode()) for i in range(4)]
+    await kv.delete("k")
+    entries = await kv.history("k")
+    assert [e.value for e in entries] == [b"2", b"3", b""]
+    assert [e.operation for e in entries] == [KVOperation.PUT, KVOperation.PUT, KVOperation.DELETE]
+    assert [e.revision for e in entries][:2] == revisions[2:]
+    assert await kv.incarnation() == await kv.incarnation() is not None
