@@ -426,7 +426,7 @@ def _handshake_sizes() -> tuple[tuple[int, int], tuple[int, int]]:
     )
     return (
         (len(encode_step("hello", hello)), len(encode_accept(accept))),
-        (len(encode_step("confirm", confirm)), len(encode_ok())),
+        (len(encode_step("confirm", confirm)), len(encode_ok(AgentIdentity.generate(), b"s" * 16))),
     )
 
 

@@ -41,7 +41,8 @@ from agentmesh.node.interceptors import (
     Verdict,
 )
 from agentmesh.node.outbound import NodeSender
-from agentmesh.node.sessions import HandshakeService
+from agentmesh.node.replies import ReplyInbox
+from agentmesh.node.sessions import Answer, HandshakeService
 from agentmesh.node.verifier import BatchVerifier
 from agentmesh.node.wire import ERROR_TYPE, encode_error
 from agentmesh.transport.base import Message, Subscription, Transport
@@ -115,6 +116,7 @@ class MeshNode(NodeSender):
         self._queue: asyncio.Queue[_Queued] = asyncio.Queue(maxsize=self.config.max_inflight)
         self._handler_slots = asyncio.Semaphore(self.config.max_concurrent_handlers)
         self._subscriptions: list[Subscription] = []
+        self._replies: ReplyInbox | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._owns_connection = False
         self._stack: contextlib.AsyncExitStack | None = None
@@ -174,6 +176,9 @@ class MeshNode(NodeSender):
             )
             self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
             self._tasks.create_task(self._consume(), name=f"inbound:{self.did[-8:]}")
+            replies = ReplyInbox(self.transport)
+            await replies.start()
+            self._replies = replies
             self._subscriptions.append(
                 await self.transport.subscribe(self.addressing.inbox(self.did), self._on_inbox)
             )
@@ -206,6 +211,10 @@ class MeshNode(NodeSender):
         self._state = NodeState.CLOSED
 
     async def _teardown(self, stack: contextlib.AsyncExitStack | None) -> None:
+        replies, self._replies = self._replies, None
+        if replies is not None:
+            with contextlib.suppress(Exception):
+                await replies.aclose()
         for subscription in self._subscriptions:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
@@ -272,11 +281,13 @@ class MeshNode(NodeSender):
         wait = timeout if timeout is not None else self.config.timeouts.handshake
         subject = self.addressing.handshake(peer)
         initiator = self.sessions.start(peer)
+        replies = self._replies
+        assert replies is not None
 
-        async def send(data: bytes) -> bytes:
-            return (await self.transport.request(subject, data, timeout=wait)).data
+        async def request(data: bytes, accept: Callable[[bytes], Answer]) -> Answer:
+            return await replies.request(subject, data, lambda m: accept(m.data), timeout=wait)
 
-        keys = await self.sessions.complete(initiator, peer, send)
+        keys = await self.sessions.complete(initiator, peer, request)
         self.counters.handshakes += 1
         return keys
 

@@ -4,8 +4,9 @@ Outbound path::
 
     envelope -> outbound interceptors -> seal (Ed25519 signature, or the session's
     MAC with ``via_session=True``) -> transport
-    request: -> reply -> verify (signature or MAC) -> validity -> sender and
-    correlation id -> replay cache
+    request: -> every message on its reply subject -> verify (signature or MAC)
+    -> validity -> sender and correlation id -> replay cache; junk is rejected
+    and audited, and the request waits on for a valid reply (ReplyInbox)
 
 Kept apart from the inbound pipeline so each file holds one direction; the
 state both share (identity, transport, config, counters, audit, sessions,
@@ -15,6 +16,7 @@ interceptors, replay cache) is set up by ``MeshNode.__init__``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from agentmesh.audit import AuditEvent, AuditSink
 from agentmesh.errors import InterceptorDenied, NoSession, RemoteError
@@ -42,6 +44,9 @@ from iatp.identity import AgentIdentity
 from iatp.replay import ReplayCache
 from iatp.session_frame import parse_session_frame, seal_session_frame, verify_session_frame
 
+if TYPE_CHECKING:
+    from agentmesh.node.replies import ReplyInbox
+
 
 class NodeSender:
     """Outbound messaging, rejection counting and audit for a node (a MeshNode base)."""
@@ -56,6 +61,7 @@ class NodeSender:
     sessions: HandshakeService
     _interceptors: list[tuple[Stage, int, Interceptor]]
     _replay: ReplayCache
+    _replies: ReplyInbox | None
 
     @property
     def did(self) -> str:
@@ -188,11 +194,15 @@ class NodeSender:
         two parties: use signatures for anything that must be evidence for a
         third party (trust receipts, audit, saga state).
 
+        Only a reply from ``peer`` that passes every check (signature or session
+        MAC, correlation id, validity, replay) ends the wait: anything else on the
+        reply subject is rejected, counted and audited by its code, and the request
+        keeps waiting until ``timeout``.
+
         Raises:
             NoSession: ``via_session`` without a handshake with ``peer`` first.
-            RequestTimeout, NoResponders: nobody answered.
+            RequestTimeout, NoResponders: no valid answer.
             RemoteError: the peer answered with a typed error (``remote_code``).
-            EnvelopeError: the reply failed verification (forged, replayed, ...).
             InterceptorDenied: a local hook refused to send.
         """
         self._require_running()
@@ -200,12 +210,13 @@ class NodeSender:
         envelope, frame = await self._seal(
             peer, message_type, body, headers=headers, session=session
         )
-        reply = await self.transport.request(
+        assert self._replies is not None
+        answer = await self._replies.request(
             subject,
             frame,
+            lambda reply: self._open_reply(reply, peer, envelope.id, session),
             timeout=timeout if timeout is not None else self.config.timeouts.request,
         )
-        answer = await self._open_reply(reply, peer, envelope.id, session)
         if answer.type == ERROR_TYPE:
             try:
                 code, text = decode_error(answer.body)
@@ -214,7 +225,7 @@ class NodeSender:
             raise RemoteError(f"{peer} answered {code}: {text}", remote_code=code)
         return answer
 
-    async def _open_reply(
+    def _open_reply(
         self, reply: Message, peer: str, request_id: bytes, session: SessionKeys | None
     ) -> InboundMessage:
         try:

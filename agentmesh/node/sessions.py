@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
 
 import msgpack
 
@@ -12,6 +14,7 @@ from agentmesh.errors import HandshakeRefused
 from agentmesh.node.interceptors import Verdict
 from agentmesh.node.wire import (
     WireFormatError,
+    check_signed,
     decode_reply,
     decode_step,
     encode_accept,
@@ -35,6 +38,22 @@ logger = logging.getLogger(__name__)
 
 OfferCheck = Callable[[PeerOffer], Awaitable[Verdict]]
 Report = Callable[[str, str, str | None, str], None]  # (kind, code, peer, detail)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A handshake reply that proved itself: accepted (with CONFIRM and keys), ok, or refused."""
+
+    kind: str
+    code: str = ""
+    reason: str = ""
+    confirm: bytes = b""
+    keys: SessionKeys | None = None
+
+
+# Sends one handshake step and returns the first reply ``accept`` turned into an
+# Answer (``accept`` raises for junk, which is then ignored and the wait goes on).
+Request = Callable[[bytes, Callable[[bytes], Answer]], Awaitable[Answer]]
 
 
 class HandshakeService:
@@ -72,12 +91,12 @@ class HandshakeService:
         try:
             step, message = decode_step(data)
         except WireFormatError as exc:
-            return self._refuse("handshake_failed", str(exc), None)
+            return self._refuse("handshake_failed", str(exc), None, b"")
         if step == "hello":
             return await self._answer_hello(message)
         if step == "confirm":
             return self._answer_confirm(message)
-        return self._refuse("handshake_failed", f"unknown step {step[:32]!r}", None)
+        return self._refuse("handshake_failed", f"unknown step {step[:32]!r}", None, b"")
 
     async def _answer_hello(self, message: bytes) -> bytes:
         responder = HandshakeResponder(
@@ -86,17 +105,18 @@ class HandshakeService:
         try:
             offer = responder.receive_hello(message)
         except HandshakeError as exc:
-            return self._refuse(exc.code, str(exc), None)
+            return self._refuse(exc.code, str(exc), None, _session_id_of(message) or b"")
         try:
             verdict = await self._check_offer(offer)
         except Exception as exc:  # a failing hook must refuse, never accept
             logger.exception("handshake hook failed")
             verdict = Verdict.deny("hook_error", type(exc).__name__)
+        sid = offer.session_id
         if not verdict.allowed:
-            return self._refuse(verdict.code, verdict.reason, offer.did)
+            return self._refuse(verdict.code, verdict.reason, offer.did, sid)
         self._prune()
         if len(self._pending) >= self._max_pending:
-            return self._refuse("busy", "too many handshakes in progress", offer.did)
+            return self._refuse("busy", "too many handshakes in progress", offer.did, sid)
         accept = responder.accept(capabilities=self._capabilities)
         deadline = self._clock.now_ms() + self._limits.max_age_ms
         self._pending[offer.session_id] = (responder, deadline)
@@ -107,24 +127,26 @@ class HandshakeService:
         session_id = _session_id_of(message)
         entry = self._pending.pop(session_id, None) if session_id else None
         if entry is None:
-            return self._refuse("handshake_failed", "no pending handshake for this confirm", None)
+            reason = "no pending handshake for this confirm"
+            return self._refuse("handshake_failed", reason, None, session_id or b"")
         responder = entry[0]
         try:
             keys = responder.confirm(message)
         except HandshakeError as exc:
-            return self._refuse(exc.code, str(exc), None)
+            assert session_id is not None
+            return self._refuse(exc.code, str(exc), None, session_id)
         self.sessions[keys.peer.did] = keys
         self._report("handshake", "established", keys.peer.did, "as responder")
-        return encode_ok()
+        return encode_ok(self._identity, keys.session_id)
 
     def _prune(self) -> None:
         now = self._clock.now_ms()
         for session_id in [s for s, (_, deadline) in self._pending.items() if deadline < now]:
             del self._pending[session_id]
 
-    def _refuse(self, code: str, reason: str, peer: str | None) -> bytes:
+    def _refuse(self, code: str, reason: str, peer: str | None, session_id: bytes) -> bytes:
         self._report("handshake", code, peer, reason)
-        return encode_refusal(code, reason)
+        return encode_refusal(self._identity, session_id, code, reason)
 
     # -- initiator -------------------------------------------------------------------------
 
@@ -138,41 +160,77 @@ class HandshakeService:
         )
 
     async def complete(
-        self,
-        initiator: HandshakeInitiator,
-        peer: str,
-        send: Callable[[bytes], Awaitable[bytes]],
+        self, initiator: HandshakeInitiator, peer: str, request: Request
     ) -> SessionKeys:
-        """Run the three messages through ``send`` (a request to the peer's handshake subject).
+        """Run the three messages through ``request`` (to the peer's handshake subject).
+
+        Only answers that prove themselves count: an ACCEPT the initiator verifies
+        for this HELLO, or an ``ok`` / ``refused`` signed by the peer for this
+        session. Anything else on the reply subject is junk: reported
+        (``handshake_junk_reply``) and ignored, and the wait goes on.
 
         Raises:
-            HandshakeRefused: the peer refused (``remote_code`` says why).
-            HandshakeError: the peer's answer is forged, spliced or malformed.
+            HandshakeRefused: the peer refused (``remote_code`` says why), signed.
+            RequestTimeout, NoResponders: no valid answer.
         """
-        kind, accept, reason = _parse_reply(await send(encode_step("hello", initiator.hello())))
-        if kind != "accept":
+        sid = initiator.session_id
+
+        def hello_answer(data: bytes) -> Answer:
+            answer = self._checked(data, peer, sid)
+            if answer.kind == "accept":
+                try:
+                    confirm, keys = initiator.finish(answer.confirm)
+                except HandshakeError as exc:
+                    self._junk(peer, str(exc))
+                return Answer("accept", confirm=confirm, keys=keys)
+            return answer
+
+        def confirm_answer(data: bytes) -> Answer:
+            answer = self._checked(data, peer, sid)
+            if answer.kind == "accept":
+                self._junk(peer, "an accept where the confirm's answer was due")
+            return answer
+
+        answer = await request(encode_step("hello", initiator.hello()), hello_answer)
+        if answer.kind != "accept" or answer.keys is None:
             raise HandshakeRefused(
-                f"{peer} refused the handshake: {reason}", remote_code=str(accept)
+                f"{peer} refused the handshake: {answer.reason}", remote_code=answer.code
             )
-        assert isinstance(accept, bytes)
-        confirm, keys = initiator.finish(accept)
-        kind, code, reason = _parse_reply(await send(encode_step("confirm", confirm)))
-        if kind != "ok":
-            raise HandshakeRefused(f"{peer} refused the confirm: {reason}", remote_code=str(code))
+        keys = answer.keys
+        answer = await request(encode_step("confirm", answer.confirm), confirm_answer)
+        if answer.kind != "ok":
+            raise HandshakeRefused(
+                f"{peer} refused the confirm: {answer.reason}", remote_code=answer.code
+            )
         self.sessions[peer] = keys
         self._report("handshake", "established", peer, "as initiator")
         return keys
 
+    def _checked(self, data: bytes, peer: str, sid: bytes) -> Answer:
+        """Parse a reply and check the signature of an ``ok`` or ``refused``; junk raises.
 
-def _parse_reply(data: bytes) -> tuple[str, bytes | str, str]:
-    try:
-        return decode_reply(data)
-    except WireFormatError as exc:
-        raise HandshakeError(f"malformed handshake reply: {exc}") from None
+        An ``accept`` comes back with the ACCEPT message in ``confirm`` (unchecked:
+        the initiator verifies it).
+        """
+        try:
+            kind, value, reason, signature = decode_reply(data)
+            if kind == "accept":
+                assert isinstance(value, bytes)
+                return Answer("accept", confirm=value)
+            code = value if isinstance(value, str) else ""
+            check_signed(peer, sid, kind, code, reason, signature)
+        except WireFormatError as exc:
+            self._junk(peer, str(exc))
+        return Answer(kind, code, reason)
+
+    def _junk(self, peer: str, detail: str) -> NoReturn:
+        self._report("handshake", "handshake_junk_reply", peer, detail)
+        raise HandshakeError(f"ignored a handshake reply: {detail}")
 
 
 def _session_id_of(message: bytes) -> bytes | None:
-    """Peek the session id of a CONFIRM to find its pending responder (verified later)."""
+    """Peek the session id of a HELLO or CONFIRM (verified later, or never: it only
+    selects a pending responder, or the session a refusal is bound to)."""
     try:
         body, _ = msgpack.unpackb(message, raw=False, max_ext_len=0)
         fields = msgpack.unpackb(body, raw=False, max_ext_len=0)

@@ -62,6 +62,8 @@ from agentmesh.transport.subjects import (
 
 logger = logging.getLogger(__name__)
 
+NO_RESPONDERS_HEADER = "Status"
+
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 """1 MiB, the ``nats-server`` default."""
 
@@ -430,7 +432,9 @@ class InMemoryTransport:
     ) -> None:
         """Send a message to every subscriber of ``subject`` (one per queue group).
 
-        Allowed while :meth:`aclose` drains, so handlers can still reply.
+        Allowed while :meth:`aclose` drains, so handlers can still reply. As on
+        nats-server, a message with a ``reply`` subject that nobody receives gets a
+        no-responders status (empty data, header ``Status: 503``) on ``reply``.
 
         Raises:
             InvalidSubject: ``subject`` or ``reply`` is malformed or has wildcards.
@@ -445,6 +449,8 @@ class InMemoryTransport:
             raise NotConnected(f"transport {self._name!r} is {self._state.value}")
         self._check_size(data)
         message = Message(subject, bytes(data), reply, normalize_headers(headers))
+        if reply is not None and not self._bus._has_interest(subject):
+            self._bus._deliver(Message(reply, b"", None, {NO_RESPONDERS_HEADER: "503"}))
         self._bus._publish(message)
 
     async def subscribe(

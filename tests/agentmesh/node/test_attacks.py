@@ -10,6 +10,7 @@ import msgpack
 import pytest
 
 from agentmesh.audit import MemoryAuditSink
+from agentmesh.errors import RequestTimeout
 from agentmesh.node.interceptors import InboundMessage
 from agentmesh.node.node import MeshNode
 from agentmesh.node.wire import decode_reply, encode_step
@@ -23,7 +24,6 @@ from iatp.envelope import (
     new_envelope,
     seal_envelope,
 )
-from iatp.errors import InvalidSignature, SenderMismatch, WrongAudience
 from iatp.handshake import HandshakeInitiator
 from iatp.identity import AgentIdentity
 from tests.agentmesh.node.conftest import NodeMaker
@@ -140,7 +140,12 @@ async def test_every_injected_attack_is_rejected_counted_and_audited(
 async def test_forged_and_misdirected_replies_are_refused(
     make_node: NodeMaker, transport_factory: TransportFactory
 ) -> None:
-    """A man in the middle answers a request with a reply it cannot have signed."""
+    """A man in the middle answers a request with a reply it cannot have signed.
+
+    Each junk reply is refused, counted and audited by its code; the request does
+    not take it as the answer and keeps waiting (here until its timeout, as the
+    genuine peer is offline).
+    """
     alice = await make_node()
     bob = AgentIdentity.generate()  # the peer alice thinks she talks to; never online
     mallory = AgentIdentity.generate()
@@ -201,15 +206,10 @@ async def test_forged_and_misdirected_replies_are_refused(
 
     await raw.subscribe(alice.addressing.inbox(bob.did), answer)
     await raw.flush()
-    for name, error in (
-        ("forged-signature", InvalidSignature),
-        ("wrong-sender", SenderMismatch),
-        ("wrong-correlation", SenderMismatch),
-        ("wrong-audience", WrongAudience),
-    ):
+    for name in ("forged-signature", "wrong-sender", "wrong-correlation", "wrong-audience"):
         mode.append(name)
-        with pytest.raises(error):
-            await alice.request(bob.did, "echo", b"", timeout=2)
+        with pytest.raises(RequestTimeout):
+            await alice.request(bob.did, "echo", b"", timeout=0.5)
     assert codes(alice) == ["bad_signature", "sender_mismatch", "sender_mismatch", "wrong_audience"]
 
 

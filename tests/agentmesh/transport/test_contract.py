@@ -895,3 +895,15 @@ async def test_kv_history_lists_revisions_oldest_first(transport: Transport, uid
     assert [e.operation for e in entries] == [KVOperation.PUT, KVOperation.PUT, KVOperation.DELETE]
     assert [e.revision for e in entries][:2] == revisions[2:]
     assert await kv.incarnation() == await kv.incarnation() is not None
+
+
+async def test_publish_with_a_reply_nobody_receives_gets_a_no_responders_status(
+    transport: Transport, uid: str
+) -> None:
+    inbox = transport.new_inbox()
+    recorder = Recorder()
+    await transport.subscribe(inbox + ".*", recorder)
+    await transport.publish(f"{uid}.nobody", b"x", reply=inbox + ".t1")
+    (status,) = await recorder.wait_for(1)
+    assert status.data == b""
+    assert status.headers.get("Status") == "503"
