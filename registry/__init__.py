@@ -29,6 +29,7 @@ from registry.errors import (
     InvalidCard,
     InvalidRevocation,
     OversizedCard,
+    PinNotAuthorized,
     RegistryError,
     RevocationError,
     RevocationSignatureInvalid,
@@ -36,6 +37,7 @@ from registry.errors import (
     StaleCard,
     UnauthorizedRevocation,
 )
+from registry.pin_record import PIN_DOMAIN, PinRecord, decode_pin, sign_pin
 from registry.pins import CapabilityDriftEvent, CapabilityPins, PinKey
 from registry.revocation import (
     BLOCKING_KINDS,
@@ -66,6 +68,7 @@ __all__ = [
     "MAX_CARD_LIFETIME_MS",
     "MAX_CHAIN",
     "MAX_REVOCATION_BYTES",
+    "PIN_DOMAIN",
     "REVOCATION_DOMAIN",
     "WITHDRAWAL_DOMAIN",
     "AgentCard",
@@ -84,6 +87,8 @@ __all__ = [
     "InvalidRevocation",
     "OversizedCard",
     "PinKey",
+    "PinNotAuthorized",
+    "PinRecord",
     "RegistryError",
     "RevocationAuthorities",
     "RevocationEntry",
@@ -97,12 +102,14 @@ __all__ = [
     "UnauthorizedRevocation",
     "canonical_json",
     "decode_card",
+    "decode_pin",
     "decode_revocation",
     "decode_rotation_entry",
     "decode_withdrawal",
     "is_withdrawal",
     "parse_capability",
     "sign_card",
+    "sign_pin",
     "sign_revocation",
     "sign_withdrawal",
     "verify_card",

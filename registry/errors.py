@@ -12,7 +12,8 @@ CLI. The tree (``AgentMeshError`` lives in ``iatp.errors``)::
         │   ├── CardExpired                code "card_expired"
         │   ├── CardIssuedInFuture         code "card_issued_in_future"
         │   ├── CardDIDMismatch            code "card_did_mismatch"
-        │   └── StaleCard                  code "card_stale"
+        │   ├── StaleCard                  code "card_stale"
+        │   └── PinNotAuthorized           code "pin_unauthorized"
         ├── RevocationError                code "revocation_error"
         │   ├── InvalidRevocation          code "revocation_invalid"
         │   ├── RevocationSignatureInvalid code "revocation_bad_signature"
@@ -85,6 +86,12 @@ class StaleCard(CardError):
     code = "card_stale"
 
 
+class PinNotAuthorized(CardError):
+    """A stored pin or approval was not signed (validly) by a pin authority of this mesh."""
+
+    code = "pin_unauthorized"
+
+
 class RevocationError(RegistryError):
     """A revocation, quarantine or release entry was refused."""
 
@@ -138,6 +145,7 @@ __all__ = [
     "InvalidCard",
     "InvalidRevocation",
     "OversizedCard",
+    "PinNotAuthorized",
     "RegistryError",
     "RevocationError",
     "RevocationSignatureInvalid",

@@ -87,7 +87,6 @@ class MeshAuthority:
         self.config = config
         self.identity = identity
         self.subjects: SubjectMap = subject_map(config.mesh, config.limits.quotas())
-        self._last_account_iat = 0
 
     @property
     def signing_key(self) -> str:
@@ -137,10 +136,11 @@ class MeshAuthority:
     def account_jwt(self, revocations: Mapping[str, int] | None = None) -> str:
         """The mesh account's JWT, revoking ``revocations`` (user nkey -> unix time).
 
-        Issue times only go forward, so the server always takes the newest.
+        The server applies every valid push in the order it receives them (the
+        account JWT is a function of the revocation list, so the newest push is
+        the newest list).
         """
-        issued = max(int(time.time()), self._last_account_iat + 1)
-        self._last_account_iat = issued
+        issued = int(time.time())
         claims = account_claims(
             self.config.account,
             name=f"mesh {self.config.mesh}",

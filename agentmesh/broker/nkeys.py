@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 
 from agentmesh.broker.errors import InvalidNkey
 from iatp.did import DID_KEY_PREFIX, did_from_public_key, public_key_from_did
@@ -123,8 +124,9 @@ def decode_seed(text: str) -> tuple[KeyRole, bytes]:
         raise InvalidNkey("an nkey seed with an unknown role") from None
 
 
+@functools.lru_cache(maxsize=65_536)
 def user_nkey_for_did(did: str) -> str:
-    """The NATS user public key of an agent's ``did:key`` (the same 32 bytes).
+    """The NATS user public key of an agent's ``did:key`` (the same 32 bytes; cached).
 
     Raises:
         InvalidDID: ``did`` is not an Ed25519 did:key.

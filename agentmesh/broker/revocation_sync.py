@@ -43,8 +43,11 @@ def broker_revocations(revocations: RevocationList, *, now: float | None = None)
     for did, status in revocations.listed().items():
         if status not in BLOCKING_KINDS:
             continue
-        times = [e.issued_at_ms // 1000 for e in revocations.entries(did) if e.kind is status]
-        out[user_nkey_for_did(did)] = min(max(times, default=limit), limit)
+        newest = max(
+            (e.issued_at_ms for e in revocations.entries(did) if e.kind is status), default=None
+        )
+        at = limit if newest is None else min(newest // 1000, limit)
+        out[user_nkey_for_did(did)] = at
     return out
 
 

@@ -308,8 +308,13 @@ async def _warden(
     install_stop_signals(stop)
     async with authority_session(directory, authority, url=url) as session:
         revocations = session.revocation_list()
+        authority_did = frozenset({authority.did})
         directory_view = Directory(
-            session.mesh, mesh=session.powers.config.mesh, revocations=revocations
+            session.mesh,
+            mesh=session.powers.config.mesh,
+            revocations=revocations,
+            pin_signer=authority,
+            pin_authorities=authority_did,
         )
         async with revocations:
             await directory_view.start()

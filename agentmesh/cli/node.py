@@ -153,7 +153,6 @@ def run(
         capabilities=tuple(capability or ()),
         display_name=name,
         card_ttl_ms=int(card_ttl * 1000),
-        write_pins=_may_write_pins(jwt),
         broker="open" if jwt is None else f"secured:{_role(jwt)}",
         admission=admission,
         admitted=tuple(admit or ()),
@@ -189,7 +188,3 @@ def _role(jwt: Path) -> str:
     except AgentMeshError:  # a JWT issued by other tools: no agentmesh role tag
         return "unknown"
 
-
-def _may_write_pins(jwt: Path | None) -> bool:
-    """Pins are the authority's (or an operator's) to write on a secured broker."""
-    return jwt is None or _role(jwt) in ("authority", "operator")

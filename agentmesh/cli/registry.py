@@ -90,12 +90,21 @@ def _access(
 
 @contextlib.asynccontextmanager
 async def _open(
-    access: _Access, mesh: str, authorities: tuple[str, ...] = ()
+    access: _Access,
+    mesh: str,
+    authorities: tuple[str, ...] = (),
+    pin_signer: AgentIdentity | None = None,
 ) -> AsyncIterator[tuple[Directory, RevocationList]]:
     async with make_transport(access.url, name="registry-cli", config=access.config) as transport:
         auth = RevocationAuthorities(mesh=frozenset(authorities))
         revocations = RevocationList(transport, mesh=mesh, authorities=auth)
-        directory = Directory(transport, mesh=mesh, revocations=revocations)
+        directory = Directory(
+            transport,
+            mesh=mesh,
+            revocations=revocations,
+            pin_signer=pin_signer,
+            pin_authorities=frozenset(authorities),
+        )
         await revocations.start()
         try:
             await directory.start()
@@ -297,5 +306,38 @@ def revoke(
         out.print(
             f"{kind.value}: {did} (signed by {issuer.did}, entry {entry.entry_id}){at_broker}"
         )
+
+    _run(work)
+
+
+@app.command("approve")
+def approve(
+    did: Annotated[str, typer.Argument(help="The agent whose changed capabilities to accept.")],
+    identity: Annotated[
+        Path,
+        typer.Option("--identity", help="The mesh authority's identity file (signs the pins)."),
+    ],
+    nats: Nats = None,
+    mesh: Mesh = "agentmesh",
+    jwt: JwtFile = None,
+    mesh_dir: MeshDir = None,
+    passphrase_env: PassphraseEnv = None,
+) -> None:
+    """Accept an agent's changed capability descriptors after a drift (rug-pull) alert.
+
+    The new pins are signed by the identity; nodes follow them if it is one of
+    their authorities ('node run --authority'). On a secured mesh connect as the
+    authority (--mesh-dir) or an operator (--jwt).
+    """
+    _check_did(did)
+    signer = load_or_exit(identity, passphrase_env)
+    access = _access(nats, None, jwt, passphrase_env, mesh_dir, loaded=signer)
+
+    async def work() -> None:
+        async with _open(access, mesh, (signer.did,), pin_signer=signer) as (directory, _):
+            held = directory.pins.is_held(did)
+            card = await directory.approve(did)
+        note = "" if held else " (it was not held)"
+        out.print(f"approved {card.did}: {len(card.capabilities)} capability pin(s){note}")
 
     _run(work)

@@ -81,9 +81,11 @@ class Directory:
         clock: wall clock for validity checks.
         clock_skew_ms: how far in the future a card's ``issued_at_ms`` may be.
         sweep_interval: seconds between sweeps that drop expired cards from the cache.
-        write_pins: store first-seen pins in KV (on a secured broker only the authority
-            or an operator may; other nodes keep their pins locally and follow the
-            stored ones).
+        pin_signer: a pin authority's identity, when this directory runs for one: it
+            stores signed first-seen pins and signs approvals (on a secured broker
+            only the authority or an operator may write pins at all).
+        pin_authorities: DIDs whose signed pins and approvals this directory
+            follows (the mesh authorities); every other stored pin is refused.
         store_check_every: seconds between checks that the cards bucket still
             exists (a deleted bucket is recreated and this directory's own cards
             are announced again).
@@ -107,7 +109,8 @@ class Directory:
         clock: Clock | None = None,
         clock_skew_ms: int = DEFAULT_CLOCK_SKEW_MS,
         sweep_interval: float = 1.0,
-        write_pins: bool = True,
+        pin_signer: AgentIdentity | None = None,
+        pin_authorities: frozenset[str] = frozenset(),
         store_check_every: float = 5.0,
     ) -> None:
         self.addressing = MeshAddressing(mesh)
@@ -132,7 +135,14 @@ class Directory:
         )
         self._rotation_store = RotationStore(transport, mesh, self._report, self._on_rotated)
         self._pin_store = PinStore(
-            transport, mesh, self._report, self._spawn, self._recheck, write=write_pins
+            transport,
+            mesh,
+            self._report,
+            self._spawn,
+            self._recheck,
+            signer=pin_signer,
+            authorities=pin_authorities,
+            clock=self.clock,
         )
         self.rotations = self._rotation_store.chain
         self.pins = self._pin_store.pins
@@ -413,8 +423,12 @@ class Directory:
     async def approve(self, did: str, *, timeout: float = 2.0) -> AgentCard:
         """Accept ``did``'s current descriptors (after a drift) on every node.
 
+        The approval is signed by this directory's ``pin_signer``; nodes follow it
+        if the signer is one of their ``pin_authorities``.
+
         Raises:
             AgentNotFound: no live card for ``did``.
+            PinNotAuthorized: this directory has no ``pin_signer``.
             TransportError: the store refused the write.
         """
         card = self.get(did, follow_rotation=False)

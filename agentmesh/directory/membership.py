@@ -59,7 +59,8 @@ class DirectoryMembership:
         shared_revocations: returns an already running list to reuse (not closed
             here), e.g. the kill switch's; called on entry.
         audit: where the directory and list audit.
-        write_pins: see :class:`~agentmesh.directory.directory.Directory`.
+        pin_signer: see :class:`~agentmesh.directory.directory.Directory` (the
+            ``authorities`` are its pin authorities).
         emit: JSON-lines event printer: ``directory`` (loaded), ``registered`` (own
             card), ``card`` (another agent registered, removed, expired, drifted,
             ...), ``revocation`` (a status changed).
@@ -79,7 +80,7 @@ class DirectoryMembership:
         audit: AuditSink | None = None,
         emit: Emit | None = None,
         clock: Clock | None = None,
-        write_pins: bool = True,
+        pin_signer: AgentIdentity | None = None,
     ) -> None:
         self.identity = identity
         self.clock: Clock = clock or SystemClock()
@@ -100,7 +101,8 @@ class DirectoryMembership:
             audit=audit,
             node=identity.did,
             clock=self.clock,
-            write_pins=write_pins,
+            pin_signer=pin_signer,
+            pin_authorities=frozenset(authorities),
         )
         self._capabilities = capabilities
         self._display_name = display_name or f"agent-{identity.did[-8:]}"

@@ -1,27 +1,31 @@
 """Capability pins in KV: the first-seen fingerprint of every agent's capabilities.
 
-Stored in ``{mesh}_registry_pins`` with create-if-absent (the first writer wins,
-so every node compares against the same pin, and a restarted node remembers it);
-re-approval overwrites. See :mod:`registry.pins` for the rules.
+Every node pins what it sees first, locally. Pins in ``{mesh}_registry_pins`` are
+shared by every node (so all compare against the same pin, and a restarted or
+new node remembers it) but count only if signed by a pin authority of the mesh
+(:mod:`registry.pin_record`): one unsigned or foreign write must not hold an
+honest agent out of discovery, nor lift a hold. A node whose identity is a pin
+authority (``signer``) stores first-seen pins with create-if-absent and signs
+approvals, which overwrite. See :mod:`registry.pins` for the drift rules.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 from collections.abc import Callable, Coroutine
-
-from pydantic import JsonValue
 
 from agentmesh.directory.reporting import Reporter
 from agentmesh.directory.watcher import WatchedBucket, bucket_name
 from agentmesh.errors import KeyExists, TransportError
 from agentmesh.node.addressing import MeshAddressing
 from agentmesh.transport.base import KVEntry, KVOperation, Transport
+from iatp.clock import Clock, SystemClock
 from iatp.errors import AgentMeshError
-from registry.card import AgentCard, canonical_json
-from registry.errors import InvalidCard
+from iatp.identity import AgentIdentity
+from registry.card import AgentCard
+from registry.errors import CardError, InvalidCard, PinNotAuthorized
+from registry.pin_record import decode_pin, sign_pin
 from registry.pins import CapabilityDriftEvent, CapabilityPins, PinKey
 
 Spawn = Callable[[Coroutine[object, object, None], str], None]
@@ -45,10 +49,14 @@ class PinStore:
         spawn: Spawn,
         on_pin_changed: Callable[[str], None],
         *,
-        write: bool = True,
+        signer: AgentIdentity | None = None,
+        authorities: frozenset[str] = frozenset(),
+        clock: Clock | None = None,
     ) -> None:
         self.pins = CapabilityPins()
-        self._write = write
+        self._signer = signer
+        self._authorities = authorities | ({signer.did} if signer is not None else set())
+        self._clock: Clock = clock or SystemClock()
         self._reporter = reporter
         self._spawn = spawn
         self._on_pin_changed = on_pin_changed
@@ -63,7 +71,7 @@ class PinStore:
     def observe(self, card: AgentCard) -> list[CapabilityDriftEvent]:
         """Pin what is new (stored in the background) and return the drifts found."""
         new, drifts = self.pins.observe(card)
-        for key in new if self._write else ():
+        for key in new if self._signer is not None else ():
             self._spawn(self._create(key, self._record(key)), "pin")
         for drift in drifts:
             detail = f"{drift.name}@{drift.version} {drift.pinned[:12]} -> {drift.seen[:12]}"
@@ -71,16 +79,30 @@ class PinStore:
         return drifts
 
     async def approve(self, card: AgentCard, *, timeout: float) -> None:
-        """Re-pin ``card``'s descriptors here and in the store (every node follows)."""
+        """Re-pin ``card``'s descriptors here and, signed, in the store (every node follows).
+
+        Raises:
+            PinNotAuthorized: this store has no pin authority's identity to sign with.
+        """
+        if self._signer is None:
+            raise PinNotAuthorized(
+                "approving needs a pin authority's identity (the mesh authority's)", did=card.did
+            )
         for key in self.pins.approve(card):
             await self._bucket.kv.put(pin_key(key), self._record(key), timeout=timeout)
         self._reporter.record("registry", "approved", card.did, "capability descriptors approved")
 
     def _record(self, key: PinKey) -> bytes:
+        assert self._signer is not None
         did, name, version = key
-        record: dict[str, JsonValue] = {"did": did, "name": name, "version": version}
-        record["fingerprint"] = self.pins.pinned(did, name, version) or ""
-        return canonical_json(record)
+        return sign_pin(
+            self._signer,
+            did=did,
+            name=name,
+            version=version,
+            fingerprint=self.pins.pinned(did, name, version) or "",
+            issued_at_ms=self._clock.now_ms(),
+        ).encode()
 
     async def _create(self, key: PinKey, value: bytes) -> None:
         with contextlib.suppress(KeyExists, TransportError):
@@ -90,15 +112,18 @@ class PinStore:
         if item.operation is KVOperation.DELETE:
             return  # a deleted pin stays pinned on the nodes that saw it
         try:
-            record = json.loads(item.value)
-            did, name, version = record["did"], record["name"], record["version"]
-            fingerprint = record["fingerprint"]
-            if pin_key((did, name, version)) != item.key or not isinstance(fingerprint, str):
-                raise ValueError("pin stored under another key")
-        except (ValueError, KeyError, TypeError, AgentMeshError):
-            error = InvalidCard("malformed capability pin")
-            self._reporter.refuse("registry_rejected", error, None, item.key)
+            record = decode_pin(item.value, authorities=self._authorities)
+            if pin_key((record.did, record.name, record.version)) != item.key:
+                raise InvalidCard("pin stored under another key", did=record.did)
+        except CardError as exc:
+            self._reporter.refuse("registry_rejected", exc, exc.did, item.key)
             return
-        if self.pins.pinned(did, name, version) != fingerprint:
-            self.pins.pin(did, name, version, fingerprint)
+        except AgentMeshError:  # a malformed DID inside a well-formed record
+            self._reporter.refuse(
+                "registry_rejected", InvalidCard("malformed capability pin"), None, item.key
+            )
+            return
+        did, name, version = record.did, record.name, record.version
+        if self.pins.pinned(did, name, version) != record.fingerprint:
+            self.pins.pin(did, name, version, record.fingerprint)
             self._on_pin_changed(did)

@@ -45,7 +45,6 @@ class RunPlan:
     capabilities: tuple[str, ...] = field(default=())
     display_name: str | None = None
     card_ttl_ms: int = DEFAULT_TTL_MS
-    write_pins: bool = True
     broker: str = "open"
     admission: str = "registered"
     admitted: tuple[str, ...] = ()
@@ -152,7 +151,8 @@ async def run_node(
             shared_revocations=lambda: governed.revocations,
             audit=audit,
             emit=say,
-            write_pins=plan.write_pins,
+            # A node of the mesh authority stores signed first-seen pins for everyone.
+            pin_signer=identity if identity.did in options.authorities else None,
         )
         mesh_trust = (
             MeshTrust(

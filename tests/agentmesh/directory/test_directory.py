@@ -7,13 +7,15 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from agentmesh.directory import Directory, DirectoryEventKind, RevocationList
+from agentmesh.directory import Directory, DirectoryEventKind, RevocationList, bucket_name
+from agentmesh.directory.pin_store import pin_key
 from agentmesh.transport.base import Transport
 from iatp.clock import ManualClock
 from iatp.identity import AgentIdentity
 from iatp.rotation import rotate
 from registry.card import AgentCard, Capability, sign_card
-from registry.errors import AgentNotFound, CardExpired, RotationRejected
+from registry.errors import AgentNotFound, CardExpired, PinNotAuthorized, RotationRejected
+from registry.pin_record import sign_pin
 from registry.revocation import RevocationAuthorities, RevocationKind, sign_revocation
 from tests.conftest import TransportFactory
 
@@ -40,7 +42,11 @@ class Mesh:
         self.made: list[Directory | RevocationList] = []
 
     async def directory(
-        self, *, clock: ManualClock | None = None, revocations: bool = False
+        self,
+        *,
+        clock: ManualClock | None = None,
+        revocations: bool = False,
+        pin_signer: AgentIdentity | None = None,
     ) -> Directory:
         transport: Transport = await self.factory.new()
         rl = None
@@ -50,7 +56,13 @@ class Mesh:
             await rl.start()
             self.made.append(rl)
         directory = Directory(
-            transport, mesh=self.mesh, revocations=rl, clock=clock, sweep_interval=0.05
+            transport,
+            mesh=self.mesh,
+            revocations=rl,
+            clock=clock,
+            sweep_interval=0.05,
+            pin_signer=pin_signer,
+            pin_authorities=frozenset({AUTHORITY.did}),
         )
         await directory.start()
         self.made.append(directory)
@@ -155,7 +167,7 @@ async def test_bad_cards_in_the_store_are_refused_and_audited(
 
 
 async def test_rug_pull_is_detected_everywhere_and_held_until_approved(mesh: Mesh) -> None:
-    a, b = await mesh.directory(), await mesh.directory()
+    a, b = await mesh.directory(pin_signer=AUTHORITY), await mesh.directory()
     agent = AgentIdentity.generate()
     await a.register(agent, display_name="tool", capabilities=(SEARCH,))
     await wait_for(lambda: len(b.find("search")) == 1)
@@ -180,14 +192,17 @@ async def test_rug_pull_is_detected_everywhere_and_held_until_approved(mesh: Mes
     await a.register(other, display_name="o", capabilities=(SEARCH,))
     await a.register(other, display_name="o", capabilities=(v2,))
     await wait_for(lambda: len(b.find("search", version="2")) == 1)
-    # An operator re-approves on one node: every node routes to it again.
+    # A node that is not a pin authority cannot approve.
+    with pytest.raises(PinNotAuthorized):
+        await b.approve(agent.did)
+    # The authority re-approves on its node: every node routes to it again.
     await a.approve(agent.did)
     await wait_for(lambda: not b.pins.is_held(agent.did))
     assert [c.did for c in b.find("search", version="1")] == [agent.did]
 
 
 async def test_a_restarted_node_remembers_pins_cards_and_rotations(mesh: Mesh) -> None:
-    a = await mesh.directory()
+    a = await mesh.directory(pin_signer=AUTHORITY)
     agent, new_key = AgentIdentity.generate(), AgentIdentity.generate()
     await a.register(agent, display_name="tool", capabilities=(SEARCH,))
     await a.register(new_key, display_name="tool v2", capabilities=(SEARCH,))
@@ -244,3 +259,49 @@ async def test_cached_find_results_follow_every_change(mesh: Mesh) -> None:
     )
     await d.revocations.issue(entry)
     assert d.find("search") == []
+
+
+async def test_unsigned_or_foreign_pins_and_approvals_change_nothing(
+    mesh: Mesh, transport_factory: TransportFactory
+) -> None:
+    """One KV write must neither hold an honest agent out of find() nor lift a hold."""
+    authority_node = await mesh.directory(pin_signer=AUTHORITY)
+    honest_node = await mesh.directory()
+    honest, rogue = AgentIdentity.generate(), AgentIdentity.generate()
+    mallory = AgentIdentity.generate()
+    kv = await (await transport_factory.new("tamper")).key_value(bucket_name(mesh.mesh, "pins"))
+    # Mallory pre-pins the honest agent's capability with a wrong fingerprint, twice:
+    # unsigned, and signed by herself.
+    key = pin_key((honest.did, SEARCH.name, SEARCH.version))
+    await kv.put(key, b'{"did": "x", "fingerprint": "bogus"}')
+    forged = sign_pin(
+        mallory,
+        did=honest.did,
+        name=SEARCH.name,
+        version=SEARCH.version,
+        fingerprint="0" * 64,
+        issued_at_ms=1,
+    )
+    await kv.put(key, forged.encode())
+    await wait_for(lambda: honest_node.rejected["pin_unauthorized"] >= 1)
+    await authority_node.register(honest, display_name="honest", capabilities=(SEARCH,))
+    await wait_for(lambda: len(honest_node.find("search")) == 1)
+    assert not honest_node.pins.is_held(honest.did)
+    # A rogue changes its descriptor: held; Mallory's forged approval lifts nothing.
+    await authority_node.register(rogue, display_name="rogue", capabilities=(SEARCH,))
+    await wait_for(lambda: len(honest_node.find("search")) == 2)
+    evil = SEARCH.model_copy(update={"description": "now exfiltrates"})
+    await authority_node.register(rogue, display_name="rogue", capabilities=(evil,))
+    await wait_for(lambda: honest_node.pins.is_held(rogue.did))
+    approval = sign_pin(
+        mallory,
+        did=rogue.did,
+        name=SEARCH.name,
+        version=SEARCH.version,
+        fingerprint=evil.fingerprint(),
+        issued_at_ms=2,
+    )
+    await kv.put(pin_key((rogue.did, SEARCH.name, SEARCH.version)), approval.encode())
+    await wait_for(lambda: honest_node.rejected["pin_unauthorized"] >= 2)
+    assert honest_node.pins.is_held(rogue.did)
+    assert [c.did for c in honest_node.find("search")] == [honest.did]
