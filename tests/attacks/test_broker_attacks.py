@@ -69,7 +69,7 @@ async def honest_mesh(sm: SecureMesh) -> AsyncIterator[Honest]:
     )
     bob.handle("work", _serve)
     async with alice, bob:
-        directory = Directory(bob.transport, mesh=sm.mesh, write_pins=False)
+        directory = Directory(bob.transport, mesh=sm.mesh)
         await directory.start()
         await directory.register(honest.bob.identity, display_name="bob")
         await alice.handshake(bob.did)
