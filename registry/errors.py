@@ -17,7 +17,8 @@ CLI. The tree (``AgentMeshError`` lives in ``iatp.errors``)::
         ├── RevocationError                code "revocation_error"
         │   ├── InvalidRevocation          code "revocation_invalid"
         │   ├── RevocationSignatureInvalid code "revocation_bad_signature"
-        │   └── UnauthorizedRevocation     code "revocation_unauthorized"
+        │   ├── UnauthorizedRevocation     code "revocation_unauthorized"
+        │   └── RevocationLogIncomplete    code "revocation_log_incomplete"
         ├── RotationRejected               code "rotation_rejected"
         ├── AgentNotFound                  code "agent_not_found"
         └── CapabilityDrift                code "capability_drift"
@@ -116,6 +117,21 @@ class UnauthorizedRevocation(RevocationError):
     code = "revocation_unauthorized"
 
 
+class RevocationLogIncomplete(RevocationError):
+    """Entries an issuer's signed head counts are missing, replaced or moved in the store.
+
+    Someone removed revocations from the store (or it lost them): a node must not
+    trust what is left. ``issuer`` names whose log; the authority repairs the store
+    with ``agentmesh registry republish``.
+    """
+
+    code = "revocation_log_incomplete"
+
+    def __init__(self, message: str, *, issuer: str) -> None:
+        super().__init__(message)
+        self.issuer = issuer
+
+
 class RotationRejected(RegistryError):
     """A rotation statement is invalid or conflicts with one already known."""
 
@@ -148,6 +164,7 @@ __all__ = [
     "PinNotAuthorized",
     "RegistryError",
     "RevocationError",
+    "RevocationLogIncomplete",
     "RevocationSignatureInvalid",
     "RotationRejected",
     "StaleCard",

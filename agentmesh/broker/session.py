@@ -30,13 +30,19 @@ class AuthoritySession:
     mesh: NatsTransport
     system: NatsTransport
 
+    journal: Path | None = None
+
     def revocation_list(self) -> RevocationList:
-        """The mesh's revocation list, trusting this authority (not started)."""
+        """The mesh's revocation list, trusting this authority (not started).
+
+        What it issues goes to the mesh directory's journal too.
+        """
         return RevocationList(
             self.mesh,
             mesh=self.powers.config.mesh,
             authorities=RevocationAuthorities(mesh=frozenset({self.powers.identity.did})),
             node=self.powers.identity.did,
+            journal=self.journal,
         )
 
 
@@ -66,7 +72,7 @@ async def authority_session(
     try:
         await mesh.connect(timeout=timeout)
         await system.connect(timeout=timeout)
-        yield AuthoritySession(powers, mesh, system)
+        yield AuthoritySession(powers, mesh, system, base / "revocations.journal.jsonl")
     finally:
         await system.aclose()
         await mesh.aclose()

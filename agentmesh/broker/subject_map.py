@@ -159,7 +159,7 @@ def mesh_stores(mesh: str, quotas: StoreQuotas = StoreQuotas()) -> tuple[Store, 
     """
     check_single_token(mesh)
     size, card = quotas.store_bytes, StoreLimits(max_bytes=quotas.store_bytes)
-    authority = frozenset({Role.OPERATOR})
+    operators = frozenset({Role.OPERATOR})
     saga = SagaStoreNames.of(mesh)
     coordinators = frozenset({Role.COORDINATOR})
     coordinator_readers = frozenset({Role.COORDINATOR, Role.OBSERVER})
@@ -173,13 +173,21 @@ def mesh_stores(mesh: str, quotas: StoreQuotas = StoreQuotas()) -> tuple[Store, 
             StoreLimits(max_bytes=size, max_value_size=MAX_CARD_BYTES),
             history=CARD_HISTORY,
         ),
-        _kv(mesh, "pins", "capability pins (rug-pull holds)", ((authority, ">"),), card),
+        _kv(mesh, "pins", "capability pins (rug-pull holds)", ((operators, ">"),), card),
         _kv(
             mesh,
             "revocations",
             "signed revocations and quarantines (write-once entries)",
-            ((authority, ">"),),
+            ((operators, ">"),),
             StoreLimits(max_bytes=size, max_value_size=4096, write_once=True, deny_purge=True),
+        ),
+        _kv(
+            mesh,
+            "revocation_heads",
+            "signed heads of each issuer's revocation log",
+            ((operators, ">"),),
+            StoreLimits(max_bytes=size, max_value_size=512),
+            history=4,
         ),
         _kv(
             mesh,

@@ -45,6 +45,15 @@ IdentityFile = Annotated[
     Path | None,
     typer.Option("--identity", help="Identity file that --jwt or --mesh-dir was issued for."),
 ]
+JournalFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--journal",
+        help="Append every entry this command stores to FILE (the issuer's copy of its "
+        "revocation log, for 'registry republish'; default with --mesh-dir: "
+        "DIR/revocations.journal.jsonl).",
+    ),
+]
 PassphraseEnv = Annotated[
     str | None, typer.Option("--passphrase-env", metavar="VAR", help="Passphrase variable.")
 ]
@@ -87,6 +96,13 @@ def secure_config(
         raise typer.Exit(2) from None
 
 
+def journal_path(journal: Path | None, mesh_dir: Path | None) -> Path | None:
+    """``--journal``, or the mesh directory's journal for the authority."""
+    if journal is not None:
+        return journal
+    return mesh_dir / "revocations.journal.jsonl" if mesh_dir is not None else None
+
+
 def mesh_url(nats: str | None, mesh_dir: Path | None) -> str:
     """``--nats``, or the URL in ``--mesh-dir``'s mesh.json; exits 2 if neither."""
     if nats is not None:
@@ -105,9 +121,11 @@ def mesh_url(nats: str | None, mesh_dir: Path | None) -> str:
 
 __all__ = [
     "IdentityFile",
+    "JournalFile",
     "JwtFile",
     "MeshDir",
     "PassphraseEnv",
+    "journal_path",
     "load_or_exit",
     "mesh_url",
     "secure_config",

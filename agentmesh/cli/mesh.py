@@ -18,7 +18,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -30,6 +30,9 @@ from iatp.did import is_did
 from iatp.errors import AgentMeshError, KeystoreError
 from iatp.identity import AgentIdentity
 from iatp.keystore import load_identity
+
+if TYPE_CHECKING:
+    from agentmesh.directory.revocations import RevocationList
 
 app = typer.Typer(
     help="Secure a mesh at the broker: NATS JWT auth from the agents' own DIDs.",
@@ -287,6 +290,19 @@ def warden(
     raise typer.Exit(code)
 
 
+async def _keep_log(revocations: RevocationList, authority: AgentIdentity, every: float) -> None:
+    """Re-sign and re-announce the authority's revocation head; restore removed entries."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            restored = await revocations.republish(authority)
+        except AgentMeshError as exc:
+            _emit("revocation_log_repair_failed", error=exc.code, detail=str(exc))
+            continue
+        if restored:
+            _emit("revocation_log_repaired", restored=restored)
+
+
 def _emit(event: str, **fields: object) -> None:
     sys.stdout.write(json.dumps({"event": event, **fields}, sort_keys=True) + "\n")
     sys.stdout.flush()
@@ -329,13 +345,15 @@ async def _warden(
                 "warden_ready", mesh=session.powers.config.mesh, revoked=len(revoker.pushed or {})
             )
             task = asyncio.create_task(revoker.run(resync_every=resync))
+            keeper = asyncio.create_task(_keep_log(revocations, authority, resync))
             try:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=duration)
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                for running in (task, keeper):
+                    running.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await running
                 await directory_view.aclose()
             _emit("warden_stopped", pushes=revoker.pushes, failures=revoker.failures)
     return 0

@@ -177,7 +177,23 @@ def run(
             stop=stop,
         )
 
-    raise typer.Exit(asyncio.run(main()))
+    try:
+        code = asyncio.run(main())
+    except AgentMeshError as exc:
+        hint = _HINTS.get(exc.code, "")
+        console.print(f"[red]error ({exc.code}):[/] {exc}" + (f"\n{hint}" if hint else ""))
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+_HINTS = {
+    "revocation_log_incomplete": (
+        "Revocations were removed from the mesh's store, so this node will not serve. The "
+        "mesh authority restores them: agentmesh registry republish --identity AUTHORITY.id "
+        "--journal JOURNAL (--mesh-dir DIR on a secured mesh)."
+    ),
+    "broker_authentication_failed": "Check --jwt: 'agentmesh mesh add-agent' issues it.",
+}
 
 
 def _role(jwt: Path) -> str:

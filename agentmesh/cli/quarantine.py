@@ -11,7 +11,14 @@ import typer
 from rich.console import Console
 
 from agentmesh.broker.errors import BrokerError
-from agentmesh.cli.connection import JwtFile, MeshDir, mesh_url, secure_config
+from agentmesh.cli.connection import (
+    JournalFile,
+    JwtFile,
+    MeshDir,
+    journal_path,
+    mesh_url,
+    secure_config,
+)
 from agentmesh.cli.passphrase import obtain_passphrase
 from agentmesh.errors import TransportError
 from agentmesh.policy.errors import QuarantineOrderError
@@ -48,6 +55,7 @@ async def _send(
     mesh: str,
     config: NatsConfig | None,
     mesh_dir: Path | None,
+    journal: Path | None,
 ) -> None:
     from agentmesh.directory.revocations import RevocationList
     from agentmesh.policy.killswitch import KillSwitch
@@ -61,6 +69,7 @@ async def _send(
         mesh=mesh,
         authorities=RevocationAuthorities(mesh=frozenset({issuer.did})),
         node=issuer.did,
+        journal=journal,
     )
     try:
         await revocations.start()
@@ -91,6 +100,7 @@ def _order(
     passphrase_env: str | None,
     jwt: Path | None,
     mesh_dir: Path | None,
+    journal: Path | None,
 ) -> None:
     if not is_did(did):
         raise typer.BadParameter(f"{did!r} is not an Ed25519 did:key", param_hint="DID")
@@ -102,7 +112,8 @@ def _order(
     config = secure_config(issuer, jwt, mesh_dir)
     url = mesh_url(nats, mesh_dir)
     try:
-        asyncio.run(_send(issuer, did, kind, reason, url, mesh, config, mesh_dir))
+        log = journal_path(journal, mesh_dir)
+        asyncio.run(_send(issuer, did, kind, reason, url, mesh, config, mesh_dir, log))
     except (QuarantineOrderError, TransportError, BrokerError) as exc:
         err.print(f"[red]refused ({exc.code}):[/] {exc}")
         raise typer.Exit(1) from None
@@ -121,6 +132,7 @@ def quarantine(
     passphrase_env: PassphraseEnv = None,
     jwt: JwtFile = None,
     mesh_dir: MeshDir = None,
+    journal: JournalFile = None,
 ) -> None:
     """Sign a quarantine order: nodes that trust you stop routing to and from DID at once.
 
@@ -130,7 +142,16 @@ def quarantine(
     the broker also disconnects DID and refuses it until released.
     """
     _order(
-        RevocationKind.QUARANTINED, did, reason, identity, nats, mesh, passphrase_env, jwt, mesh_dir
+        RevocationKind.QUARANTINED,
+        did,
+        reason,
+        identity,
+        nats,
+        mesh,
+        passphrase_env,
+        jwt,
+        mesh_dir,
+        journal,
     )
 
 
@@ -143,8 +164,18 @@ def release(
     passphrase_env: PassphraseEnv = None,
     jwt: JwtFile = None,
     mesh_dir: MeshDir = None,
+    journal: JournalFile = None,
 ) -> None:
     """Sign the release of DID's quarantine (an agent can never release itself)."""
     _order(
-        RevocationKind.RELEASED, did, reason, identity, nats, mesh, passphrase_env, jwt, mesh_dir
+        RevocationKind.RELEASED,
+        did,
+        reason,
+        identity,
+        nats,
+        mesh,
+        passphrase_env,
+        jwt,
+        mesh_dir,
+        journal,
     )

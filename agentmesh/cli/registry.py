@@ -21,9 +21,11 @@ from rich.table import Table
 
 from agentmesh.cli.connection import (
     IdentityFile,
+    JournalFile,
     JwtFile,
     MeshDir,
     PassphraseEnv,
+    journal_path,
     load_or_exit,
     mesh_url,
     secure_config,
@@ -94,10 +96,11 @@ async def _open(
     mesh: str,
     authorities: tuple[str, ...] = (),
     pin_signer: AgentIdentity | None = None,
+    journal: Path | None = None,
 ) -> AsyncIterator[tuple[Directory, RevocationList]]:
     async with make_transport(access.url, name="registry-cli", config=access.config) as transport:
         auth = RevocationAuthorities(mesh=frozenset(authorities))
-        revocations = RevocationList(transport, mesh=mesh, authorities=auth)
+        revocations = RevocationList(transport, mesh=mesh, authorities=auth, journal=journal)
         directory = Directory(
             transport,
             mesh=mesh,
@@ -274,6 +277,7 @@ def revoke(
     passphrase_env: PassphraseEnv = None,
     jwt: JwtFile = None,
     mesh_dir: MeshDir = None,
+    journal: JournalFile = None,
 ) -> None:
     """Sign and store a revocation entry; every node that trusts the issuer enforces it.
 
@@ -288,7 +292,8 @@ def revoke(
     access = _access(nats, None, jwt, passphrase_env, mesh_dir, loaded=issuer)
 
     async def work() -> None:
-        async with _open(access, mesh, (issuer.did,)) as (directory, revocations):
+        log = journal_path(journal, mesh_dir)
+        async with _open(access, mesh, (issuer.did,), journal=log) as (directory, revocations):
             entry = sign_revocation(
                 issuer,
                 subject=did,
@@ -297,7 +302,7 @@ def revoke(
                 issued_at_ms=directory.clock.now_ms(),
                 sequence=len(revocations.entries(did)),
             )
-            await revocations.issue(entry)
+            await revocations.issue(entry, signer=issuer)
             if access.mesh_dir is not None:
                 from agentmesh.broker.session import push_revocations
 
@@ -341,3 +346,44 @@ def approve(
         out.print(f"approved {card.did}: {len(card.capabilities)} capability pin(s){note}")
 
     _run(work)
+
+
+@app.command("republish")
+def republish(
+    identity: Annotated[
+        Path, typer.Option("--identity", help="The issuer's identity file (signs the head).")
+    ],
+    nats: Nats = None,
+    mesh: Mesh = "agentmesh",
+    journal: JournalFile = None,
+    jwt: JwtFile = None,
+    mesh_dir: MeshDir = None,
+    passphrase_env: PassphraseEnv = None,
+) -> None:
+    """Put the issuer's revocation log back into the store (after a purge or a delete).
+
+    Every entry of the journal (--journal, or the mesh directory's) that is missing
+    from the store is written back under its own key, and the issuer's head is
+    signed and broadcast again. Nodes that found the log incomplete recover.
+    """
+    from agentmesh.directory.revocation_log import read_journal
+
+    issuer = load_or_exit(identity, passphrase_env)
+    access = _access(nats, None, jwt, passphrase_env, mesh_dir, loaded=issuer)
+    path = journal_path(journal, mesh_dir)
+    records = read_journal(path) if path is not None and path.exists() else []
+
+    async def work() -> int:
+        transport_config = access.config
+        async with make_transport(access.url, name="republish", config=transport_config) as t:
+            auth = RevocationAuthorities(mesh=frozenset({issuer.did}))
+            revocations = RevocationList(t, mesh=mesh, authorities=auth, journal=None)
+            await revocations.start(require_complete=False)  # the log is what we repair
+            try:
+                return await revocations.republish(issuer, records)
+            finally:
+                await revocations.aclose()
+
+    restored = _run(work)
+    noun = "entry" if restored == 1 else "entries"
+    out.print(f"republished: {restored} {noun} restored; head signed")

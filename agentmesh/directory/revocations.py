@@ -1,12 +1,15 @@
 """The mesh's revocation and quarantine list, and the interceptor that enforces it.
 
-Entries (:mod:`registry.revocation`) live in a KV bucket, one key per entry
-(``{subject-key}.{entry-id}``), so no write can overwrite another and every node
-folds the same set into the same status. Each node watches the bucket and keeps
-the folded state in memory: :meth:`RevocationList.is_blocked` is a dict lookup.
-Every entry is verified (signature and issuer authority) on every read; a refused
-entry is counted and audited, never applied. A deleted entry stays applied on the
-nodes that saw it (fail closed).
+Entries (:mod:`registry.revocation`) live in a KV bucket, one key per entry: the
+``index``-th entry of an issuer under ``{issuer-key}.{index}`` (taken with a
+create, so no write can overwrite another and two issuing processes never share
+an index). Each issuer's entries form a hash-chained log whose head it signs
+(:mod:`agentmesh.directory.revocation_log`): an entry removed from the store is
+noticed, and the node fails closed, instead of a revocation quietly lifting.
+Each node watches the bucket and keeps the folded state in memory:
+:meth:`RevocationList.is_blocked` is a dict lookup. Every entry is verified
+(signature and issuer authority) on every read; a refused entry is counted and
+audited, never applied. A deleted entry stays applied on the nodes that saw it.
 
 A quarantine follows the agent across key rotation (set :attr:`predecessors`),
 a revocation does not: it is about the key, and the usual answer to a compromised
@@ -15,22 +18,26 @@ key is to revoke it and rotate to a new one.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from agentmesh.audit import AuditSink
 from agentmesh.directory.reporting import Reporter
+from agentmesh.directory.revocation_log import RevocationLogKeeper
 from agentmesh.directory.watcher import WatchedBucket, bucket_name
-from agentmesh.errors import KeyExists
+from agentmesh.errors import KeyExists, KeyNotFound
 from agentmesh.node.addressing import MeshAddressing
 from agentmesh.node.interceptors import ALLOW, InboundMessage, Outcome, Verdict
 from agentmesh.transport.base import KVEntry, KVOperation, Transport
 from iatp.clock import Clock
 from iatp.envelope import Envelope
 from iatp.handshake import PeerOffer
+from iatp.identity import AgentIdentity
 from registry.errors import InvalidRevocation, RevocationError
 from registry.revocation import (
     BLOCKING_KINDS,
@@ -43,6 +50,8 @@ from registry.revocation import (
 )
 
 logger = logging.getLogger(__name__)
+
+LOG_INCOMPLETE = "revocation_log_incomplete"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +80,10 @@ class RevocationList:
         audit: where refused entries and changes are audited.
         node: the DID recorded as ``node`` in audit events.
         clock: for audit timestamps.
+        journal: a file where :meth:`issue` appends what it stores (the issuer's
+            copy, for ``agentmesh registry republish``).
+        head_grace: seconds a new head waits for its entries before the log
+            counts as incomplete.
     """
 
     def __init__(
@@ -82,9 +95,13 @@ class RevocationList:
         audit: AuditSink | None = None,
         node: str = "directory",
         clock: Clock | None = None,
+        journal: Path | None = None,
+        head_grace: float = 3.0,
     ) -> None:
         self.authorities = authorities or RevocationAuthorities()
         self._report = Reporter(audit, node=node, clock=clock)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._log_listeners: list[Callable[[dict[str, str]], None]] = []
         self.audit: AuditSink = self._report.audit
         self.rejected: Counter[str] = self._report.rejected
         self.predecessors: Callable[[str], Iterable[str]] = _no_predecessors
@@ -93,17 +110,66 @@ class RevocationList:
         self._bucket = WatchedBucket(
             transport, bucket_name(MeshAddressing(mesh).mesh, "revocations"), self._on_entry
         )
+        self.log = RevocationLogKeeper(
+            transport,
+            mesh,
+            self.authorities,
+            self._report,
+            spawn=self._spawn,
+            on_state=self._on_log_state,
+            grace=head_grace,
+            journal=journal,
+            clock=clock,
+        )
 
-    async def start(self, *, timeout: float = 5.0) -> None:
-        """Load every stored entry, then follow changes.
+    async def start(self, *, timeout: float = 5.0, require_complete: bool = True) -> None:
+        """Load the issuers' heads, then every stored entry; check the logs; follow changes.
+
+        ``require_complete=False`` starts even on an incomplete log (which then counts
+        as incomplete: the interceptor fails closed); the repair tool needs it.
 
         Raises:
-            TransportError: the bucket could not be opened.
+            RevocationLogIncomplete: an authority's log misses entries (audited; the
+                list is closed again).
+            TransportError: a bucket could not be opened.
         """
+        await self.log.start(timeout=timeout)
         await self._bucket.start(timeout=timeout)
+        try:
+            self.log.verify_all()
+        except RevocationError:
+            if not require_complete:
+                return
+            await self.aclose()
+            raise
 
     async def aclose(self) -> None:
+        tasks, self._tasks = list(self._tasks), set()
+        for task in tasks:
+            task.cancel()
         await self._bucket.aclose()
+        await self.log.aclose()
+
+    @property
+    def incomplete(self) -> dict[str, str]:
+        """Issuers whose log misses entries, and what is wrong (fail closed while any)."""
+        return self.log.incomplete
+
+    def _spawn(self, work: Coroutine[object, object, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def add_log_listener(self, callback: Callable[[dict[str, str]], None]) -> None:
+        """Call ``callback(incomplete)`` whenever an issuer's log turns incomplete or whole."""
+        self._log_listeners.append(callback)
+
+    def _on_log_state(self) -> None:
+        for listener in list(self._log_listeners):
+            try:
+                listener(dict(self.incomplete))
+            except Exception:
+                logger.exception("revocation log listener failed")
 
     async def __aenter__(self) -> RevocationList:
         await self.start()
@@ -145,12 +211,23 @@ class RevocationList:
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def issue(self, entry: RevocationEntry, *, timeout: float = 2.0) -> None:
-        """Verify ``entry``, store it, and apply it locally at once.
+    async def issue(
+        self,
+        entry: RevocationEntry,
+        *,
+        signer: AgentIdentity | None = None,
+        timeout: float = 2.0,
+    ) -> None:
+        """Verify ``entry``, store it as its issuer's next log entry, and apply it locally.
+
+        With ``signer`` (the issuer's own identity), the issuer's head is signed,
+        stored and broadcast too; an authority should always pass it, or nodes that
+        start later cannot tell a truncated log from a complete one.
 
         Raises:
             RevocationError: invalid, badly signed, or from an issuer without authority
                 (audited; nothing is stored).
+            RevocationLogIncomplete: the head could not be signed (entries missing here).
             TransportError: the store did not accept the write.
         """
         try:
@@ -158,10 +235,64 @@ class RevocationList:
         except RevocationError as exc:
             self._refuse(exc, entry.subject, "issue")
             raise
-        key = f"{MeshAddressing.agent_key(entry.subject)}.{entry.entry_id}"
-        with contextlib.suppress(KeyExists):  # the same entry, issued twice: idempotent
-            await self._bucket.kv.create(key, entry.encode(), timeout=timeout)
+        issuer_key = MeshAddressing.agent_key(entry.issuer)
+        index = self.log.log(entry.issuer).next_index
+        while True:  # the next free index of this issuer's log
+            key = f"{issuer_key}.{index}"
+            try:
+                await self._bucket.kv.create(key, entry.encode(), timeout=timeout)
+                break
+            except KeyExists:
+                index += 1
+        self.log.journal(key, entry)
+        self.log.add(index, entry)
         self._apply(entry)
+        if signer is not None and signer.did == entry.issuer:
+            await self.log.write_head(signer, timeout=timeout)
+
+    async def republish(
+        self,
+        signer: AgentIdentity,
+        records: Iterable[tuple[str, RevocationEntry]] = (),
+        *,
+        timeout: float = 2.0,
+    ) -> int:
+        """Put ``signer``'s log back into the store; returns how many entries were missing.
+
+        The entries come from ``records`` (a journal, :func:`read_journal`) and from
+        what this list holds in memory; each goes back under its own key, existing
+        keys are left alone (a write-once bucket would refuse them anyway). Then the
+        head is signed and broadcast again.
+
+        Raises:
+            RevocationError: a record is not ``signer``'s, or not a valid entry.
+            RevocationLogIncomplete: entries are still missing afterwards.
+            TransportError: the store refused a write.
+        """
+        wanted: dict[str, RevocationEntry] = {}
+        issuer_key = MeshAddressing.agent_key(signer.did)
+        for index, entry in self.log.log(signer.did).entries.items():
+            wanted[f"{issuer_key}.{index}"] = entry
+        for key, entry in records:
+            if entry.issuer != signer.did or not key.startswith(issuer_key + "."):
+                raise InvalidRevocation(f"journal record {key} is not {signer.did}'s")
+            verify_revocation(entry, self.authorities)
+            wanted[key] = entry
+        restored = 0
+        for key, entry in sorted(wanted.items()):
+            try:
+                await self._bucket.kv.get(key, timeout=timeout)
+                continue
+            except KeyNotFound:
+                pass
+            with contextlib.suppress(KeyExists):
+                await self._bucket.kv.create(key, entry.encode(), timeout=timeout)
+                restored += 1
+            self.log.add(int(key.rpartition(".")[2]), entry)
+            self._apply(entry)
+        await self.log.write_head(signer, timeout=timeout)
+        self._report.record("revocation", "revocation_log_republished", signer.did, str(restored))
+        return restored
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -171,8 +302,10 @@ class RevocationList:
             return
         try:
             entry = decode_revocation(item.value)
-            expected = f"{MeshAddressing.agent_key(entry.subject)}.{entry.entry_id}"
-            if item.key != expected:
+            issuer_key, _, index = item.key.rpartition(".")
+            if issuer_key != MeshAddressing.agent_key(entry.issuer) or not (
+                index.isdigit() and 0 < int(index) < 2**63
+            ):
                 raise InvalidRevocation("entry is stored under another key", did=entry.subject)
             verify_revocation(entry, self.authorities)
         except RevocationError as exc:
@@ -181,6 +314,7 @@ class RevocationList:
         except Exception as exc:  # a malformed DID inside a well-formed entry, etc.
             self._refuse(InvalidRevocation(type(exc).__name__), None, item.key)
             return
+        self.log.add(int(index), entry)
         self._apply(entry)
 
     def _apply(self, entry: RevocationEntry) -> None:
@@ -212,13 +346,18 @@ class RevocationInterceptor:
     """Denies inbound messages from, outbound messages to, and handshakes with blocked DIDs.
 
     Install at :attr:`~agentmesh.node.interceptors.Stage.REVOCATION`. Denial codes are
-    the status: ``revoked`` or ``quarantined``.
+    the status: ``revoked`` or ``quarantined``; while an authority's revocation log is
+    incomplete, every message is denied (``revocation_log_incomplete``).
     """
 
     def __init__(self, revocations: RevocationList) -> None:
         self.revocations = revocations
 
     def _verdict(self, did: str, what: str) -> Verdict:
+        incomplete = self.revocations.incomplete
+        if incomplete:  # fail closed: a revocation may be missing, so trust no one
+            issuer, problem = next(iter(incomplete.items()))
+            return Verdict.deny(LOG_INCOMPLETE, f"revocation log of {issuer} incomplete: {problem}")
         status = self.revocations.status(did)
         if status in BLOCKING_KINDS:
             assert status is not None

@@ -137,7 +137,8 @@ class KillSwitch:
             QuarantineOrderError: the issuer may not order it, or a field is invalid.
             TransportError: the order could not be stored.
         """
-        return await self.send(self._sign(issuer, did, RevocationKind.QUARANTINED, reason), timeout)
+        entry = self._sign(issuer, did, RevocationKind.QUARANTINED, reason)
+        return await self.send(entry, timeout, signer=issuer)
 
     async def release(
         self, issuer: AgentIdentity, did: str, reason: str, *, timeout: float = 2.0
@@ -147,7 +148,8 @@ class KillSwitch:
         Raises:
             QuarantineOrderError, TransportError.
         """
-        return await self.send(self._sign(issuer, did, RevocationKind.RELEASED, reason), timeout)
+        entry = self._sign(issuer, did, RevocationKind.RELEASED, reason)
+        return await self.send(entry, timeout, signer=issuer)
 
     def _sign(
         self, issuer: AgentIdentity, did: str, kind: RevocationKind, reason: str
@@ -164,8 +166,12 @@ class KillSwitch:
         except RevocationError as exc:
             raise QuarantineOrderError(str(exc)) from None
 
-    async def send(self, entry: RevocationEntry, timeout: float = 2.0) -> RevocationEntry:
+    async def send(
+        self, entry: RevocationEntry, timeout: float = 2.0, *, signer: AgentIdentity | None = None
+    ) -> RevocationEntry:
         """Verify, broadcast (immediate) and store (durable) an already signed entry.
+
+        ``signer`` (the issuer's identity) also signs the issuer's new log head.
 
         Raises:
             QuarantineOrderError: refused by this node's authorities (nothing is sent).
@@ -178,7 +184,7 @@ class KillSwitch:
             raise QuarantineOrderError(str(exc)) from None
         self._observe(entry, "local")
         await self.transport.publish(self.subject, entry.encode())
-        await self.revocations.issue(entry, timeout=timeout)
+        await self.revocations.issue(entry, signer=signer, timeout=timeout)
         return entry
 
     # -- internals ---------------------------------------------------------------------------

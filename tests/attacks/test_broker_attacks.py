@@ -239,9 +239,11 @@ async def test_agent_cannot_lift_a_revocation_or_write_a_pin(sm: SecureMesh) -> 
             issued_at_ms=int(time.time() * 1000),
             sequence=0,
         )
-        await revocations.issue(entry)
+        await revocations.issue(entry, signer=sm.authority.identity)
+        log = revocations.log.log(sm.authority.did)
+        index = next(i for i, e in log.entries.items() if e == entry)
     bucket = f"{sm.mesh}_registry_revocations"
-    key = f"{victim.did[8:]}.{entry.entry_id}"
+    key = f"{sm.authority.key}.{index}"
     async with honest_mesh(sm), as_agent(sm, sm.member(identity=victim)) as mallory:
         subject = f"$KV.{bucket}.{key}"
         for headers in ({"KV-Operation": "DEL"}, {"KV-Operation": "PURGE", "Nats-Rollup": "sub"}):

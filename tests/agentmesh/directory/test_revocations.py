@@ -130,7 +130,7 @@ async def test_unauthorized_and_forged_entries_are_refused_and_audited(
         # Written straight into the store, behind the list's back: refused on read.
         kv = await transport.key_value(f"{uid}_registry_revocations")
         bad = entry(stranger, agent.did, RevocationKind.REVOKED)
-        await kv.put(f"{agent.did[8:]}.{bad.entry_id}", bad.encode())
+        await kv.put(f"{stranger.did[8:]}.1", bad.encode())
         await kv.put(f"{agent.did[8:]}.junk", b"\x93garbage")
         await wait_for(lambda: sum(rl.rejected.values()) >= 5)
         assert not rl.is_blocked(agent.did)
