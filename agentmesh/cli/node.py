@@ -203,4 +203,3 @@ def _role(jwt: Path) -> str:
         return role_of(read_jwt(jwt)).value
     except AgentMeshError:  # a JWT issued by other tools: no agentmesh role tag
         return "unknown"
-
