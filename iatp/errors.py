@@ -25,6 +25,7 @@ counters, audit records and the JSON test vectors (``tests/vectors``)::
             │   └── NonCanonicalEncoding   code "non_canonical"
             ├── InvalidSignature           code "bad_signature"
             ├── InvalidSessionMAC          code "bad_mac"
+            ├── InvalidSeal                code "bad_seal"
             ├── UnknownSession             code "unknown_session"
             ├── SenderMismatch             code "sender_mismatch"
             ├── ExpiredEnvelope            code "expired"
@@ -151,9 +152,15 @@ class InvalidSignature(EnvelopeError):
 
 
 class InvalidSessionMAC(EnvelopeError):
-    """A session frame's MAC does not verify under the session's receive key."""
+    """A session frame does not decrypt and authenticate under the session's receive key."""
 
     code = "bad_mac"
+
+
+class InvalidSeal(EnvelopeError):
+    """A sealed frame does not decrypt and authenticate under the recipient's key."""
+
+    code = "bad_seal"
 
 
 class UnknownSession(EnvelopeError):

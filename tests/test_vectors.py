@@ -34,6 +34,7 @@ from iatp.handshake import PeerOffer, SessionKeys
 from iatp.identity import AgentIdentity
 from iatp.replay import ReplayCache
 from iatp.rotation import ROTATION_ACCEPT_DOMAIN, ROTATION_DOMAIN, decode_rotation
+from iatp.sealed import open_sealed_frame, parse_sealed_frame, x25519_public_for_did
 from iatp.session_frame import parse_session_frame, verify_session_frame
 from tests.vectors import generate
 
@@ -49,8 +50,10 @@ ENVELOPES = _load("envelopes.json")
 DIDS = _load("dids.json")
 ROTATION = _load("rotation.json")
 SESSIONS = _load("sessions.json")
+SEALED = _load("sealed.json")
 # Codes only the session-frame receive path raises (iatp.md section 15).
 SESSION_ONLY_CODES = {"bad_mac", "unknown_session"}
+SEALED_ONLY_CODES = {"bad_seal"}
 
 # The codes the envelope receive path can raise, as the brief of the spec lists them.
 LISTED_ENVELOPE_CODES = {
@@ -154,7 +157,9 @@ def test_every_envelope_rejection_code_has_a_vector() -> None:
     }
     defined = _envelope_error_codes()
     assert defined >= LISTED_ENVELOPE_CODES
-    assert defined - SESSION_ONLY_CODES - codes == set(), "rejection codes without a vector"
+    assert defined - SESSION_ONLY_CODES - SEALED_ONLY_CODES - codes == set(), (
+        "rejection codes without a vector"
+    )
     assert codes <= defined, "vectors expect codes the errors module does not define"
 
 
@@ -185,8 +190,8 @@ def test_session_vector(vector: dict[str, Any]) -> None:
 
     def receive() -> Envelope:
         frame = parse_session_frame(data)
-        verify_session_frame(frame, _session_receiver(SESSIONS, vector))
-        envelope = decode_payload(frame)
+        opened = verify_session_frame(frame, _session_receiver(SESSIONS, vector))
+        envelope = decode_payload(opened)
         check_validity(envelope, now_ms=now, audience=vector["audience"])
         replay.remember(envelope.sender, envelope.id, envelope.expires_at_ms, now_ms=now)
         return envelope
@@ -198,6 +203,28 @@ def test_session_vector(vector: dict[str, Any]) -> None:
         with pytest.raises(EnvelopeError) as info:
             receive()
         assert info.value.code == expected["code"], str(info.value)
+
+
+@pytest.mark.parametrize("vector", SEALED["vectors"], ids=lambda v: v["name"])
+def test_sealed_vector(vector: dict[str, Any]) -> None:
+    bob_seed = bytes.fromhex(SEALED["keys"]["bob"]["seed_hex"])
+    bob = AgentIdentity.from_seed(bob_seed)
+    assert x25519_public_for_did(bob.did).hex() == SEALED["bob_x25519_public_hex"]
+
+    def receive() -> Envelope:
+        inner = open_sealed_frame(parse_sealed_frame(bytes.fromhex(vector["frame_hex"])), bob)
+        return open_envelope(
+            inner, clock=ManualClock(vector["now_ms"]), audience=vector["audience"], replay=None
+        )
+
+    expected = vector["expected"]
+    if expected["verdict"] == "accept":
+        assert _envelope_json(receive()) == expected["envelope"]
+    else:
+        with pytest.raises(EnvelopeError) as info:
+            receive()
+        assert info.value.code == expected["code"], str(info.value)
+    assert {v["expected"].get("code") for v in SEALED["vectors"]} >= SEALED_ONLY_CODES
 
 
 def test_every_session_only_code_has_a_vector() -> None:

@@ -278,13 +278,14 @@ def subject_map(mesh: str, quotas: StoreQuotas = StoreQuotas()) -> SubjectMap:
     stores = mesh_stores(mesh, quotas)
     m = mesh
     grants: list[Grant] = [
-        Grant("sub", f"{m}.agent.{{key}}.>", ALL, "own inbox, handshake and session subjects"),
+        Grant("sub", f"{m}.agent.{{key}}.>", ALL, "own inbox, handshake, session, sealed subjects"),
         Grant("sub", "_INBOX.{key}.>", ALL, "own reply inboxes and JetStream deliveries"),
         Grant("sub", f"{m}.ctl.>", ALL, "kill-switch and other control broadcasts"),
         Grant("sub", f"{m}.topic.{{topic}}", ACTORS, "topics its grant lists (--topic)"),
         Grant("pub", f"{m}.agent.*.inbox", ACTORS, "signed requests to any agent"),
         Grant("pub", f"{m}.agent.*.handshake", ACTORS, "handshakes with any agent"),
         Grant("pub", f"{m}.agent.*.session", ACTORS, "session messages to any agent"),
+        Grant("pub", f"{m}.agent.*.sealed", ACTORS, "sealed (encrypted) messages to any agent"),
         Grant("pub", "(reply subject of a received request)", ACTORS, "one reply per request"),
         Grant("pub", f"{m}.topic.{{topic}}", ACTORS, "topics its grant lists (--topic)"),
         Grant("pub", f"{m}.ctl.>", frozenset({Role.OPERATOR}), "kill-switch broadcasts"),

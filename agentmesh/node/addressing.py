@@ -4,7 +4,8 @@
 
     {mesh}.agent.{key}.inbox        signed envelopes addressed to one agent
     {mesh}.agent.{key}.handshake    the three-message IATP handshake
-    {mesh}.agent.{key}.session      session-MAC envelopes (after a handshake; iatp.md §15)
+    {mesh}.agent.{key}.session      session frames, encrypted (after a handshake; iatp.md §15)
+    {mesh}.agent.{key}.sealed       signed envelopes encrypted to the agent (iatp.md §16)
     {mesh}.topic.{name}             broadcast topics (recipient "topic:{name}")
     {mesh}.ctl.{name}               mesh-wide control (revocations, quarantine, ...)
 
@@ -50,6 +51,9 @@ class MeshAddressing:
 
     def session_inbox(self, did: str) -> str:
         return f"{self.mesh}.agent.{self.agent_key(did)}.session"
+
+    def sealed_inbox(self, did: str) -> str:
+        return f"{self.mesh}.agent.{self.agent_key(did)}.sealed"
 
     def handshake(self, did: str) -> str:
         return f"{self.mesh}.agent.{self.agent_key(did)}.handshake"

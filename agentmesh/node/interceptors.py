@@ -62,8 +62,10 @@ class InboundMessage:
     is_request: bool
     authenticated_by: str = "signature"
     """``"signature"`` (Ed25519, verifiable by anyone) or ``"session"`` (a handshake
-    session's MAC: convinces only this node). Evidence, audit and saga state must
+    session's AEAD: convinces only this node). Evidence, audit and saga state must
     come from signed messages only."""
+    sealed: bool = False
+    """The signed envelope came encrypted to this node (iatp.md §16): its reply is too."""
 
     @property
     def is_signed(self) -> bool:

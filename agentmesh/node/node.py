@@ -22,6 +22,7 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from types import TracebackType
 from typing import Self
 
@@ -58,6 +59,7 @@ from iatp.errors import EnvelopeError
 from iatp.handshake import PeerOffer, SessionKeys
 from iatp.identity import AgentIdentity
 from iatp.replay import ReplayCache
+from iatp.sealed import open_sealed_frame, parse_sealed_frame, seal_frame_to
 from iatp.session_frame import parse_session_frame, verify_session_frame
 
 logger = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ class NodeState(enum.Enum):
     CLOSED = "closed"
 
 
-_Queued = tuple[Message, Frame, "asyncio.Future[EnvelopeError | None]", str]
+_Queued = tuple[Message, Frame, "asyncio.Future[EnvelopeError | None]", str, bool]
 
 
 class MeshNode(NodeSender):
@@ -192,6 +194,11 @@ class MeshNode(NodeSender):
                     self.addressing.session_inbox(self.did), self._on_session
                 )
             )
+            self._subscriptions.append(
+                await self.transport.subscribe(
+                    self.addressing.sealed_inbox(self.did), self._on_sealed
+                )
+            )
         except BaseException:
             self._state = NodeState.CLOSING
             await self._teardown(stack)
@@ -302,17 +309,28 @@ class MeshNode(NodeSender):
             await self.transport.publish(message.reply, reply)
 
     async def _on_session(self, message: Message) -> None:
-        """A session-MAC frame: checked inline (a MAC costs ~1 µs), then admitted."""
+        """A session frame: opened inline (the AEAD costs a few µs), then admitted."""
         self.counters.received += 1
         try:
             frame = parse_session_frame(message.data, self.config.limits)
-            verify_session_frame(frame, self.sessions.sessions.get(frame.sender))
+            opened = verify_session_frame(frame, self.sessions.sessions.get(frame.sender))
         except EnvelopeError as exc:
             self._reject(exc, message.subject)
             return
-        await self._admit(message, frame, self.did, "session")
+        await self._admit(message, opened, self.did, "session")
 
-    async def _intake(self, message: Message, audience: str) -> None:
+    async def _on_sealed(self, message: Message) -> None:
+        """A signed frame encrypted to this node: opened, then the signed path."""
+        try:
+            sealed = parse_sealed_frame(message.data, self.config.limits)
+            inner = open_sealed_frame(sealed, self.identity)
+        except EnvelopeError as exc:
+            self.counters.received += 1
+            self._reject(exc, message.subject)
+            return
+        await self._intake(replace(message, data=inner), self.did, sealed=True)
+
+    async def _intake(self, message: Message, audience: str, *, sealed: bool = False) -> None:
         self.counters.received += 1
         try:
             frame = parse_frame(message.data, self.config.limits)
@@ -320,19 +338,25 @@ class MeshNode(NodeSender):
             self._reject(exc, message.subject)
             return
         assert self._verifier is not None
-        await self._queue.put((message, frame, self._verifier.verify(frame), audience))
+        await self._queue.put((message, frame, self._verifier.verify(frame), audience, sealed))
 
     async def _consume(self) -> None:
         while True:
-            message, frame, verified, audience = await self._queue.get()
+            message, frame, verified, audience, sealed = await self._queue.get()
             error = await verified
             if error is not None:
                 self._reject(error, message.subject)
                 continue
-            await self._admit(message, frame, audience, "signature")
+            await self._admit(message, frame, audience, "signature", sealed=sealed)
 
     async def _admit(
-        self, message: Message, frame: AuthenticatedFrame, audience: str, authenticated_by: str
+        self,
+        message: Message,
+        frame: AuthenticatedFrame,
+        audience: str,
+        authenticated_by: str,
+        *,
+        sealed: bool = False,
     ) -> None:
         """Payload, validity, replay and interceptors for an authenticated frame; dispatch."""
         try:
@@ -348,6 +372,7 @@ class MeshNode(NodeSender):
             message.subject,
             is_request=message.reply is not None,
             authenticated_by=authenticated_by,
+            sealed=sealed,
         )
         verdict = await self._check_inbound(inbound)
         if not verdict.allowed:
@@ -437,7 +462,7 @@ class MeshNode(NodeSender):
                     correlation_id=inbound.envelope.id,
                     session=self._reply_session(inbound),
                 )
-                await self.transport.publish(message.reply, frame)
+                await self.transport.publish(message.reply, self._reply_frame(inbound, frame))
             await self._record_outcome(inbound, Outcome.SUCCESS)
         except Exception:
             logger.exception("dispatch failed")
@@ -460,9 +485,14 @@ class MeshNode(NodeSender):
                 # refused; outbound hooks (a quarantine, say) must not silence it.
                 intercept=False,
             )
-            await self.transport.publish(message.reply, frame)
+            await self.transport.publish(message.reply, self._reply_frame(inbound, frame))
         except Exception:
             logger.exception("could not send an error reply")
+
+    @staticmethod
+    def _reply_frame(inbound: InboundMessage, frame: bytes) -> bytes:
+        """A sealed request gets a sealed reply (as confidential as the request)."""
+        return seal_frame_to(inbound.sender, frame) if inbound.sealed else frame
 
     def _reply_session(self, inbound: InboundMessage) -> SessionKeys | None:
         """Replies travel the way their request came: signed, or under the same session."""

@@ -42,6 +42,7 @@ from iatp.errors import EnvelopeError, SenderMismatch
 from iatp.handshake import SessionKeys
 from iatp.identity import AgentIdentity
 from iatp.replay import ReplayCache
+from iatp.sealed import open_sealed_frame, parse_sealed_frame, seal_frame_to
 from iatp.session_frame import parse_session_frame, seal_session_frame, verify_session_frame
 
 if TYPE_CHECKING:
@@ -135,25 +136,33 @@ class NodeSender:
         *,
         headers: Mapping[str, str] | None = None,
         via_session: bool = False,
+        sealed: bool = False,
     ) -> bytes:
         """One-way signed message to ``peer``'s inbox; returns the envelope id.
 
-        ``via_session=True`` authenticates it with the handshake session's MAC
-        instead of a signature (see :meth:`request`).
+        ``via_session=True`` sends it in the handshake session's encrypted frame
+        instead of signed; ``sealed=True`` signs it and encrypts it to ``peer``
+        (see :meth:`request`).
 
         Raises:
             NodeStateError, InterceptorDenied, TransportError, NoSession.
         """
         self._require_running()
-        session, subject = self._route(peer, via_session)
+        session, subject = self._route(peer, via_session, sealed)
         envelope, frame = await self._seal(
             peer, message_type, body, headers=headers, session=session
         )
-        await self.transport.publish(subject, frame)
+        await self.transport.publish(subject, seal_frame_to(peer, frame) if sealed else frame)
         return envelope.id
 
-    def _route(self, peer: str, via_session: bool) -> tuple[SessionKeys | None, str]:
+    def _route(
+        self, peer: str, via_session: bool, sealed: bool = False
+    ) -> tuple[SessionKeys | None, str]:
         """The session (if asked for) and the subject of a message to ``peer``."""
+        if via_session and sealed:
+            raise ValueError("a session frame is encrypted already: use one of via_session, sealed")
+        if sealed:
+            return None, self.addressing.sealed_inbox(peer)
         if not via_session:
             return None, self.addressing.inbox(peer)
         session = self.sessions.sessions.get(peer)
@@ -185,14 +194,21 @@ class NodeSender:
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
         via_session: bool = False,
+        sealed: bool = False,
     ) -> InboundMessage:
         """Signed request to ``peer``; returns its verified, signed reply.
 
-        With ``via_session=True`` the request and its reply are authenticated by
-        the MAC of the session from :meth:`handshake` (about 50 µs less crypto
-        per round trip) instead of Ed25519 signatures. A MAC convinces only the
-        two parties: use signatures for anything that must be evidence for a
-        third party (trust receipts, audit, saga state).
+        Signed frames are readable by anyone who can read the subject. Two ways
+        keep a request and its reply confidential:
+
+        * ``via_session=True``: both travel encrypted and authenticated under the
+          session from :meth:`handshake` (XChaCha20-Poly1305; about 50 µs less
+          crypto per round trip than signatures). The AEAD convinces only the two
+          parties: use signatures for anything that must be evidence for a third
+          party (trust receipts, audit, saga state).
+        * ``sealed=True``: both stay signed and are encrypted to the other party's
+          DID (an ephemeral X25519 key per frame, iatp.md §16): no session needed,
+          and the signature is still evidence for whoever can read the message.
 
         Only a reply from ``peer`` that passes every check (signature or session
         MAC, correlation id, validity, replay) ends the wait: anything else on the
@@ -206,15 +222,15 @@ class NodeSender:
             InterceptorDenied: a local hook refused to send.
         """
         self._require_running()
-        session, subject = self._route(peer, via_session)
+        session, subject = self._route(peer, via_session, sealed)
         envelope, frame = await self._seal(
             peer, message_type, body, headers=headers, session=session
         )
         assert self._replies is not None
         answer = await self._replies.request(
             subject,
-            frame,
-            lambda reply: self._open_reply(reply, peer, envelope.id, session),
+            seal_frame_to(peer, frame) if sealed else frame,
+            lambda reply: self._open_reply(reply, peer, envelope.id, session, sealed),
             timeout=timeout if timeout is not None else self.config.timeouts.request,
         )
         if answer.type == ERROR_TYPE:
@@ -226,16 +242,27 @@ class NodeSender:
         return answer
 
     def _open_reply(
-        self, reply: Message, peer: str, request_id: bytes, session: SessionKeys | None
+        self,
+        reply: Message,
+        peer: str,
+        request_id: bytes,
+        session: SessionKeys | None,
+        sealed: bool = False,
     ) -> InboundMessage:
         try:
             frame: AuthenticatedFrame
             if session is None:
-                frame = parse_frame(reply.data, self.config.limits)
+                data = reply.data
+                if sealed:  # a sealed request's reply must come sealed to us
+                    data = open_sealed_frame(
+                        parse_sealed_frame(data, self.config.limits), self.identity
+                    )
+                frame = parse_frame(data, self.config.limits)
                 verify_frame(frame)
             else:
-                frame = parse_session_frame(reply.data, self.config.limits)
-                verify_session_frame(frame, session)
+                frame = verify_session_frame(
+                    parse_session_frame(reply.data, self.config.limits), session
+                )
             envelope = decode_payload(frame, self.config.limits)
             now = self.clock.now_ms()
             check_validity(envelope, now_ms=now, audience=self.did, limits=self.config.limits)
@@ -255,6 +282,7 @@ class NodeSender:
             reply.subject,
             is_request=False,
             authenticated_by="signature" if session is None else "session",
+            sealed=sealed,
         )
 
     # -- rejections and audit ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Session frames (iatp.md §15): MAC-authenticated envelopes inside a handshake session."""
+"""Session frames (iatp.md §15): envelopes encrypted and authenticated inside a session."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ from iatp.handshake import HandshakeInitiator, HandshakeResponder, SessionKeys
 from iatp.identity import AgentIdentity
 from iatp.replay import ReplayCache
 from iatp.session_frame import (
+    NONCE_BYTES,
     SESSION_DOMAIN,
     parse_session_frame,
     seal_session_frame,
-    session_mac,
+    seal_session_payload,
     verify_session_frame,
 )
 
@@ -51,33 +52,44 @@ def envelope(sender: str = ALICE.did, recipient: str = BOB.did, body: bytes = b"
 def test_round_trip_both_directions() -> None:
     sent = envelope()
     frame = parse_session_frame(seal_session_frame(sent, A_KEYS))
-    verify_session_frame(frame, B_KEYS)
-    assert decode_payload(frame) == sent
+    assert decode_payload(verify_session_frame(frame, B_KEYS)) == sent
     back = envelope(BOB.did, ALICE.did, b"reply")
     frame = parse_session_frame(seal_session_frame(back, B_KEYS))
-    verify_session_frame(frame, A_KEYS)
-    assert decode_payload(frame).body == b"reply"
+    assert decode_payload(verify_session_frame(frame, A_KEYS)).body == b"reply"
 
 
-def test_a_reflected_frame_does_not_verify() -> None:
+def test_nothing_of_the_envelope_is_readable_in_the_frame() -> None:
+    secret = b"the launch code is 0000-TOP-SECRET"
+    sent = envelope(body=secret)
+    data = seal_session_frame(sent, A_KEYS)
+    assert secret not in data
+    assert encode_payload(sent) not in data
+    assert b"echo" not in data  # the type too
+    # Every frame has its own nonce: the same envelope twice looks unrelated.
+    again = seal_session_frame(sent, A_KEYS)
+    assert parse_session_frame(again).nonce != parse_session_frame(data).nonce
+    assert parse_session_frame(again).ciphertext != parse_session_frame(data).ciphertext
+
+
+def test_a_reflected_frame_does_not_open() -> None:
     """Keys are directional: Alice's frame bounced back to Alice is refused."""
     frame = parse_session_frame(seal_session_frame(envelope(), A_KEYS))
-    forged_back = type(frame)(BOB.did, frame.session_id, frame.payload, frame.mac)
+    forged_back = type(frame)(BOB.did, frame.session_id, frame.nonce, frame.ciphertext)
     with pytest.raises(InvalidSessionMAC):
         verify_session_frame(forged_back, A_KEYS)
 
 
-@pytest.mark.parametrize("field", ["payload", "mac"])
-def test_tampering_breaks_the_mac(field: str) -> None:
+@pytest.mark.parametrize("field", ["nonce", "ciphertext", "tag"])
+def test_tampering_breaks_the_tag(field: str) -> None:
     frame = parse_session_frame(seal_session_frame(envelope(), A_KEYS))
-    value = bytearray(getattr(frame, field))
-    value[len(value) // 2] ^= 0x01
-    tampered = type(frame)(
-        frame.sender,
-        frame.session_id,
-        bytes(value) if field == "payload" else frame.payload,
-        bytes(value) if field == "mac" else frame.mac,
-    )
+    nonce, ciphertext = bytearray(frame.nonce), bytearray(frame.ciphertext)
+    if field == "nonce":
+        nonce[3] ^= 0x01
+    elif field == "ciphertext":
+        ciphertext[len(ciphertext) // 2] ^= 0x01
+    else:
+        ciphertext[-1] ^= 0x01
+    tampered = type(frame)(frame.sender, frame.session_id, bytes(nonce), bytes(ciphertext))
     with pytest.raises(InvalidSessionMAC) as caught:
         verify_session_frame(tampered, B_KEYS)
     assert caught.value.code == "bad_mac"
@@ -101,12 +113,12 @@ def test_a_session_party_cannot_speak_for_someone_else() -> None:
     m_keys, b_keys = handshake(MALLORY, BOB)
     claimed = envelope(sender=ALICE.did)
     payload = encode_payload(claimed)
-    mac = session_mac(m_keys.send_key, m_keys.session_id, payload)
-    raw = msgpack.packb([1, MALLORY.did, m_keys.session_id, payload, mac], use_bin_type=True)
-    frame = parse_session_frame(raw)
-    verify_session_frame(frame, b_keys)  # the MAC is Mallory's own: it holds
+    nonce = bytes(NONCE_BYTES)
+    sealed = seal_session_payload(m_keys.send_key, m_keys.session_id, MALLORY.did, nonce, payload)
+    raw = msgpack.packb([1, MALLORY.did, m_keys.session_id, nonce, sealed], use_bin_type=True)
+    opened = verify_session_frame(parse_session_frame(raw), b_keys)  # Mallory's own key: opens
     with pytest.raises(SenderMismatch):
-        decode_payload(frame)
+        decode_payload(opened)
 
 
 def test_sealing_to_someone_outside_the_session_is_refused() -> None:
@@ -119,8 +131,10 @@ def test_strict_outer_form() -> None:
     fields = msgpack.unpackb(good, raw=False)
     with pytest.raises(FieldTypeError):
         parse_session_frame(msgpack.packb([1, ALICE.did, b"short", fields[3], fields[4]]))
-    with pytest.raises(FieldTypeError):
-        parse_session_frame(msgpack.packb([1, ALICE.did, fields[2], fields[3], b"\0" * 31]))
+    with pytest.raises(FieldTypeError):  # a 23-byte nonce
+        parse_session_frame(msgpack.packb([1, ALICE.did, fields[2], b"\0" * 23, fields[4]]))
+    with pytest.raises(FieldTypeError):  # shorter than a tag
+        parse_session_frame(msgpack.packb([1, ALICE.did, fields[2], fields[3], b"\0" * 15]))
     # The same values with a non-minimal integer encoding of the version (0xcc 0x01).
     non_canonical = b"\x95\xcc\x01" + good[2:]
     with pytest.raises(NonCanonicalEncoding):
@@ -142,9 +156,7 @@ GOOD = seal_session_frame(envelope(), A_KEYS)
 )
 def test_fuzzed_frames_only_raise_iatp_errors(data: bytes) -> None:
     try:
-        frame = parse_session_frame(data)
-        verify_session_frame(frame, B_KEYS)
-        decode_payload(frame)
+        decode_payload(verify_session_frame(parse_session_frame(data), B_KEYS))
     except IATPError:
         return
     assert data == GOOD  # only the untouched frame may pass

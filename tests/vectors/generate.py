@@ -42,7 +42,7 @@ from iatp.rotation import ROTATION_ACCEPT_DOMAIN, ROTATION_DOMAIN, rotate
 
 HERE = Path(__file__).resolve().parent
 SPEC = "docs/iatp.md"
-FILES = ("envelopes.json", "dids.json", "rotation.json", "sessions.json")
+FILES = ("envelopes.json", "dids.json", "rotation.json", "sessions.json", "sealed.json")
 
 Json = dict[str, Any]
 
@@ -1508,13 +1508,15 @@ def render(document: Json) -> str:
 
 def generate() -> dict[str, str]:
     """File name -> exact file content."""
-    from tests.vectors.sessions import sessions_document  # imports this module
+    from tests.vectors.sealed import sealed_document  # imports this module
+    from tests.vectors.sessions import sessions_document
 
     return {
         "envelopes.json": render(envelopes_document()),
         "dids.json": render(dids_document()),
         "rotation.json": render(rotation_document()),
         "sessions.json": render(sessions_document()),
+        "sealed.json": render(sealed_document()),
     }
 
 

@@ -2,9 +2,10 @@
 
 The receiver (Bob) holds one session with Alice: its id and Bob's receive key
 (Alice's send key, ``k_I->R`` with Alice as initiator) are given in hex. A vector's
-frame must be checked against that session (or against no session when
+frame must be opened against that session (or against no session when
 ``session`` is null), then decoded like a signed frame's payload with the
-vector's ``now_ms`` and audience.
+vector's ``now_ms`` and audience. Nonces are fixed here so the frames are
+reproducible; a sender draws a fresh random nonce for every frame.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from iatp.session_frame import SESSION_DOMAIN, session_mac
+from iatp.session_frame import SESSION_DOMAIN, seal_session_payload
 from tests.vectors.generate import (
     ALICE,
     BASIC_DECODED,
@@ -31,21 +32,32 @@ from tests.vectors.generate import (
 SESSION_ID = hashlib.blake2b(b"iatp test vectors: session id", digest_size=16).digest()
 ALICE_TO_BOB = hashlib.blake2b(b"iatp test vectors: k_I->R", digest_size=32).digest()
 OTHER_SESSION_ID = hashlib.blake2b(b"iatp test vectors: older session", digest_size=16).digest()
+NONCE = hashlib.blake2b(b"iatp test vectors: session nonce", digest_size=24).digest()
 
 
 def session_frame(
     sender: object = ALICE.did,
     session_id: object = SESSION_ID,
     payload_bytes: object | None = None,
-    mac: object | None = None,
+    ciphertext: object | None = None,
     key: bytes = ALICE_TO_BOB,
+    nonce: object = NONCE,
 ) -> bytes:
     body = payload() if payload_bytes is None else payload_bytes
-    if mac is None:
+    if ciphertext is None:
         assert isinstance(session_id, bytes)
         assert isinstance(body, bytes)
-        mac = session_mac(key, session_id, body)
-    return pack([1, sender, session_id, body, mac])
+        assert isinstance(sender, str)
+        assert isinstance(nonce, bytes)
+        ciphertext = seal_session_payload(key, session_id, sender, nonce, body)
+    return pack([1, sender, session_id, nonce, ciphertext])
+
+
+def pack_fields(data: bytes) -> list[Any]:
+    import msgpack
+
+    fields: list[Any] = msgpack.unpackb(data, raw=False)
+    return fields
 
 
 def session_vectors() -> list[Json]:
@@ -69,15 +81,23 @@ def session_vectors() -> list[Json]:
     tampered = bytearray(good)
     tampered[-40] ^= 0x01
     add(
-        "reject/bad-mac-tampered-payload",
-        "One bit of the payload flipped after the MAC was computed.",
+        "reject/bad-mac-tampered-ciphertext",
+        "One bit of the ciphertext flipped after sealing: the AEAD tag does not verify.",
         bytes(tampered),
         reject("bad_mac"),
     )
     add(
         "reject/bad-mac-reflected",
-        "Bob's own direction key (here: a different key) made the MAC: keys are directional.",
+        "Sealed under Bob's own direction key (here: a different key): keys are directional.",
         session_frame(key=hashlib.blake2b(b"iatp test vectors: k_R->I", digest_size=32).digest()),
+        reject("bad_mac"),
+    )
+    other_nonce = bytearray(NONCE)
+    other_nonce[0] ^= 0x01
+    add(
+        "reject/bad-mac-other-nonce",
+        "The ciphertext of the basic frame under a different nonce.",
+        pack([1, ALICE.did, SESSION_ID, bytes(other_nonce), pack_fields(good)[4]]),
         reject("bad_mac"),
     )
     add(
@@ -101,7 +121,7 @@ def session_vectors() -> list[Json]:
     )
     add(
         "reject/sender-mismatch",
-        "Valid MAC, but the payload names Mallory as sender: a session party cannot "
+        "Opens under the session, but the payload names Mallory as sender: a session party cannot "
         "speak for anyone else.",
         session_frame(payload_bytes=payload(sender=MALLORY.did)),
         reject("sender_mismatch"),
@@ -113,9 +133,15 @@ def session_vectors() -> list[Json]:
         reject("missing_fields"),
     )
     add(
-        "reject/field-type-short-mac",
-        "A 31-byte MAC.",
-        session_frame(mac=b"\0" * 31),
+        "reject/field-type-short-nonce",
+        "A 23-byte nonce.",
+        session_frame(nonce=b"\0" * 23, ciphertext=b"\0" * 64),
+        reject("field_type"),
+    )
+    add(
+        "reject/field-type-short-ciphertext",
+        "A ciphertext shorter than its 16-byte tag.",
+        session_frame(ciphertext=b"\0" * 15),
         reject("field_type"),
     )
     add(
@@ -133,7 +159,8 @@ def sessions_document() -> Json:
         "description": (
             "IATP session-frame test vectors. The receiver is Bob; when session is 'alice' "
             "he holds a session with Alice whose id and receive key are given (hex). Parse "
-            "frame_hex as a session frame, check session and MAC, then decode and check the "
+            "frame_hex as a session frame, check the session and open the XChaCha20-Poly1305 "
+            "ciphertext (aad = session_domain || session id || sender), then decode and check the "
             "payload as for a signed frame with now_ms and audience (default limits), with "
             "seen_before pre-loaded in the replay cache."
         ),

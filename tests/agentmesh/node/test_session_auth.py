@@ -12,7 +12,7 @@ from agentmesh.node.node import MeshNode
 from iatp.clock import SystemClock
 from iatp.envelope import encode_payload, new_envelope, seal_envelope
 from iatp.identity import AgentIdentity
-from iatp.session_frame import seal_session_frame, session_mac
+from iatp.session_frame import seal_session_frame, seal_session_payload
 from tests.agentmesh.node.conftest import NodeMaker
 from tests.agentmesh.transport.waiting import eventually
 from tests.conftest import TransportFactory
@@ -77,13 +77,11 @@ async def test_session_attacks_are_rejected_counted_and_audited(
 
     genuine = seal_session_frame(envelope(), keys)
     tampered = bytearray(genuine)
-    tampered[-40] ^= 0x01  # inside the payload's body
+    tampered[-20] ^= 0x01  # inside the ciphertext
     stranger = AgentIdentity.generate()
     payload = encode_payload(envelope(stranger.did))
-    made_up = msgpack.packb(
-        [1, stranger.did, bytes(16), payload, session_mac(bytes(32), bytes(16), payload)],
-        use_bin_type=True,
-    )
+    sealed = seal_session_payload(bytes(32), bytes(16), stranger.did, bytes(24), payload)
+    made_up = msgpack.packb([1, stranger.did, bytes(16), bytes(24), sealed], use_bin_type=True)
     attacks = {
         "bad_mac": [bytes(tampered)],
         "unknown_session": [made_up],
