@@ -62,3 +62,35 @@ def cross_check(identity: AgentIdentity) -> bool:
         didkit_did_for(identity) == identity.did
         and public_key_from_did(identity.did) == identity.public_key
     )
+
+
+async def issue_jwt_credential(credential: dict[str, object], issuer: AgentIdentity) -> str:
+    """Sign a W3C credential as a JWT-VC (EdDSA) with didkit; returns the compact JWS.
+
+    Raises:
+        ValueError: didkit refused the credential (the message says why).
+    """
+    options = {
+        "proofFormat": "jwt",
+        "proofPurpose": "assertionMethod",
+        "verificationMethod": f"{issuer.did}#{issuer.did.removeprefix('did:key:')}",
+    }
+    try:
+        token = await didkit.issue_credential(
+            json.dumps(credential), json.dumps(options), identity_jwk(issuer, private=True)
+        )
+    except Exception as exc:  # didkit raises untyped errors
+        raise ValueError(f"didkit could not issue the credential: {exc}") from None
+    return str(token)
+
+
+async def verify_jwt_credential(token: str) -> list[str]:
+    """didkit's verdict on a JWT-VC: the list of errors (empty when it verifies)."""
+    try:
+        result = json.loads(
+            await didkit.verify_credential(token, json.dumps({"proofFormat": "jwt"}))
+        )
+    except Exception as exc:  # didkit raises untyped errors
+        return [f"didkit: {exc}"]
+    errors = result.get("errors") or []
+    return [str(e) for e in errors]

@@ -23,6 +23,8 @@ from agentmesh.broker.config import (
 from agentmesh.broker.errors import InvalidJWT, MeshSecurityError
 from agentmesh.broker.jwt import (
     AccountLimits,
+    ServiceExport,
+    SubjectRules,
     Token,
     UserLimits,
     UserPermissions,
@@ -32,6 +34,7 @@ from agentmesh.broker.jwt import (
     operator_claims,
     user_claims,
 )
+from agentmesh.broker.links import LinkAccount, MeshLinks
 from agentmesh.broker.nkeys import KeyRole, encode_public, user_nkey_for_did
 from agentmesh.broker.subject_map import (
     Role,
@@ -78,7 +81,13 @@ class MeshAuthority:
         MeshSecurityError: ``identity`` is not this mesh's authority.
     """
 
-    def __init__(self, config: MeshSecurityConfig, identity: AgentIdentity) -> None:
+    def __init__(
+        self,
+        config: MeshSecurityConfig,
+        identity: AgentIdentity,
+        *,
+        directory: str | Path | None = None,
+    ) -> None:
         if identity.did != config.authority_did:
             raise MeshSecurityError(
                 f"{identity.did} is not the authority of mesh {config.mesh!r} "
@@ -86,6 +95,7 @@ class MeshAuthority:
             )
         self.config = config
         self.identity = identity
+        self.directory = None if directory is None else Path(directory)
         self.subjects: SubjectMap = subject_map(config.mesh, config.limits.quotas())
 
     @property
@@ -133,22 +143,74 @@ class MeshAuthority:
         )
         return encode_jwt(claims, self.identity, KeyRole.ACCOUNT)
 
-    def account_jwt(self, revocations: Mapping[str, int] | None = None) -> str:
+    @property
+    def links(self) -> MeshLinks:
+        """The mesh's federation links (``links.json``; read afresh: a link may be added live)."""
+        return MeshLinks() if self.directory is None else MeshLinks.load(self.directory)
+
+    def account_jwt(
+        self, revocations: Mapping[str, int] | None = None, *, links: MeshLinks | None = None
+    ) -> str:
         """The mesh account's JWT, revoking ``revocations`` (user nkey -> unix time).
 
         The server applies every valid push in the order it receives them (the
-        account JWT is a function of the revocation list, so the newest push is
-        the newest list).
+        account JWT is a function of the revocation list and the links, so the
+        newest push is the newest list). It carries the services the mesh's
+        federation links export and import (``links``, default :attr:`links`).
         """
         issued = int(time.time())
+        links = self.links if links is None else links
         claims = account_claims(
             self.config.account,
             name=f"mesh {self.config.mesh}",
             signing_keys=(self.signing_key,),
             limits=self.config.limits.account(),
             revocations=revocations,
+            exports=links.export_claims(),
+            imports=links.import_claims(),
         )
         return encode_jwt(claims, self.identity, KeyRole.OPERATOR, issued_at=issued)
+
+    def link_account_jwt(self, link: LinkAccount) -> str:
+        """The JWT of a link account: its services, one leaf connection, no JetStream."""
+        claims = account_claims(
+            link.account,
+            name=f"link {self.config.mesh} <-> {link.partner}",
+            signing_keys=(self.signing_key,),
+            limits=AccountLimits(
+                max_connections=0, max_leaf_nodes=1, max_streams=0, max_consumers=0
+            ),
+            exports=tuple(ServiceExport(subject) for subject in link.exports),
+            imports=tuple(i.claim() for i in link.imports),
+        )
+        return encode_jwt(claims, self.identity, KeyRole.OPERATOR)
+
+    def issue_leaf_user(
+        self,
+        link: LinkAccount,
+        partner_link_did: str,
+        *,
+        publish: tuple[str, ...],
+        subscribe: tuple[str, ...],
+    ) -> str:
+        """The user JWT a partner's server presents on its leaf connection into ``link``.
+
+        It may only connect as a leaf node, publish ``publish`` (plus replies) into
+        the link account and receive ``subscribe`` (plus replies).
+        """
+        replies = ("_R_.>",)
+        claims = user_claims(
+            user_nkey_for_did(partner_link_did),
+            name=f"leaf {link.partner}",
+            issuer_account=link.account,
+            permissions=UserPermissions(
+                SubjectRules(allow=(*publish, *replies)),
+                SubjectRules(allow=(*subscribe, *replies)),
+            ),
+            connection_types=("LEAFNODE",),
+            tags=(ROLE_TAG + "leaf", MESH_TAG + self.config.mesh),
+        )
+        return encode_jwt(claims, self.identity, KeyRole.ACCOUNT)
 
     def system_account_jwt(self) -> str:
         claims = account_claims(

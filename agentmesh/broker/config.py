@@ -22,6 +22,7 @@ the operator's and both accounts' signing key.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentmesh.broker.errors import MeshSecurityError
 from agentmesh.broker.jwt import AccountLimits, UserLimits
+from agentmesh.broker.links import MeshLinks
 from agentmesh.broker.subject_map import StoreQuotas
 
 FORMAT: Literal["agentmesh-mesh-security"] = "agentmesh-mesh-security"
@@ -132,10 +134,14 @@ def render_server_config(
     account_jwt: str,
     system_jwt: str,
     port: int | None = None,
+    links: MeshLinks | None = None,
+    link_jwts: Mapping[str, str] | None = None,
 ) -> str:
     """A nats-server 2.9 config: operator mode, full resolver, JetStream, limits.
 
     ``port`` overrides the configured port (``-1``: a random one, for tests).
+    ``links`` adds the federation leaf-node listener and remotes; ``link_jwts``
+    (account key -> JWT) preloads the link accounts.
     """
     limits = config.limits
     listen_port = config.port if port is None else port
@@ -171,9 +177,36 @@ resolver {{
 
 resolver_preload {{
   {config.account}: "{account_jwt}"
-  {config.system_account}: "{system_jwt}"
+  {config.system_account}: "{system_jwt}"{_preloads(link_jwts or {})}
 }}
-"""
+{_leafnodes(links or MeshLinks())}"""
+
+
+def _preloads(jwts: Mapping[str, str]) -> str:
+    return "".join(f'\n  {key}: "{token}"' for key, token in sorted(jwts.items()))
+
+
+def _leafnodes(links: MeshLinks) -> str:
+    """The leafnodes block of federation links (empty without any)."""
+    if links.leaf_listen is None and not links.remotes:
+        return ""
+    lines = [
+        "",
+        "# Federation links (agentmesh federation link; docs/federation.md).",
+        "leafnodes {",
+    ]
+    if links.leaf_listen is not None:
+        lines.append(f'  listen: "{links.leaf_listen}"')
+    if links.remotes:
+        lines.append("  remotes: [")
+        for remote in links.remotes:
+            lines.append(
+                f'    {{ url: "{remote.url}", credentials: "{remote.credentials}", '
+                f"account: {remote.account} }}  # {remote.partner}"
+            )
+        lines.append("  ]")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
 
 
 __all__ = [

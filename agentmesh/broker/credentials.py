@@ -57,4 +57,21 @@ class BrokerCredentials:
         )
 
 
-__all__ = ["BrokerCredentials"]
+def creds_file(identity: AgentIdentity, user_jwt: str) -> str:
+    """A nats ``.creds`` file: the user JWT and the identity's seed as an nkey.
+
+    For a *server* that must present a key on its own (a leaf-node remote's
+    ``credentials``); agents never need one. The file holds a secret: write it 0600.
+    """
+    seed = encode_seed(KeyRole.USER, identity.seed())
+    return (
+        "-----BEGIN NATS USER JWT-----\n"
+        f"{user_jwt}\n"
+        "------END NATS USER JWT------\n\n"
+        "-----BEGIN USER NKEY SEED-----\n"
+        f"{seed}\n"
+        "------END USER NKEY SEED------\n"
+    )
+
+
+__all__ = ["BrokerCredentials", "creds_file"]

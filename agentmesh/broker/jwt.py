@@ -128,6 +128,41 @@ class AccountLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceExport:
+    """A service (request/reply) subject an account offers to other accounts."""
+
+    subject: str
+    name: str = ""
+
+    def to_claims(self) -> dict[str, Any]:
+        return {
+            "name": self.name or self.subject,
+            "subject": self.subject,
+            "type": "service",
+            "response_type": "Singleton",
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceImport:
+    """A service of ``account`` (its ``subject``) reachable here as ``local_subject``."""
+
+    account: str
+    subject: str
+    local_subject: str
+    name: str = ""
+
+    def to_claims(self) -> dict[str, Any]:
+        return {
+            "name": self.name or self.local_subject,
+            "account": self.account,
+            "subject": self.subject,
+            "local_subject": self.local_subject,
+            "type": "service",
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Token:
     """A verified JWT: its claims, issuer and subject keys."""
 
@@ -243,11 +278,14 @@ def account_claims(
     signing_keys: tuple[str, ...],
     limits: AccountLimits,
     revocations: Mapping[str, int] | None = None,
+    exports: tuple[ServiceExport, ...] = (),
+    imports: tuple[ServiceImport, ...] = (),
 ) -> dict[str, Any]:
     """Claims of an account JWT; ``revocations`` maps user keys to revocation times.
 
     nats-server disconnects a connected user as soon as it receives an account
     JWT revoking it, and refuses its JWTs issued at or before that time.
+    ``exports`` and ``imports`` connect accounts of one server (federation links).
     """
     section: dict[str, Any] = {
         "type": "account",
@@ -258,6 +296,10 @@ def account_claims(
     }
     if revocations:
         section["revocations"] = dict(sorted(revocations.items()))
+    if exports:
+        section["exports"] = [e.to_claims() for e in exports]
+    if imports:
+        section["imports"] = [i.to_claims() for i in imports]
     return {"sub": account_key, "name": name, "nats": section}
 
 
@@ -270,8 +312,12 @@ def user_claims(
     limits: UserLimits = UserLimits(),
     expires_at: int | None = None,
     tags: tuple[str, ...] = (),
+    connection_types: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Claims of a user JWT signed by an account signing key on behalf of ``issuer_account``."""
+    """Claims of a user JWT signed by an account signing key on behalf of ``issuer_account``.
+
+    ``connection_types`` restricts how the key may connect (e.g. ``("LEAFNODE",)``).
+    """
     section: dict[str, Any] = {
         "type": "user",
         "version": CLAIMS_VERSION,
@@ -286,6 +332,8 @@ def user_claims(
         section["resp"] = {"max": permissions.responses, "ttl": 0}
     if tags:
         section["tags"] = list(tags)
+    if connection_types:
+        section["allowed_connection_types"] = list(connection_types)
     claims: dict[str, Any] = {"sub": user_key, "name": name, "nats": section}
     if expires_at is not None:
         claims["exp"] = expires_at
@@ -296,6 +344,8 @@ __all__ = [
     "CLAIMS_VERSION",
     "NO_LIMIT",
     "AccountLimits",
+    "ServiceExport",
+    "ServiceImport",
     "SubjectRules",
     "Token",
     "UserLimits",

@@ -63,7 +63,7 @@ async def authority_session(
     """
     base = Path(directory)
     config = MeshSecurityConfig.load(base)
-    powers = MeshAuthority(config, identity)
+    powers = MeshAuthority(config, identity, directory=base)
     server = url or config.url
     mesh_credentials = BrokerCredentials(identity, read_jwt(base / AUTHORITY_JWT))
     system_credentials = BrokerCredentials(identity, read_jwt(base / AUTHORITY_SYSTEM_JWT))
@@ -95,7 +95,7 @@ async def push_revocations(
     """
     base = Path(directory)
     config = MeshSecurityConfig.load(base)
-    powers = MeshAuthority(config, identity)
+    powers = MeshAuthority(config, identity, directory=base)
     credentials = BrokerCredentials(identity, read_jwt(base / AUTHORITY_SYSTEM_JWT))
     system = NatsTransport(
         url or config.url, name="authority-system", config=credentials.nats_config()

@@ -166,7 +166,7 @@ def add_agent(
             publish=tuple(topic or ()) + tuple(publish_topic or ()),
             subscribe=tuple(topic or ()) + tuple(subscribe_topic or ()),
         )
-        powers = MeshAuthority(MeshSecurityConfig.load(directory), authority)
+        powers = MeshAuthority(MeshSecurityConfig.load(directory), authority, directory=directory)
         token = powers.issue_user(did, kind, topics=topics, expires_in=expires_in)
     except AgentMeshError as exc:
         raise _fail(exc) from None

@@ -12,6 +12,8 @@ admission adds the mesh's own view (a card, not revoked) on top.
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 from agentmesh.directory.directory import Directory
 from agentmesh.node.interceptors import ALLOW, InboundMessage, Outcome, Verdict
 from iatp.envelope import Envelope
@@ -21,13 +23,16 @@ UNKNOWN_AGENT = "unknown_agent"
 
 
 class AdmissionInterceptor:
-    """Allows senders with a live card in ``directory``, or named in ``admitted``.
+    """Allows senders with a live card in ``directory``, or in ``admitted``.
+
+    ``admitted`` is any container: a set of DIDs, or a live view such as the
+    federation wing's verified members of partner organizations.
 
     Install at :attr:`~agentmesh.node.interceptors.Stage.REVOCATION` (before policy).
     Outbound messages are not checked: a node may call whom it chooses.
     """
 
-    def __init__(self, directory: Directory, admitted: frozenset[str] = frozenset()) -> None:
+    def __init__(self, directory: Directory, admitted: Container[str] = frozenset()) -> None:
         self.directory = directory
         self.admitted = admitted
 

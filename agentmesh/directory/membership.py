@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from types import TracebackType
 
 from agentmesh.audit import AuditSink
@@ -151,7 +151,7 @@ class DirectoryMembership:
             if event.kind in _ANNOUNCED:
                 self._emit("card", change=event.kind.value, did=event.did, detail=event.detail)
 
-    def install(self, node: MeshNode, *, admitted: frozenset[str] | None = None) -> None:
+    def install(self, node: MeshNode, *, admitted: Container[str] | None = None) -> None:
         """Refuse traffic from, to and handshakes with revoked or quarantined agents.
 
         With ``admitted`` (admission on), also refuse senders that have no live card

@@ -27,9 +27,7 @@ from types import TracebackType
 from typing import Self
 
 from agentmesh.audit import AuditSink, MemoryAuditSink
-from agentmesh.errors import (
-    NodeStateError,
-)
+from agentmesh.errors import NodeStateError, NoSession
 from agentmesh.node.addressing import MeshAddressing
 from agentmesh.node.config import NodeConfig
 from agentmesh.node.counters import NodeCounters
@@ -43,6 +41,7 @@ from agentmesh.node.interceptors import (
 )
 from agentmesh.node.outbound import NodeSender
 from agentmesh.node.replies import ReplyInbox
+from agentmesh.node.routes import PeerRoutes
 from agentmesh.node.sessions import Answer, HandshakeService
 from agentmesh.node.verifier import BatchVerifier
 from agentmesh.node.wire import ERROR_TYPE, encode_error
@@ -105,6 +104,7 @@ class MeshNode(NodeSender):
         self.clock: Clock = clock or SystemClock()
         self.audit: AuditSink = audit if audit is not None else MemoryAuditSink()
         self.addressing = MeshAddressing(self.config.mesh)
+        self.routes = PeerRoutes()
         self.counters = NodeCounters()
         self._state = NodeState.NEW
         self._handlers: dict[str, Handler] = {}
@@ -283,8 +283,11 @@ class MeshNode(NodeSender):
 
         Raises:
             HandshakeRefused, HandshakeError, RequestTimeout, NoResponders.
+            NoSession: ``peer`` is reached through a federation link (no sessions there).
         """
         self._require_running()
+        if peer in self.routes:
+            raise NoSession(f"{peer} is reached through a federation link: no handshake across it")
         wait = timeout if timeout is not None else self.config.timeouts.handshake
         subject = self.addressing.handshake(peer)
         initiator = self.sessions.start(peer)

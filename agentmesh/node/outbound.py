@@ -47,6 +47,7 @@ from iatp.session_frame import parse_session_frame, seal_session_frame, verify_s
 
 if TYPE_CHECKING:
     from agentmesh.node.replies import ReplyInbox
+    from agentmesh.node.routes import PeerRoutes
 
 
 class NodeSender:
@@ -63,6 +64,7 @@ class NodeSender:
     _interceptors: list[tuple[Stage, int, Interceptor]]
     _replay: ReplayCache
     _replies: ReplyInbox | None
+    routes: PeerRoutes
 
     @property
     def did(self) -> str:
@@ -100,6 +102,9 @@ class NodeSender:
         session: SessionKeys | None = None,
         intercept: bool = True,
     ) -> tuple[Envelope, bytes]:
+        route = self.routes.get(recipient)
+        if route is not None and route.headers:
+            headers = {**(headers or {}), **route.headers}
         envelope = new_envelope(
             sender=self.did,
             type=message_type,
@@ -161,6 +166,14 @@ class NodeSender:
         """The session (if asked for) and the subject of a message to ``peer``."""
         if via_session and sealed:
             raise ValueError("a session frame is encrypted already: use one of via_session, sealed")
+        route = self.routes.get(peer)
+        if route is not None:
+            if via_session:
+                raise NoSession(
+                    f"{peer} is reached through a federation link: sessions do not cross it, "
+                    "send signed (the default) or sealed=True"
+                )
+            return None, route.sealed_inbox if sealed else route.inbox
         if sealed:
             return None, self.addressing.sealed_inbox(peer)
         if not via_session:
