@@ -76,7 +76,8 @@ def compile_link(
     remotes = tuple(r for r in links.remotes if r.partner != partner)
     if remote is not None:
         remotes = (*remotes, remote)
-    return _rebuilt(links, accounts, remotes, listen if listen is not None else links.leaf_listen)
+    listen = listen if listen is not None else links.leaf_listen
+    return _rebuilt(links, org, accounts, remotes, listen)
 
 
 def remove_link(links: MeshLinks, mesh: str, partner: str) -> MeshLinks:
