@@ -319,6 +319,48 @@ def read_jwt(path: str | Path) -> str:
     return text
 
 
+
+
+def write_server_config(powers: MeshAuthority, directory: str | Path) -> Path:
+    """Re-render ``DIR/nats-server.conf`` with the mesh's current links (``links.json``).
+
+    The mesh account JWT preloaded in it carries the links' exports and imports
+    but keeps the issue time of the first ``account.jwt``, so a JWT the authority
+    pushed since (with revocations) stays the newer one in the server's resolver.
+    The link accounts' JWTs are preloaded too.
+    """
+    base = Path(directory)
+    links = MeshLinks.load(base)
+    first = decode_jwt(read_jwt(base / "account.jwt"), kind="account")
+    issued = first.claims.get("iat")
+    claims = account_claims(
+        powers.config.account,
+        name=f"mesh {powers.config.mesh}",
+        signing_keys=(powers.signing_key,),
+        limits=powers.config.limits.account(),
+        exports=links.export_claims(),
+        imports=links.import_claims(),
+    )
+    preload = encode_jwt(
+        claims,
+        powers.identity,
+        KeyRole.OPERATOR,
+        issued_at=issued if isinstance(issued, int) else None,
+    )
+    text = render_server_config(
+        powers.config,
+        base,
+        account_jwt=preload,
+        system_jwt=read_jwt(base / "system-account.jwt"),
+        links=links,
+        link_jwts={link.account: powers.link_account_jwt(link) for link in links.accounts},
+    )
+    target = base / SERVER_CONFIG_FILE
+    target.write_text(text)
+    os.chmod(target, 0o600)
+    return target
+
+
 __all__ = [
     "AUTHORITY_JWT",
     "AUTHORITY_SYSTEM_JWT",
@@ -328,4 +370,5 @@ __all__ = [
     "init_mesh",
     "read_jwt",
     "role_of",
+    "write_server_config",
 ]

@@ -48,6 +48,40 @@ from iatp.handshake import PeerOffer
 
 MEMBERSHIP_HEADER = "membership"
 STEWARD_PREFIX = "federation."
+CHUNK = 1000
+MAX_CHUNKS = 8
+
+
+def credential_headers(token: str) -> dict[str, str]:
+    """The envelope headers that carry a membership credential.
+
+    IATP header values are at most 1024 characters, so the credential is cut into
+    ``membership``, ``membership.1``, ``membership.2``, ... (at most 8000 characters).
+
+    Raises:
+        ValueError: the credential is longer than 8000 characters.
+    """
+    parts = [token[i : i + CHUNK] for i in range(0, len(token), CHUNK)] or [""]
+    if len(parts) > MAX_CHUNKS:
+        raise ValueError("a membership credential is at most 8000 characters")
+    return {
+        (MEMBERSHIP_HEADER if i == 0 else f"{MEMBERSHIP_HEADER}.{i}"): part
+        for i, part in enumerate(parts)
+    }
+
+
+def credential_of(envelope: Envelope) -> str | None:
+    """The membership credential an envelope carries (joined from its headers), if any."""
+    first = envelope.header(MEMBERSHIP_HEADER)
+    if first is None:
+        return None
+    parts = [first]
+    for i in range(1, MAX_CHUNKS):
+        part = envelope.header(f"{MEMBERSHIP_HEADER}.{i}")
+        if part is None:
+            break
+        parts.append(part)
+    return "".join(parts)
 
 
 def operation_of(message_type: str, body: bytes) -> str:
@@ -96,7 +130,7 @@ class FederationGuard:
         partnership = self._steward(sender)
         if partnership is not None:
             return self._steward_verdict(envelope, partnership)
-        token = envelope.header(MEMBERSHIP_HEADER)
+        token = credential_of(envelope)
         if token is None:
             known = self.view.member(sender)
             if known is None:
@@ -234,5 +268,7 @@ __all__ = [
     "MEMBERSHIP_HEADER",
     "FederatedRings",
     "FederationGuard",
+    "credential_headers",
+    "credential_of",
     "operation_of",
 ]

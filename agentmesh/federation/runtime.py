@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from agentmesh.audit import AuditSink
-from agentmesh.federation.guard import MEMBERSHIP_HEADER, FederatedRings, FederationGuard
+from agentmesh.federation.guard import FederatedRings, FederationGuard, credential_headers
 from agentmesh.federation.view import FederationView
 from agentmesh.node.interceptors import Stage
 from agentmesh.node.node import MeshNode
@@ -124,7 +124,7 @@ class NodeFederation:
         if node is None:
             return
         headers = MappingProxyType(
-            {MEMBERSHIP_HEADER: self.membership} if self.membership is not None else {}
+            credential_headers(self.membership) if self.membership is not None else {}
         )
         wanted: dict[str, Route] = {}
         for partnership in self.view.partnerships():
