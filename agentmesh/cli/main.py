@@ -6,7 +6,18 @@ from typing import Annotated
 
 import typer
 
-from agentmesh.cli import audit, identity, mesh, node, policy, quarantine, registry, saga, trust
+from agentmesh.cli import (
+    audit,
+    federation,
+    identity,
+    mesh,
+    node,
+    policy,
+    quarantine,
+    registry,
+    saga,
+    trust,
+)
 
 app = typer.Typer(
     help="agentmesh: safe teams of AI agents over a signed, trust-aware mesh.",
@@ -21,6 +32,7 @@ app.add_typer(trust.app, name="trust")
 app.add_typer(registry.app, name="registry")
 app.add_typer(saga.app, name="saga")
 app.add_typer(mesh.app, name="mesh")
+app.add_typer(federation.app, name="federation")
 app.command("quarantine")(quarantine.quarantine)
 app.command("release")(quarantine.release)
 

@@ -11,7 +11,13 @@ from rich.console import Console
 
 from agentmesh.cli.connection import JwtFile, secure_config
 from agentmesh.cli.passphrase import obtain_passphrase
-from agentmesh.node.runner import RunPlan, TrustOptions, install_stop_signals, run_node
+from agentmesh.node.runner import (
+    FederationOptions,
+    RunPlan,
+    TrustOptions,
+    install_stop_signals,
+    run_node,
+)
 from agentmesh.policy.engine import CompiledPolicy
 from agentmesh.policy.errors import PolicyLoadError
 from agentmesh.policy.runtime import GovernanceOptions
@@ -112,6 +118,29 @@ def run(
         list[str] | None,
         typer.Option("--admit", help="DID to serve without a directory card (repeatable)."),
     ] = None,
+    organization: Annotated[
+        str | None,
+        typer.Option(
+            "--organization",
+            help="Federate: this organization's authority DID (its agreements apply).",
+        ),
+    ] = None,
+    membership: Annotated[
+        Path | None,
+        typer.Option(
+            "--membership",
+            help="This agent's membership credential ('federation issue-membership'), "
+            "sent to partner organizations.",
+        ),
+    ] = None,
+    org_trust: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--org-trust",
+            metavar="ORG=TRUST",
+            help="Trust in a partner organization, 0..1 (discounts its agents' scores).",
+        ),
+    ] = None,
 ) -> None:
     """Join the mesh, answer `mesh.echo` requests, optionally talk to peers, leave on SIGTERM.
 
@@ -144,6 +173,7 @@ def run(
     except KeystoreError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
+    federation = _federation(organization, membership, org_trust or [])
     nats_config = secure_config(me, jwt)
     plan = RunPlan(
         peers=peers,
@@ -174,6 +204,7 @@ def run(
                 reload_on_sighup=True,
             ),
             trust=TrustOptions(pre_trusted=tuple(pre_trusted or ())) if trust else None,
+            federation=federation,
             stop=stop,
         )
 
@@ -194,6 +225,37 @@ _HINTS = {
     ),
     "broker_authentication_failed": "Check --jwt: 'agentmesh mesh add-agent' issues it.",
 }
+
+
+def _federation(
+    organization: str | None, membership: Path | None, org_trust: list[str]
+) -> FederationOptions | None:
+    if organization is None:
+        if membership is not None or org_trust:
+            raise typer.BadParameter(
+                "--membership and --org-trust need --organization", param_hint="--organization"
+            )
+        return None
+    if not is_did(organization):
+        raise typer.BadParameter(f"{organization!r} is not a did:key", param_hint="--organization")
+    trust: dict[str, float] = {}
+    for item in org_trust:
+        name, _, value = item.partition("=")
+        try:
+            trust[name] = float(value)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{item!r} is not ORG=TRUST", param_hint="--org-trust"
+            ) from None
+        if not name or not 0.0 <= trust[name] <= 1.0:
+            raise typer.BadParameter(f"{item!r}: TRUST is 0..1", param_hint="--org-trust")
+    token = None
+    if membership is not None:
+        try:
+            token = membership.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--membership") from None
+    return FederationOptions(organization, token, trust)
 
 
 def _role(jwt: Path) -> str:

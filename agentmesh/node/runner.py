@@ -11,7 +11,7 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TextIO
 
@@ -19,6 +19,7 @@ from agentmesh.directory.admission import UNKNOWN_AGENT
 from agentmesh.directory.directory import DEFAULT_TTL_MS
 from agentmesh.directory.membership import DirectoryMembership
 from agentmesh.errors import AgentMeshError, HandshakeRefused, NoResponders, RequestTimeout
+from agentmesh.federation.runtime import NodeFederation
 from agentmesh.node.config import NodeConfig
 from agentmesh.node.interceptors import InboundMessage, Stage
 from agentmesh.node.node import MeshNode
@@ -48,6 +49,25 @@ class RunPlan:
     broker: str = "open"
     admission: str = "registered"
     admitted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FederationOptions:
+    """``node run --organization DID --membership FILE``: take part in the org's federation."""
+
+    organization: str
+    membership: str | None = None
+    org_trust: Mapping[str, float] = field(default_factory=dict)
+
+
+class AnyOf:
+    """A container that holds what any of its parts holds (admission: named DIDs or members)."""
+
+    def __init__(self, *parts: Container[str]) -> None:
+        self._parts = parts
+
+    def __contains__(self, item: object) -> bool:
+        return any(item in part for part in self._parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +126,7 @@ async def run_node(
     audit_log: str | None = None,
     governance: GovernanceOptions | None = None,
     trust: TrustOptions | None = None,
+    federation: FederationOptions | None = None,
     emit: Callable[..., None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> int:
@@ -128,15 +149,33 @@ async def run_node(
         if trust is not None
         else None
     )
+    fed = (
+        NodeFederation(
+            transport,
+            identity,
+            mesh=mesh,
+            organization=federation.organization,
+            membership=federation.membership,
+            local_score=engine.score if engine is not None else None,
+            org_trust=federation.org_trust,
+        )
+        if federation is not None
+        else None
+    )
     governed = NodeGovernance(
         identity,
         transport,
         options,
         mesh=mesh,
         emit=say,
-        ring_sources=(engine,) if engine is not None else (),
+        ring_sources=(
+            *((engine,) if engine is not None else ()),
+            *((fed.rings,) if fed is not None else ()),
+        ),
     )
     audit = governed.audit
+    if fed is not None:
+        fed.view.audit = audit
     failures = 0
     config = NodeConfig(mesh=mesh, capabilities=plan.capabilities)
     try:
@@ -175,7 +214,20 @@ async def run_node(
             # Every check and the handler are in place before the node subscribes:
             # no message may arrive in a window without revocation or policy checks.
             governed.install(node)
-            membership.install(node, admitted=_admitted(plan, options, trust))
+            admitted: Container[str] | None = _admitted(plan, options, trust)
+            if fed is not None:
+                fed.directory = membership.directory
+                await stack.enter_async_context(fed)
+                fed.install(node)  # before admission: it verifies partners' credentials
+                if admitted is not None:
+                    admitted = AnyOf(admitted, fed.view)
+                say(
+                    "federation",
+                    organization=fed.organization,
+                    partners=[p.theirs.org for p in fed.view.partnerships()],
+                    membership=fed.membership is not None,
+                )
+            membership.install(node, admitted=admitted)
             if mesh_trust is not None:
                 node.add_interceptor(mesh_trust.interceptor, stage=Stage.TRUST)
                 say("trust", pre_trusted=len(trust.pre_trusted) if trust else 0)
