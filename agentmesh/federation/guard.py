@@ -208,21 +208,22 @@ class FederationGuard:
     async def check_outbound(self, envelope: Envelope) -> Verdict:
         if envelope.correlation_id is not None:
             return ALLOW
-        agent = self.view.partner_agent(envelope.recipient)
-        if agent is None:
-            return ALLOW  # not a partner agent: local checks decide
+        recipient = envelope.recipient
+        token = self.view.credential_for(recipient)
+        if token is None:
+            return ALLOW  # not a partner agent this node knows: local checks decide
         try:
-            self.view.verify_membership(agent.token, agent.card.did)
-            partnership = self.view.partnership(agent.membership.organization)
+            membership = self.view.verify_membership(token, recipient)
+            partnership = self.view.partnership(membership.organization)
             if partnership is None:
                 raise InvalidMembership("the agreement is no longer in force")
-            self._check_quarantine(agent.card.did, partnership)
+            self._check_quarantine(recipient, partnership)
             operation = operation_of(envelope.type, envelope.body)
-            export = partnership.theirs.export_for(agent.card.did)
+            export = partnership.theirs.export_for(recipient)
             if export is None or not export.allows(operation):
                 raise NotExported(
                     f"{partnership.theirs.org} does not export {operation!r} on "
-                    f"{agent.card.did} to {partnership.mine.org}"
+                    f"{recipient} to {partnership.mine.org}"
                 )
             if not matches(partnership.theirs.ceilings.allowed_tools, operation):
                 raise CeilingExceeded(

@@ -33,6 +33,7 @@ from agentmesh.federation.orgdir import OrgDirectory
 from agentmesh.transport.nats import NatsTransport
 from iatp.clock import SystemClock
 from iatp.identity import AgentIdentity
+from iatp.keystore import save_identity
 
 READY = "Server is ready"
 LAB_PASSPHRASE = "federation-lab"  # noqa: S105 - encrypts throwaway lab keys only
@@ -102,6 +103,19 @@ class LabOrg:
             capabilities=capabilities,
             days=days,
         )
+
+    def save_authority(self) -> Path:
+        """The authority's identity file (``LAB_PASSPHRASE``), for the CLI's ``--identity``."""
+        path = self.directory / "authority.id"
+        if not path.exists():
+            save_identity(self.authority, path, LAB_PASSPHRASE)
+        return path
+
+    def save_user_jwt(self, did: str, role: Role = Role.AGENT) -> Path:
+        """A broker credential for ``did`` in a file, for ``--jwt``."""
+        path = self.directory / f"{did[-12:]}.jwt"
+        path.write_text(self.user_jwt(did, role) + "\n")
+        return path
 
     def start(self, *, timeout: float = 10.0) -> None:
         binary = shutil.which("nats-server") or (

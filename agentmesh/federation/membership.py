@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 
 from nacl.exceptions import BadSignatureError
 
-from agentmesh.didkit_bridge import issue_jwt_credential
 from agentmesh.federation.errors import (
     InvalidMembership,
     MembershipRevoked,
@@ -225,6 +224,10 @@ async def issue_membership(
         expires_at=issued + int(lifetime_s),
         status_index=status_index,
     )
+    # didkit only here: verifying (every message) is PyNaCl, and processes that never
+    # issue never load didkit (its resolver has crashed in interpreter teardown).
+    from agentmesh.didkit_bridge import issue_jwt_credential
+
     try:
         return await issue_jwt_credential(credential, authority)
     except ValueError as exc:

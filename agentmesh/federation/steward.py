@@ -34,8 +34,9 @@ from agentmesh.directory.revocations import RevocationList
 from agentmesh.errors import KeyNotFound
 from agentmesh.federation.agreement import decode_revocation
 from agentmesh.federation.errors import FederationError
+from agentmesh.federation.membership import verify_membership
 from agentmesh.federation.runtime import NodeFederation
-from agentmesh.federation.status import decode_status_list
+from agentmesh.federation.status import StatusList, decode_status_list
 from agentmesh.federation.store import (
     PartnerCardRecord,
     card_key,
@@ -142,13 +143,21 @@ class FederationSteward:
         issued = self.memberships()
         for export in partnership.mine.exports:
             card, token = self.cards(export.agent), issued.get(export.agent)
-            if card is not None and token is not None:
+            if card is not None and token is not None and not self._revoked(token, status):
                 items.append(("card", card, token))
         for did in issued:
             for entry in self.revocations.entries(did):
                 if entry.issuer == me and entry.kind in (*BLOCKING_KINDS, RevocationKind.RELEASED):
                     items.append(("order", entry.encode(), ""))
         return items
+
+    def _revoked(self, token: str, status: StatusList | None) -> bool:
+        """Whether ``token`` was revoked here or expired (then its card stays home)."""
+        try:
+            membership = verify_membership(token, trusted={self.view.organization: self.view.org})
+        except FederationError:
+            return True
+        return status is not None and status.is_revoked(membership.status_index)
 
     async def ship(self, *, timeout: float = 2.0) -> int:
         """Send every partner in force what this organization has now; returns items sent."""

@@ -122,6 +122,7 @@ class FederationView:
         self._memberships: dict[str, Membership] = {}
         self._members: dict[str, tuple[Membership, str]] = {}
         self._reported: set[tuple[str, str, int]] = set()
+        self._shipped: dict[str, str] = {}
         self._listeners: list[Callable[[], None]] = []
         self._bucket = WatchedBucket(transport, federation_bucket(mesh), self._on_entry)
 
@@ -260,6 +261,7 @@ class FederationView:
     def _verify_card(self, data: bytes) -> PartnerAgent:
         record = decode_partner_card(data)
         card = decode_card(record.card, now_ms=self.clock.now_ms())
+        self._shipped[card.did] = record.membership  # kept even if it no longer verifies
         membership = self.verify_membership(record.membership, card.did)
         partnership = self.partnership(membership.organization)
         assert partnership is not None  # verify_membership checked it
@@ -360,6 +362,14 @@ class FederationView:
     def partner_agent(self, did: str) -> PartnerAgent | None:
         return self._cards.get(did)
 
+    def credential_for(self, did: str) -> str | None:
+        """The newest membership credential seen for a partner's agent, valid or not."""
+        agent = self._cards.get(did)
+        if agent is not None:
+            return agent.token
+        held = self._members.get(did)
+        return held[1] if held is not None else self._shipped.get(did)
+
     def member(self, did: str) -> tuple[Membership, str] | None:
         """A partner agent's membership and credential, from its card or a verified message."""
         agent = self._cards.get(did)
@@ -379,11 +389,11 @@ class FederationView:
         """A partner revoked ``did``'s membership or quarantined it (saga BlockCheck)."""
         if self.quarantine_of(did) is not None:
             return True
-        agent = self._cards.get(did)
-        if agent is None:
+        token = self.credential_for(did)
+        if token is None:
             return False
         try:
-            self.verify_membership(agent.token, did)
+            self.verify_membership(token, did)
         except FederationError:
             return True
         return False
