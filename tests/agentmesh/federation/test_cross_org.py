@@ -115,7 +115,8 @@ async def test_requests_cross_both_ways_through_the_link(world: World) -> None:
     answer = await alice.ask("request", to=bob.did, type="quote.request", body="100 widgets")
     assert answer == {"event": "answer", "ok": True, "body": "globex:100 widgets"}
     answer = await bob.ask("request", to=alice.did, type="status.ping", body="hi")
-    assert answer["ok"] is True and answer["body"] == "acme:hi"
+    assert answer["ok"] is True
+    assert answer["body"] == "acme:hi"
 
 
 async def test_discovery_shows_only_exported_agents_ranked_with_the_org_discount(
@@ -134,10 +135,12 @@ async def test_discovery_shows_only_exported_agents_ranked_with_the_org_discount
 async def test_departure_refuses_an_operation_the_partner_did_not_export(world: World) -> None:
     alice, bob = agents(world)["alice"], agents(world)["bob"]
     answer = await alice.ask("request", to=bob.did, type="secret.read", body="x")
-    assert answer["ok"] is False and answer["error"] == "not_exported"
+    assert answer["ok"] is False
+    assert answer["error"] == "not_exported"
     # acme allows globex's agents only the tool status.ping, though it exports status.*
     answer = await bob.ask("request", to=alice.did, type="status.dump", body="x")
-    assert answer["ok"] is False and answer["error"] == "federation_ceiling"
+    assert answer["ok"] is False
+    assert answer["error"] == "federation_ceiling"
 
 
 async def test_an_agent_the_partner_did_not_export_is_not_reachable_at_the_broker(
@@ -196,7 +199,8 @@ async def test_partner_quarantine_applies_to_its_own_agent_only(world: World) ->
         assert time.monotonic() < deadline, "acme never honoured globex's quarantine of dave"
         await asyncio.sleep(0.1)
     answer = await alice.ask("request", to=dave, type="quote.request", body="x")
-    assert answer["ok"] is False and answer["error"] == "membership_invalid"
+    assert answer["ok"] is False
+    assert answer["error"] == "membership_invalid"
     # acme's authority quarantining globex's carol changes nothing inside globex
     bob = agents(world)["bob"]
     order = sign_revocation(
@@ -233,7 +237,8 @@ async def test_membership_revocation_is_refused_across_the_link_within_a_second(
     elapsed = time.monotonic() - started
     assert elapsed < 1.0, f"revocation took {elapsed:.3f}s to cross the link"
     answer = await alice.ask("request", to=erin, type="quote.request", body="x")
-    assert answer["ok"] is False and answer["error"] == "membership_revoked"
+    assert answer["ok"] is False
+    assert answer["error"] == "membership_revoked"
     # honest traffic keeps flowing
     answer = await alice.ask("request", to=world.did("bob"), type="quote.request", body="y")
     assert answer["ok"] is True
@@ -263,7 +268,9 @@ async def test_sessions_do_not_cross_the_link(world: World) -> None:
 async def test_world_files_are_in_place(world: World) -> None:
     acme_conf = (world.org("acme").directory / "nats-server.conf").read_text()
     globex_conf = (world.org("globex").directory / "nats-server.conf").read_text()
-    assert "leafnodes {" in acme_conf and "listen:" in acme_conf
-    assert "remotes: [" in globex_conf and "nats-leaf://127.0.0.1:" in globex_conf
+    assert "leafnodes {" in acme_conf
+    assert "listen:" in acme_conf
+    assert "remotes: [" in globex_conf
+    assert "nats-leaf://127.0.0.1:" in globex_conf
     creds = Path(world.org("globex").directory / "federation" / "leaf" / "acme.creds")
-    assert creds.stat().st_mode & 0o777 == 0o600
+    assert creds.stat().st_mode & 0o777 == 0o600  # noqa: ASYNC240
