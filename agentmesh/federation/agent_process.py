@@ -40,6 +40,7 @@ from agentmesh.node.config import NodeConfig
 from agentmesh.node.interceptors import InboundMessage
 from agentmesh.node.node import MeshNode
 from agentmesh.node.runner import AnyOf
+from agentmesh.saga.adapters import RevocationAlarm
 from agentmesh.saga.coordinator import SagaCoordinator
 from agentmesh.saga.definition import SagaDefinition
 from agentmesh.saga.errors import StepActionFailed
@@ -109,9 +110,10 @@ class FederatedAgent:
                 await SagaLog.open(self.transport, mesh=self.args.mesh),
                 finder=self.federation,
                 guard=EligibilityGuard(
-                    blocked=[self.membership.revocations, self.federation.view],
+                    blocked=[self.membership.revocations, self.federation],
                     rings=self.federation.rings,
                 ),
+                alarms=[self.federation, RevocationAlarm(self.membership.revocations)],
             )
 
     async def _serve(self, message: InboundMessage) -> bytes:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shutil
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from agentmesh.broker.config import SERVER_CONFIG_FILE, MeshSecurityConfig
 from agentmesh.broker.credentials import BrokerCredentials
 from agentmesh.broker.provision import provision
 from agentmesh.broker.subject_map import Role
+from agentmesh.directory.revocations import RevocationList
 from agentmesh.errors import MeshError
 from agentmesh.federation.agreement import Ceilings, Export, FederationAgreement, Party
 from agentmesh.federation.operations import issue_member, link_mesh, publish_federation
@@ -34,6 +36,7 @@ from agentmesh.transport.nats import NatsTransport
 from iatp.clock import SystemClock
 from iatp.identity import AgentIdentity
 from iatp.keystore import save_identity
+from registry.revocation import RevocationAuthorities, RevocationKind, sign_revocation
 
 READY = "Server is ready"
 LAB_PASSPHRASE = "federation-lab"  # noqa: S105 - encrypts throwaway lab keys only
@@ -103,6 +106,32 @@ class LabOrg:
             capabilities=capabilities,
             days=days,
         )
+
+    async def quarantine(self, did: str, reason: str) -> None:
+        """This organization's authority quarantines ``did`` (stored in its revocation log)."""
+        order = sign_revocation(
+            self.authority,
+            subject=did,
+            kind=RevocationKind.QUARANTINED,
+            reason=reason,
+            issued_at_ms=SystemClock().now_ms(),
+            sequence=secrets.randbits(32),
+        )
+        transport = self.authority_transport("lab-quarantine")
+        await transport.connect(timeout=5.0)
+        try:
+            revocations = RevocationList(
+                transport,
+                mesh=self.name,
+                authorities=RevocationAuthorities(mesh=frozenset({self.did})),
+            )
+            await revocations.start()
+            try:
+                await revocations.issue(order, signer=self.authority)
+            finally:
+                await revocations.aclose()
+        finally:
+            await transport.aclose()
 
     def save_authority(self) -> Path:
         """The authority's identity file (``LAB_PASSPHRASE``), for the CLI's ``--identity``."""

@@ -173,6 +173,27 @@ class NodeFederation:
         """DIDs offering ``capability``, best first (a saga ``SubstituteFinder``)."""
         return [card.did for card in self.find(capability)]
 
+    def add_listener(self, callback: Callable[[str, str], None]) -> None:
+        """Saga in-flight alarm: ``callback(did, reason)`` when a partner agent becomes blocked.
+
+        (A partner quarantined it, revoked its membership, or the agreement ended.)
+        """
+        blocked: set[str] = set()
+
+        def on_change() -> None:
+            for agent in self.view.partner_agents_known():
+                if agent not in blocked and self.view.is_blocked(agent):
+                    blocked.add(agent)
+                    callback(agent, "blocked by its organization")
+                elif agent in blocked and not self.view.is_blocked(agent):
+                    blocked.discard(agent)
+
+        self.view.add_listener(on_change)
+
+    def is_blocked(self, did: str) -> bool:
+        """Saga block check: a partner agent its organization blocked."""
+        return self.view.is_blocked(did)
+
     def explain(self, did: str) -> FederatedScore | None:
         """The trust discount applied to a partner's agent (None for one of ours)."""
         return self.trust.explain(did)

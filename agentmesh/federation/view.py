@@ -370,6 +370,10 @@ class FederationView:
         held = self._members.get(did)
         return held[1] if held is not None else self._shipped.get(did)
 
+    def partner_agents_known(self) -> set[str]:
+        """Every partner agent this view has a credential for (valid or not)."""
+        return set(self._cards) | set(self._members) | set(self._shipped)
+
     def member(self, did: str) -> tuple[Membership, str] | None:
         """A partner agent's membership and credential, from its card or a verified message."""
         agent = self._cards.get(did)
