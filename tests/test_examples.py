@@ -146,3 +146,12 @@ def test_governance_report_ok_needs_every_outcome() -> None:
     assert not replace(good, ranking_after=["analyst", "researcher"]).ok
     assert not replace(good, engines_agree=False).ok
     assert not GovernanceReport().ok
+
+
+@pytest.mark.nats
+def test_federation_example_runs_the_order_saga_across_two_organizations() -> None:
+    result = run([str(ROOT / "examples" / "federation" / "order_saga.py")], timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "order-declined: compensated" in result.stdout
+    assert "order-handoff: completed" in result.stdout
+    assert re.search(r"globex quarantines pay-[ab] while it charges", result.stdout)

@@ -184,10 +184,16 @@ class FederatedAgent:
         if self.coordinator is None:
             raise ValueError("start with --coordinator to run sagas")
         state = await self.coordinator.run(SagaDefinition.load(definition), saga_id=saga_id)
+        undone = {e.step: e.compensation.value for e in state.executions}
         return {
             "status": state.status.value,
             "steps": {
-                name: {"status": view.status.value, "agent": view.agent, "tried": view.tried}
+                name: {
+                    "status": view.status.value,
+                    "agent": view.agent,
+                    "tried": view.tried,
+                    "compensation": undone.get(name, "-"),
+                }
                 for name, view in state.steps.items()
             },
         }

@@ -31,7 +31,7 @@ import msgpack
 
 from agentmesh.audit import AuditEvent
 from agentmesh.directory.revocations import RevocationList
-from agentmesh.errors import KeyNotFound
+from agentmesh.errors import KeyNotFound, NoResponders, RequestTimeout
 from agentmesh.federation.agreement import decode_revocation
 from agentmesh.federation.errors import FederationError
 from agentmesh.federation.membership import verify_membership
@@ -187,6 +187,8 @@ class FederationSteward:
             self._changed.clear()
             try:
                 await self.ship()
+            except (NoResponders, RequestTimeout) as exc:  # the partner's steward is not up yet
+                logger.info("steward: partner not answering (%s): %s", exc.code, exc)
             except AgentMeshError as exc:
                 logger.warning("steward: shipping failed (%s): %s", exc.code, exc)
             with contextlib.suppress(TimeoutError):
