@@ -153,7 +153,12 @@ def show(
     """Score, ring and the evidence behind them for one agent."""
     if not is_did(did):
         raise typer.BadParameter(f"{did!r} is not a did:key", param_hint="DID")
-    loaded = _load(nats, receipts, mesh, pre_trusted, _config(identity, jwt, passphrase_env))
+    _print_show(
+        _load(nats, receipts, mesh, pre_trusted, _config(identity, jwt, passphrase_env)), did
+    )
+
+
+def _print_show(loaded: Loaded, did: str) -> None:
     ex = loaded.engine.explain(did)
     if not ex.known:
         out.print(f"{did}: unknown (no receipts about or by it among {loaded.folded}); ring 3")
@@ -298,3 +303,103 @@ def export(
         f"wrote {count} receipts to {out_file}; "
         f"check them with 'agentmesh trust top --receipts {out_file}'"
     )
+
+
+@app.command("explain")
+def explain(
+    did: Annotated[str, typer.Argument(help="The agent's DID.")],
+    nats: Nats = None,
+    receipts: ReceiptsFile = None,
+    mesh: Mesh = "agentmesh",
+    pre_trusted: PreTrusted = None,
+    organization: Annotated[
+        str | None,
+        typer.Option(
+            "--organization",
+            help="This organization's authority DID: explain a partner agent's federated "
+            "score (needs --nats; reads the mesh's federation bucket).",
+        ),
+    ] = None,
+    org_trust: Annotated[
+        list[str] | None,
+        typer.Option("--org-trust", metavar="ORG=TRUST", help="Trust in a partner org (0..1)."),
+    ] = None,
+    identity: IdentityFile = None,
+    jwt: JwtFile = None,
+    passphrase_env: PassphraseEnv = None,
+) -> None:
+    """Everything behind an agent's score; for a partner's agent, the org discount too.
+
+    A partner organization's agent is ranked by the local evidence about it times
+    this organization's trust in its organization (docs/federation.md).
+    """
+    if not is_did(did):
+        raise typer.BadParameter(f"{did!r} is not a did:key", param_hint="DID")
+    config = _config(identity, jwt, passphrase_env)
+    loaded = _load(nats, receipts, mesh, pre_trusted, config)
+    _print_show(loaded, did)
+    if organization is None:
+        return
+    if nats is None:
+        raise typer.BadParameter("the federated score needs --nats", param_hint="--organization")
+    trust = {}
+    for item in org_trust or []:
+        name, _, value = item.partition("=")
+        try:
+            trust[name] = float(value)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{item!r} is not ORG=TRUST", param_hint="--org-trust"
+            ) from None
+    loaded = _load(nats, receipts, mesh, pre_trusted, config)
+    explained = asyncio.run(_federated(did, nats, mesh, organization, trust, loaded, config))
+    if explained is None:
+        out.print(f"{did} is not a partner organization's agent known to this mesh: no discount")
+        return
+    table = Table(title=f"{did}: federated score", show_header=False)
+    for name, value in explained:
+        table.add_row(name, value)
+    out.print(table)
+
+
+async def _federated(
+    did: str,
+    url: str,
+    mesh: str,
+    organization: str,
+    org_trust: dict[str, float],
+    loaded: Loaded,
+    config: NatsConfig | None,
+) -> list[tuple[str, str]] | None:
+    from agentmesh.federation.errors import FederationError
+    from agentmesh.federation.view import FederationView
+    from agentmesh.transport.factory import make_transport
+    from trust.federated import DiscountedTrust
+
+    async with make_transport(url, name="trust-explain", config=config) as transport:
+        view = FederationView(transport, mesh=mesh, organization=organization, org=mesh)
+        await view.start()
+        try:
+            token = view.credential_for(did)
+            if token is None:
+                return None
+            try:
+                membership = view.verify_membership(token, did)
+                status = "valid"
+            except FederationError as exc:
+                return [("membership", f"refused ({exc.code}): {exc}")]
+            partnership = view.partnership(membership.organization)
+        finally:
+            await view.aclose()
+    trust = DiscountedTrust(loaded.engine.score, lambda _: membership.organization_name, org_trust)
+    explained = trust.explain(did)
+    assert explained is not None
+    cap = partnership.mine.ceilings.max_ring if partnership is not None else 3
+    return [
+        ("organization", f"{membership.organization_name} ({membership.organization})"),
+        ("membership", status),
+        ("local score (this mesh's evidence)", f"{explained.local:.4f}"),
+        ("trust in the organization", f"{explained.org_trust:.2f}"),
+        ("federated score = local x org trust", f"{explained.score:.4f}"),
+        ("ring cap (agreement)", str(cap)),
+    ]

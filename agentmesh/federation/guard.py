@@ -196,7 +196,8 @@ class FederationGuard:
                 f"{partner} is above {ceilings.rate_per_second:g}/s (burst {ceilings.burst})"
             )
         if ceilings.daily_budget is not None:
-            today = datetime.datetime.now(datetime.UTC).date()
+            now_ms = self.view.clock.now_ms()
+            today = datetime.datetime.fromtimestamp(now_ms / 1000, datetime.UTC).date()
             day, used = self._budget.get(partner, (today, 0))
             used = used if day == today else 0
             if used >= ceilings.daily_budget:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -98,6 +99,10 @@ def _unb64(part: str) -> bytes:
         raise InvalidMembership("a credential part is not base64url") from exc
 
 
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _strings(value: object, what: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidMembership(f"{what} must be a list of strings")
@@ -134,8 +139,8 @@ def verify_membership(
     try:
         header = json.loads(_unb64(parts[0]))
         claims = json.loads(_unb64(parts[1]))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidMembership("a credential part is not JSON") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidMembership("a credential part is not JSON") from None
     if not isinstance(header, dict) or header.get("alg") != "EdDSA":
         raise InvalidMembership("membership credentials are EdDSA JWS")
     if not isinstance(claims, dict):
@@ -150,12 +155,13 @@ def verify_membership(
         raise InvalidMembership("the signing key is not the issuer's")
     try:
         verify_key_for_did(issuer).verify(f"{parts[0]}.{parts[1]}".encode(), _unb64(parts[2]))
-    except BadSignatureError:
+    except (BadSignatureError, ValueError):  # PyNaCl raises ValueError for a wrong length
         raise InvalidMembership(f"membership credential not signed by {issuer}") from None
     credential = claims.get("vc")
     if not isinstance(credential, dict):
         raise InvalidMembership("no vc claim")
-    if MEMBERSHIP_TYPE not in (credential.get("type") or ()):
+    kinds = credential.get("type")
+    if not isinstance(kinds, list) or MEMBERSHIP_TYPE not in kinds:
         raise InvalidMembership(f"not an {MEMBERSHIP_TYPE} credential")
     body = credential.get("credentialSubject")
     if not isinstance(body, dict) or body.get("id") != subject or not isinstance(subject, str):
@@ -164,8 +170,10 @@ def verify_membership(
         raise InvalidMembership(f"the credential is {subject}'s, presented by {agent}")
     moment = time.time() if now is None else now
     expires, not_before = claims.get("exp"), claims.get("nbf", 0)
-    if not isinstance(expires, int | float) or not isinstance(not_before, int | float):
-        raise InvalidMembership("exp and nbf must be numbers")
+    if not (_finite(expires) and _finite(not_before)):
+        raise InvalidMembership("exp and nbf must be finite numbers")
+    assert isinstance(expires, int | float)
+    assert isinstance(not_before, int | float)
     if moment >= expires:
         raise InvalidMembership(f"the membership of {subject} expired")
     if moment < not_before - 30:
@@ -173,7 +181,7 @@ def verify_membership(
     status = credential.get("credentialStatus")
     try:
         index = int(status["statusListIndex"]) if isinstance(status, dict) else -1
-    except (KeyError, ValueError, TypeError):
+    except (KeyError, ValueError, TypeError, OverflowError):
         index = -1
     if index < 0:
         raise InvalidMembership("the credential has no status-list index")

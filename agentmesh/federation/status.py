@@ -105,7 +105,7 @@ def decode_status_list(data: bytes, *, organization: str | None = None) -> Statu
         raise StatusListError("status list fields have the wrong types or order")
     try:
         verify_key_for_did(org).verify(_claim(org, version, issued, revoked), signature)
-    except BadSignatureError:
+    except (BadSignatureError, ValueError):  # PyNaCl raises ValueError for a wrong length
         raise StatusListError(f"status list not signed by {org}") from None
     return StatusList(org, version, issued, frozenset(revoked), signature)
 

@@ -39,6 +39,7 @@ from agentmesh.federation.errors import (
     FederationError,
     InvalidMembership,
     MembershipRevoked,
+    StatusListError,
     UntrustedOrganization,
 )
 from agentmesh.federation.membership import Membership, verify_membership
@@ -208,7 +209,7 @@ class FederationView:
         status = decode_status_list(data)
         held = self._status.get(status.organization)
         if held is not None and held.version > status.version:
-            raise FederationError(
+            raise StatusListError(
                 f"status list v{status.version} of {status.organization} is older than "
                 f"v{held.version} (rollback refused)"
             )
@@ -261,7 +262,9 @@ class FederationView:
     def _verify_card(self, data: bytes) -> PartnerAgent:
         record = decode_partner_card(data)
         card = decode_card(record.card, now_ms=self.clock.now_ms())
-        self._shipped[card.did] = record.membership  # kept even if it no longer verifies
+        self._parse(record.membership, card.did)  # issued by a partner, for this agent
+        if not self.is_local(card.did):
+            self._shipped[card.did] = record.membership  # kept even once revoked: it blocks
         membership = self.verify_membership(record.membership, card.did)
         partnership = self.partnership(membership.organization)
         assert partnership is not None  # verify_membership checked it
@@ -315,6 +318,20 @@ class FederationView:
     def status_of(self, organization: str) -> StatusList | None:
         return self._status.get(organization)
 
+    def _parse(self, token: str, agent: str) -> Membership:
+        """The credential's content once its signature, issuer (a partner) and subject hold."""
+        membership = self._memberships.get(token)
+        if membership is None:
+            trusted = {p.theirs.authority: p.theirs.org for p in self.partnerships()}
+            membership = verify_membership(
+                token, trusted=trusted, agent=agent, now=self.clock.now_ms() / 1000
+            )
+            if len(self._memberships) >= MAX_MEMBERSHIP_CACHE:
+                self._memberships.clear()
+                self._members.clear()
+            self._memberships[token] = membership
+        return membership
+
     def verify_membership(self, token: str, agent: str) -> Membership:
         """``token`` as ``agent``'s membership of a partner in force, not revoked, not expired.
 
@@ -324,14 +341,7 @@ class FederationView:
             InvalidMembership: malformed, badly signed, another's, expired, no status list,
                 or ``agent`` is one of this organization's own agents.
         """
-        membership = self._memberships.get(token)
-        if membership is None:
-            trusted = {p.theirs.authority: p.theirs.org for p in self.partnerships()}
-            membership = verify_membership(token, trusted=trusted, agent=agent)
-            if len(self._memberships) >= MAX_MEMBERSHIP_CACHE:
-                self._memberships.clear()
-                self._members.clear()
-            self._memberships[token] = membership
+        membership = self._parse(token, agent)
         if membership.agent != agent:
             raise InvalidMembership(f"the credential is {membership.agent}'s, presented by {agent}")
         if self.is_local(agent):

@@ -12,6 +12,10 @@ refusal is the receiving or sending node's own check.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,8 +23,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from agentmesh.broker.subject_map import Role
 from agentmesh.errors import NoResponders, RemoteError, RequestTimeout
 from agentmesh.federation.agreement import Ceilings, Export
+from agentmesh.federation.lab import LAB_PASSPHRASE
 from agentmesh.federation.operations import publish_federation, revoke_member
 from agentmesh.federation.orgdir import OrgDirectory
 from agentmesh.federation.runtime import route_base
@@ -28,6 +34,7 @@ from agentmesh.node.config import NodeConfig
 from agentmesh.node.node import MeshNode
 from agentmesh.node.routes import Route
 from agentmesh.transport.nats import NatsTransport
+from iatp.keystore import save_identity
 from tests.agentmesh.federation.crossorg import Child, World
 
 pytestmark = [pytest.mark.nats, pytest.mark.asyncio(loop_scope="module")]
@@ -244,3 +251,32 @@ async def test_world_files_are_in_place(world: World) -> None:
     assert "nats-leaf://127.0.0.1:" in globex_conf
     creds = Path(world.org("globex").directory / "federation" / "leaf" / "acme.creds")
     assert creds.stat().st_mode & 0o777 == 0o600  # noqa: ASYNC240
+
+
+async def test_trust_explain_shows_the_partner_discount(world: World) -> None:
+    acme = world.org("acme")
+    observer = world.identity("observer")
+    identity_file = world.root / "observer.id"
+    save_identity(observer, identity_file, LAB_PASSPHRASE)
+    jwt_file = acme.save_user_jwt(observer.did, Role.OBSERVER)
+    command = [
+        sys.executable, "-m", "agentmesh", "trust", "explain", world.did("bob"),
+        "--nats", acme.url, "--mesh", "acme", "--organization", acme.did,
+        "--org-trust", "globex=0.8", "--identity", str(identity_file), "--jwt", str(jwt_file),
+        "--passphrase-env", "OBSERVER_PASSPHRASE",
+    ]  # fmt: skip
+    result = await asyncio.to_thread(
+        subprocess.run,
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "OBSERVER_PASSPHRASE": LAB_PASSPHRASE, "COLUMNS": "200"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    text = " ".join(re.sub(r"[^\w.=():+ -]", " ", result.stdout).split())  # no table borders
+    assert "organization globex" in text
+    assert "trust in the organization 0.80" in text
+    assert "federated score = local x org trust 0.0000" in text  # no local evidence yet
+    assert "ring cap (agreement) 3" in text  # acme lets globex's agents no better than 3
