@@ -1,12 +1,12 @@
 """The other process of the mesh benchmarks: ``python -m benchmarks.mesh_peer ROLE --url URL``.
 
-The benchmarks (``bench_mesh.py``, ``bench_broker.py``) start one process per role
-and drive it with a small control protocol on stdin / stdout, one JSON object per
-line: they write a command ``{"cmd": NAME, ...}`` and read exactly one answer line
-(``{"error": ...}`` if the command failed). The first line a peer prints is
-``{"ready": true, ...}``. End of stdin (the benchmark closed the pipe or died)
-stops the peer, so a peer never outlives its benchmark; ``{"cmd": "quit"}`` does
-the same.
+The benchmarks (``bench_mesh.py``, ``bench_broker.py``, ``bench_federation.py``)
+start one process per role and drive it with a small control protocol on stdin /
+stdout, one JSON object per line: they write a command ``{"cmd": NAME, ...}`` and
+read exactly one answer line (``{"error": ...}`` if the command failed). The first
+line a peer prints is ``{"ready": true, ...}``. End of stdin (the benchmark closed
+the pipe or died) stops the peer, so a peer never outlives its benchmark;
+``{"cmd": "quit"}`` does the same.
 
 Roles:
 
@@ -60,6 +60,27 @@ Roles:
     keep the current frames if there are enough); ``blast {subject, n}`` publishes
     them as fast as nats-py can, flushes, and answers ``seconds``.
 
+``fed_responder`` (federation benchmark, request/reply)
+    A :class:`MeshNode` of one organization of a federation lab
+    (``--mesh`` is the organization's mesh) with :class:`NodeFederation` installed
+    (``--organization DID``: its authority; ``--membership FILE``: the node's
+    membership credential, if any), that answers ``bench.echo`` with the request
+    body and registers its card (capability ``bench``) in its mesh's directory, so
+    the organization's steward can ship it to partners. ``--seed`` / ``--jwt`` are
+    the node's identity and user JWT (required). With ``--raw-seed HEX --raw-jwt
+    FILE``, also a raw nats-py responder (the mirror protocol of ``responder``) on
+    the inbox subject of that second identity (``{mesh}.agent.{key}.inbox``), which
+    an agreement can export like any agent. Commands: ``stats`` (the node's
+    counters), ``view`` (what its federation view holds: partner orgs, status
+    lists, partner cards, refusals).
+
+``fed_steward`` (federation benchmark)
+    The steward of one organization (:func:`agentmesh.federation.service.run_steward`):
+    ``--mesh-dir DIR`` is the organization's mesh directory, ``--seed`` its
+    authority's seed (no ``--jwt``: the authority's JWTs are in the directory),
+    ``--resync SECONDS`` the re-shipment period. Ready once the steward runs;
+    ``stats`` answers its last counters.
+
 ``--profile PATH`` (receiver) runs cProfile on the event-loop thread while mesh
 messages are counted and writes the stats to ``PATH`` on quit.
 """
@@ -76,6 +97,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from time import monotonic, perf_counter, process_time, thread_time
 from typing import Any
 
@@ -84,7 +106,10 @@ from nacl.signing import VerifyKey
 
 from agentmesh.broker.authority import read_jwt
 from agentmesh.broker.credentials import BrokerCredentials
+from agentmesh.directory.membership import DirectoryMembership
 from agentmesh.errors import AccessRevoked, TransportError
+from agentmesh.federation.runtime import NodeFederation
+from agentmesh.federation.service import run_steward
 from agentmesh.node.addressing import MeshAddressing
 from agentmesh.node.config import NodeConfig
 from agentmesh.node.interceptors import InboundMessage
@@ -94,6 +119,7 @@ from iatp.clock import SystemClock
 from iatp.did import public_key_from_did
 from iatp.envelope import SIGNING_DOMAIN, new_envelope, parse_frame, seal_envelope
 from iatp.identity import AgentIdentity
+from registry.card import parse_capability
 
 ECHO_TYPE = "bench.echo"
 ONEWAY_TYPE = "bench.oneway"
@@ -474,11 +500,153 @@ class BrokerAgents(Peer):
             await self.nc.close()
 
 
+class FedResponder(Peer):
+    """A federated echo node of one organization, plus an optional raw responder."""
+
+    def __init__(
+        self,
+        url: str,
+        mesh: str,
+        credentials: BrokerCredentials,
+        organization: str,
+        membership: str | None = None,
+        raw_credentials: BrokerCredentials | None = None,
+    ) -> None:
+        super().__init__(url, mesh)
+        self.identity = credentials.identity
+        self.credentials = credentials
+        self.organization = organization
+        self.membership = membership
+        self.raw_credentials = raw_credentials
+        self.nc: Any = None
+        self._replies: dict[int, bytes] = {}
+        self._stack = contextlib.AsyncExitStack()
+
+    async def start(self) -> dict[str, Any]:
+        stack = self._stack
+        transport = NatsTransport(
+            self.url, name="bench-fed-responder", config=self.credentials.nats_config()
+        )
+        await transport.connect(timeout=10.0)
+        stack.push_async_callback(transport.aclose)
+        self.federation = await stack.enter_async_context(
+            NodeFederation(
+                transport,
+                self.identity,
+                mesh=self.mesh,
+                organization=self.organization,
+                membership=self.membership,
+            )
+        )
+        card = await stack.enter_async_context(
+            DirectoryMembership(
+                self.identity,
+                transport,
+                mesh=self.mesh,
+                capabilities=(parse_capability("bench"),),
+                authorities=(self.organization,),
+            )
+        )
+        self.federation.directory = card.directory
+        self.node = MeshNode(self.identity, transport, config=NodeConfig(mesh=self.mesh))
+        self.federation.install(self.node)  # the guard before the handler is reachable
+        self.node.handle(ECHO_TYPE, Responder._echo)
+        await self.node.start()
+        stack.push_async_callback(self.node.aclose)
+        answer: dict[str, Any] = {"did": self.node.did, "raw_did": None, "raw_subject": None}
+        if self.raw_credentials is not None:
+            options = raw_connect_options(self.raw_credentials.nats_config())
+            self.nc = await nats.connect(self.url, name="bench-fed-raw-responder", **options)
+            stack.push_async_callback(self.nc.close)
+            raw_did = self.raw_credentials.identity.did
+            subject = MeshAddressing(self.mesh).inbox(raw_did)
+            await self.nc.subscribe(subject, cb=self._raw)
+            await self.nc.flush()
+            answer.update(raw_did=raw_did, raw_subject=subject)
+        return answer
+
+    async def _raw(self, msg: Any) -> None:
+        size = int.from_bytes(msg.data[:4], "big")
+        reply = self._replies.get(size)
+        if reply is None:
+            reply = self._replies[size] = bytes(size)
+        await msg.respond(reply)
+
+    async def cmd_stats(self) -> dict[str, Any]:
+        return self.node.counters.snapshot()
+
+    async def cmd_view(self) -> dict[str, Any]:
+        view = self.federation.view
+        return {
+            "partners": [p.theirs.org for p in view.partnerships()],
+            "status": sorted(
+                p.theirs.org for p in view.partnerships() if view.status_of(p.theirs.authority)
+            ),
+            "cards": sorted(a.card.did for a in view.partner_agents()),
+            "refused": dict(view.refused),
+        }
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+
+class FedSteward(Peer):
+    """One organization's steward (``run_steward``) until the benchmark quits."""
+
+    def __init__(
+        self, url: str, mesh: str, mesh_dir: str, authority: AgentIdentity, resync: float
+    ) -> None:
+        super().__init__(url, mesh)
+        self.mesh_dir = mesh_dir
+        self.authority = authority
+        self.resync = resync
+        self.stop = asyncio.Event()
+        self.events: dict[str, dict[str, Any]] = {}
+        self._running = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        self.events[event] = fields  # stdout is the control channel: keep the last of each
+        if event == "steward":
+            self._running.set()
+
+    async def start(self) -> dict[str, Any]:
+        self._task = asyncio.create_task(
+            run_steward(
+                self.mesh_dir,
+                self.authority,
+                url=self.url,
+                stop=self.stop,
+                emit=self._emit,
+                resync_every=self.resync,
+                report_every=1.0,
+            )
+        )
+        running = asyncio.create_task(self._running.wait())
+        await asyncio.wait({self._task, running}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task.done():  # it failed to start: say why
+            running.cancel()
+            self._task.result()
+            raise RuntimeError("the steward stopped before it ran")
+        return dict(self.events["steward"])
+
+    async def cmd_stats(self) -> dict[str, Any]:
+        return {"events": self.events}
+
+    async def aclose(self) -> None:
+        self.stop.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._task, 10.0)
+
+
 ROLES: dict[str, type[Peer]] = {
     "responder": Responder,
     "receiver": Receiver,
     "sender": Sender,
     "broker_agents": BrokerAgents,
+    "fed_responder": FedResponder,
+    "fed_steward": FedSteward,
 }
 
 
@@ -514,12 +682,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mesh", required=True, help="mesh (subject namespace)")
     parser.add_argument("--profile", help="receiver: cProfile stats file (mesh runs only)")
     parser.add_argument(
-        "--seed", help="responder, broker_agents: the Ed25519 identity seed (hex) to use"
+        "--seed",
+        help="responder, broker_agents, fed_responder: the Ed25519 identity seed (hex) to use; "
+        "fed_steward: the organization authority's",
     )
     parser.add_argument(
-        "--jwt", help="responder, broker_agents: a user JWT file: connect to a secured mesh"
+        "--jwt",
+        help="responder, broker_agents, fed_responder: a user JWT file: connect to a secured mesh",
+    )
+    parser.add_argument("--organization", help="fed_responder: its organization's authority DID")
+    parser.add_argument("--membership", help="fed_responder: its membership credential file")
+    parser.add_argument("--raw-seed", help="fed_responder: a raw responder's identity seed (hex)")
+    parser.add_argument("--raw-jwt", help="fed_responder: the raw responder's user JWT file")
+    parser.add_argument("--mesh-dir", help="fed_steward: the organization's mesh directory")
+    parser.add_argument(
+        "--resync", type=float, default=10.0, help="fed_steward: seconds between re-shipments"
     )
     args = parser.parse_args(argv)
+    if args.role == "fed_responder":
+        return _fed_responder(parser, args)
+    if args.role == "fed_steward":
+        if not (args.mesh_dir and args.seed) or args.jwt:
+            parser.error("fed_steward needs --mesh-dir and --seed (the authority's), no --jwt")
+        authority = AgentIdentity.from_seed(bytes.fromhex(args.seed))
+        asyncio.run(serve(FedSteward(args.url, args.mesh, args.mesh_dir, authority, args.resync)))
+        return 0
     if (args.seed or args.jwt) and args.role not in ("responder", "broker_agents"):
         parser.error("--seed and --jwt are for the responder and broker_agents roles")
     if args.jwt and not args.seed:
@@ -537,6 +724,29 @@ def main(argv: list[str] | None = None) -> int:
         peer = BrokerAgents(args.url, args.mesh, identity, credentials)
     else:
         peer = ROLES[args.role](args.url, args.mesh)
+    asyncio.run(serve(peer))
+    return 0
+
+
+def _fed_responder(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if not (args.seed and args.jwt and args.organization):
+        parser.error("fed_responder needs --seed, --jwt and --organization")
+    if bool(args.raw_seed) != bool(args.raw_jwt):
+        parser.error("--raw-seed and --raw-jwt go together")
+    identity = AgentIdentity.from_seed(bytes.fromhex(args.seed))
+    raw = None
+    if args.raw_seed:
+        raw_identity = AgentIdentity.from_seed(bytes.fromhex(args.raw_seed))
+        raw = BrokerCredentials(raw_identity, read_jwt(args.raw_jwt))
+    membership = Path(args.membership).read_text().strip() if args.membership else None
+    peer = FedResponder(
+        args.url,
+        args.mesh,
+        BrokerCredentials(identity, read_jwt(args.jwt)),
+        args.organization,
+        membership,
+        raw,
+    )
     asyncio.run(serve(peer))
     return 0
 

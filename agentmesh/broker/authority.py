@@ -319,8 +319,6 @@ def read_jwt(path: str | Path) -> str:
     return text
 
 
-
-
 def write_server_config(powers: MeshAuthority, directory: str | Path) -> Path:
     """Re-render ``DIR/nats-server.conf`` with the mesh's current links (``links.json``).
 
