@@ -12,6 +12,7 @@ refusal is the receiving or sending node's own check.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -280,3 +281,32 @@ async def test_trust_explain_shows_the_partner_discount(world: World) -> None:
     assert "trust in the organization 0.80" in text
     assert "federated score = local x org trust 0.0000" in text  # no local evidence yet
     assert "ring cap (agreement) 3" in text  # acme lets globex's agents no better than 3
+
+
+async def test_node_run_takes_part_in_its_organizations_federation(world: World) -> None:
+    globex = world.org("globex")
+    frank = world.identity("frank")
+    identity_file = world.root / "frank.id"
+    save_identity(frank, identity_file, LAB_PASSPHRASE)
+    membership = await world.membership_file("globex", "frank")
+    command = [
+        sys.executable, "-m", "agentmesh", "node", "run", "--identity", str(identity_file),
+        "--jwt", str(globex.save_user_jwt(frank.did)), "--nats", globex.url, "--mesh", "globex",
+        "--organization", globex.did, "--membership", str(membership),
+        "--org-trust", "acme=0.9", "--duration", "1", "--passphrase-env", "FRANK_PASSPHRASE",
+    ]  # fmt: skip
+    result = await asyncio.to_thread(
+        subprocess.run,
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "FRANK_PASSPHRASE": LAB_PASSPHRASE},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    (federation,) = [e for e in events if e["event"] == "federation"]
+    assert federation["partners"] == ["acme"]
+    assert federation["membership"] is True
+    assert federation["organization"] == globex.did
