@@ -187,6 +187,14 @@ class FederationAgreement(_Model):
             AgreementError: not fully signed, not yet valid or expired.
         """
         self.check_signatures()
+        self.check_window(now_ms)
+
+    def check_window(self, now_ms: int) -> None:
+        """Within its validity window (signatures not checked: for agreements verified once).
+
+        Raises:
+            AgreementError: not yet valid or expired.
+        """
         if now_ms < self.not_before_ms:
             raise AgreementError(f"agreement {self.id} is not valid yet")
         if now_ms >= self.not_after_ms:

@@ -43,6 +43,7 @@ class OrgDirectory:
 
     def __init__(self, mesh_directory: str | Path) -> None:
         self.root = Path(mesh_directory) / FEDERATION_DIR
+        self._memberships: tuple[int, dict[str, str]] | None = None
 
     def _path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
@@ -115,15 +116,26 @@ class OrgDirectory:
     def save_membership(self, agent: str, token: str) -> Path:
         path = self._path("memberships", f"{MeshAddressing.agent_key(agent)}.jwt")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(token + "\n")
+        staged = path.with_suffix(".tmp")
+        staged.write_text(token + "\n")
+        os.replace(staged, path)  # a new directory entry: memberships() sees the change
         return path
 
     def memberships(self) -> dict[str, str]:
-        """Agent DID -> the newest credential this organization issued it."""
+        """Agent DID -> the newest credential this organization issued it.
+
+        Read again only when the folder changed (the steward asks on every shipment).
+        """
         folder = self._path("memberships")
         if not folder.is_dir():
             return {}
-        return {f"did:key:{p.stem}": p.read_text().strip() for p in sorted(folder.glob("*.jwt"))}
+        stamp = folder.stat().st_mtime_ns
+        if self._memberships is None or self._memberships[0] != stamp:
+            issued = {
+                f"did:key:{p.stem}": p.read_text().strip() for p in sorted(folder.glob("*.jwt"))
+            }
+            self._memberships = (stamp, issued)
+        return dict(self._memberships[1])
 
     def status_list(self) -> StatusList | None:
         path = self._path("status.bin")

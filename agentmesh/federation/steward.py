@@ -237,7 +237,9 @@ class FederationSteward:
             card = decode_card(data, now_ms=self.node.clock.now_ms())
             if partnership.theirs.export_for(card.did) is None:
                 raise FederationError(f"{partnership.theirs.org} does not export {card.did}")
-            self.view.verify_membership(credential, card.did)
+            # issued by this partner for this agent (status and expiry: every reader checks)
+            if self.view.parse_membership(credential, card.did).organization != partner:
+                raise FederationError("a partner ships cards of its own members only")
             return card_key(partner, card.did)
         if kind == "order":
             entry = decode_order(data)

@@ -262,7 +262,7 @@ class FederationView:
     def _verify_card(self, data: bytes) -> PartnerAgent:
         record = decode_partner_card(data)
         card = decode_card(record.card, now_ms=self.clock.now_ms())
-        self._parse(record.membership, card.did)  # issued by a partner, for this agent
+        self.parse_membership(record.membership, card.did)  # issued by a partner, for this agent
         if not self.is_local(card.did):
             self._shipped[card.did] = record.membership  # kept even once revoked: it blocks
         membership = self.verify_membership(record.membership, card.did)
@@ -292,7 +292,7 @@ class FederationView:
             if agreement.id in self._revoked:
                 continue
             try:
-                agreement.check_in_force(now)
+                agreement.check_window(now)  # signatures were checked when it was taken in
             except AgreementError:
                 continue
             out.append(Partnership(agreement, agreement.party(self.org), agreement.other(self.org)))
@@ -318,7 +318,7 @@ class FederationView:
     def status_of(self, organization: str) -> StatusList | None:
         return self._status.get(organization)
 
-    def _parse(self, token: str, agent: str) -> Membership:
+    def parse_membership(self, token: str, agent: str) -> Membership:
         """The credential's content once its signature, issuer (a partner) and subject hold."""
         membership = self._memberships.get(token)
         if membership is None:
@@ -341,7 +341,7 @@ class FederationView:
             InvalidMembership: malformed, badly signed, another's, expired, no status list,
                 or ``agent`` is one of this organization's own agents.
         """
-        membership = self._parse(token, agent)
+        membership = self.parse_membership(token, agent)
         if membership.agent != agent:
             raise InvalidMembership(f"the credential is {membership.agent}'s, presented by {agent}")
         if self.is_local(agent):
