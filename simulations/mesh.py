@@ -1,0 +1,351 @@
+"""Mesh fidelity: every agent a real MeshNode, every interaction a signed envelope.
+
+Each agent's node answers ``sim.serve`` by its behaviour, runs a real policy
+interceptor (the scenario's policy: rate limits refuse floods, the governor
+refuses quarantined senders) and sits behind a :class:`FaultyTransport`. The
+requester judges the answer and publishes a **signed receipt** on the mesh's
+receipt stream; fabricated endorsements are signed receipts too. One
+:class:`ReceiptLedger` folds the stream (verifying every receipt) into the trust
+engine all selections use (each node would fold the same stream into the same
+engine state; one fold keeps 100 nodes cheap). When the engine's drift detector
+flags an agent, the authority quarantines it with the real **kill switch** (a
+signed order broadcast on the control subject; every node's governor refuses
+it). Impersonators send envelopes forged under another DID and replay captured
+ones; probes go through the acting agent's own governor. Crashes close a node
+and start it again. Time is a virtual clock advanced per round (per-node skew).
+Runs on the embedded bus by default, or on a real nats-server (``nats_url``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import Counter
+from typing import Self
+
+from agentmesh.directory.revocations import RevocationList
+from agentmesh.errors import (
+    InterceptorDenied,
+    NoResponders,
+    RemoteError,
+    RequestTimeout,
+)
+from agentmesh.node.config import NodeConfig, Timeouts
+from agentmesh.node.interceptors import InboundMessage, Stage
+from agentmesh.node.node import Handler, MeshNode
+from agentmesh.policy.decision import DecisionRequest
+from agentmesh.policy.egress import EgressGuard
+from agentmesh.policy.errors import PolicyDenied
+from agentmesh.policy.governance import Governance
+from agentmesh.policy.governor import Usage
+from agentmesh.policy.interceptor import PolicyInterceptor
+from agentmesh.policy.killswitch import KillSwitch
+from agentmesh.transport.base import Transport
+from agentmesh.transport.factory import make_transport
+from agentmesh.transport.memory import InMemoryBus
+from agentmesh.trustnet.ledger import ReceiptLedger
+from iatp.clock import Clock, ManualClock
+from iatp.envelope import (
+    SIGNING_DOMAIN,
+    encode_frame,
+    encode_payload,
+    new_envelope,
+    seal_envelope,
+)
+from iatp.identity import AgentIdentity
+from registry.revocation import RevocationAuthorities
+from simulations.behaviours import Action, Context, Flood, Forge, Probe, Serve
+from simulations.driver import Driver, Served, SimAgent
+from simulations.faults import FaultPlan, FaultyTransport
+from simulations.model import ROUND_MS, START_MS, distrusted, load_policy, no_resolver
+from simulations.spec import ScenarioSpec
+from trust import Outcome, Receipt, TrustEngine
+from trust.evidence import sign_receipt
+
+SERVE = "sim.serve"
+GOOD, BAD = b"good", b"bad"
+
+
+class SkewedClock:
+    """A node's view of the shared virtual clock, ``offset_ms`` off."""
+
+    def __init__(self, base: Clock, offset_ms: int) -> None:
+        self.base = base
+        self.offset_ms = offset_ms
+
+    def now_ms(self) -> int:
+        return self.base.now_ms() + self.offset_ms
+
+
+class MeshBackend:
+    """Real nodes on the embedded bus or NATS (see the module docstring)."""
+
+    def __init__(
+        self,
+        spec: ScenarioSpec,
+        agents: list[SimAgent],
+        *,
+        nats_url: str | None = None,
+        request_timeout: float | None = None,
+    ) -> None:
+        self.spec = spec
+        self.agents = agents
+        self.nats_url = nats_url
+        self.mesh = f"sim-{spec.name}-{os.getpid()}-{id(self) % 100_000}"
+        self.bus = InMemoryBus() if nats_url is None else None
+        self.clock = ManualClock(START_MS)
+        self.engine = TrustEngine(
+            pre_trusted=[a.did for a in agents if a.pre_trusted], clock=self.clock
+        )
+        self.faults = FaultPlan(spec.faults, agents, spec.seed)
+        self.policy = load_policy(spec)
+        self.authority = AgentIdentity.from_seed(spec.seed.to_bytes(8, "big", signed=True) * 4)
+        # A lost or unanswered request costs its timeout in wall time: short on the bus.
+        self.timeout = request_timeout or (0.05 if nats_url is None else 0.5)
+        self.nodes: dict[int, MeshNode] = {}
+        self.governance: dict[int, Governance] = {}
+        self.keys: dict[str, int] = {}
+        self.fault_stats: dict[str, int] = {}
+        self.round_no = 0
+        self.driver: Driver | None = None
+        self._captured: dict[int, bytes] = {}
+        self._control: Transport | None = None
+        self._ledger: ReceiptLedger | None = None
+        self._revocations: RevocationList | None = None
+        self.switch: KillSwitch | None = None
+        self._receipts = 0
+
+    def bind(self, driver: Driver) -> None:
+        self.driver = driver
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        control = make_transport(self.nats_url, name="sim-control", bus=self.bus)
+        await control.connect()
+        self._control = control
+        self._revocations = RevocationList(
+            control,
+            mesh=self.mesh,
+            authorities=RevocationAuthorities(mesh=frozenset({self.authority.did})),
+        )
+        await self._revocations.start()
+        self.switch = KillSwitch(control, self._revocations, mesh=self.mesh, clock=self.clock)
+        await self.switch.start()
+        self._ledger = await ReceiptLedger.open(
+            control, self.engine, mesh=self.mesh, node="sim", clock=self.clock
+        )
+        for agent in self.agents:
+            await self._start_node(agent)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for node in self.nodes.values():
+            with contextlib.suppress(Exception):
+                await node.aclose()
+        for closing in (self.switch, self._revocations, self._ledger):
+            if closing is not None:
+                with contextlib.suppress(Exception):
+                    await closing.aclose()
+        if self._control is not None:
+            await self._control.aclose()
+
+    async def _start_node(self, agent: SimAgent) -> None:
+        inner = make_transport(self.nats_url, name=f"sim-{agent.index}", bus=self.bus)
+        transport = FaultyTransport(
+            inner,
+            self.faults,
+            agent.index,
+            lambda: self.round_no,
+            self._peer_of,
+            self.fault_stats,
+        )
+        clock = SkewedClock(self.clock, self.faults.skew_ms(agent.index))
+        node = MeshNode(
+            agent.identity,
+            transport,
+            config=NodeConfig(mesh=self.mesh, timeouts=Timeouts(request=self.timeout)),
+            clock=clock,
+        )
+        switch = self.switch
+        assert switch is not None
+        governance = Governance(
+            self.policy,
+            ring_sources=(self.engine,),
+            blocked=switch.is_blocked,
+            egress=EgressGuard(resolver=no_resolver),
+            node=agent.did,
+            clock=clock,
+        )
+        node.add_interceptor(PolicyInterceptor(governance.governor), stage=Stage.POLICY)
+        node.handle(SERVE, self._server(agent))
+        await node.start()
+        self.nodes[agent.index] = node
+        self.governance[agent.index] = governance
+        self.keys[agent.did.removeprefix("did:key:")] = agent.index
+
+    def _peer_of(self, subject: str) -> int | None:
+        parts = subject.split(".")
+        return self.keys.get(parts[-2]) if len(parts) >= 3 else None
+
+    def _context(self, round_no: int, me: int) -> Context:
+        assert self.driver is not None
+        return self.driver._context(round_no, me)
+
+    def _server(self, agent: SimAgent) -> Handler:
+        async def serve(message: InboundMessage) -> bytes:
+            served = agent.behaviour.serve(
+                self._context(self.round_no, agent.index), self.keys.get(message.sender[8:], -1)
+            )
+            if served is Serve.SILENT:  # no answer at all: the requester's request times out
+                await asyncio.sleep(self.timeout * 2)
+                return None
+            return GOOD if served is Serve.GOOD else BAD
+
+        return serve
+
+    # -- the driver's questions ---------------------------------------------------------
+
+    async def request(self, round_no: int, requester: SimAgent, provider: SimAgent) -> Served:
+        self.round_no = round_no
+        node = self.nodes[requester.index]
+        try:
+            reply = await node.request(provider.did, SERVE, b"task", timeout=self.timeout)
+        except InterceptorDenied as exc:
+            return Served(Serve.SILENT, exc.denial_code)
+        except RemoteError as exc:
+            code = exc.remote_code
+            return Served(Serve.SILENT, None if code == "handler_error" else code)
+        except (RequestTimeout, NoResponders):
+            return Served(Serve.SILENT, "timeout")
+        return Served(Serve.GOOD if reply.body == GOOD else Serve.BAD)
+
+    async def report(self, observer: SimAgent, subject: SimAgent, outcome: Outcome) -> None:
+        assert self._ledger is not None
+        self._receipts += 1
+        receipt = Receipt.create(
+            observer=observer.did,
+            subject=subject.did,
+            interaction_id=f"sim-{self.round_no}-{self._receipts}",
+            outcome=outcome,
+            at_ms=self.clock.now_ms(),
+        )
+        await self._ledger.publish(sign_receipt(receipt, observer.identity))
+
+    async def act(self, round_no: int, agent: SimAgent, action: Action) -> list[str]:
+        self.round_no = round_no
+        if isinstance(action, Probe):
+            return [self._probe(agent, action)]
+        if isinstance(action, Flood):
+            return await self._flood(agent, action)
+        if isinstance(action, Forge):
+            return await self._forge(agent, action)
+        return []
+
+    def _probe(self, agent: SimAgent, probe: Probe) -> str:
+        governor = self.governance[agent.index].governor
+        usage = Usage(cost=probe.cost, urls=(probe.url,) if probe.url else ())
+        try:
+            governor.authorize(
+                DecisionRequest(probe.tool, kind="tool", peer=agent.did), usage, record=False
+            )
+        except PolicyDenied as denied:
+            return f"tool:{denied.code}"
+        return "executed"
+
+    async def _flood(self, agent: SimAgent, flood: Flood) -> list[str]:
+        node, target = self.nodes[agent.index], self.agents[flood.target]
+
+        async def one() -> str:
+            try:
+                await node.request(target.did, SERVE, b"flood", timeout=self.timeout)
+            except RemoteError as exc:
+                return exc.remote_code
+            except (RequestTimeout, NoResponders, InterceptorDenied):
+                return "timeout"
+            return "flood_served"
+
+        return list(await asyncio.gather(*(one() for _ in range(flood.count))))
+
+    async def _forge(self, agent: SimAgent, forge: Forge) -> list[str]:
+        """An envelope under ``victim``'s DID signed by the attacker, or a captured replay."""
+        target = self.nodes.get(forge.target)
+        if target is None:
+            return []
+        before = Counter(target.counters.rejected)
+        subject = target.addressing.inbox(target.did)
+        if forge.replay and forge.target in self._captured:
+            frame = self._captured[forge.target]
+        else:
+            envelope = new_envelope(
+                sender=self.agents[forge.victim].did,
+                type=SERVE,
+                recipient=target.did,
+                body=b"forged",
+                now_ms=self.clock.now_ms(),
+                lifetime_ms=30_000,
+            )
+            payload = encode_payload(envelope)  # signed with the attacker's key, not the victim's
+            frame = encode_frame(
+                envelope.sender, payload, agent.identity.sign(SIGNING_DOMAIN + payload)
+            )
+            if forge.replay:  # nothing captured yet: capture a genuine one of its own, send twice
+                own = new_envelope(
+                    sender=agent.did,
+                    type="sim.ping",
+                    recipient=target.did,
+                    body=b"",
+                    now_ms=self.clock.now_ms(),
+                    lifetime_ms=30_000,
+                )
+                frame = seal_envelope(own, agent.identity)
+                self._captured[forge.target] = frame
+                await self.nodes[agent.index].transport.publish(subject, frame)
+        await self.nodes[agent.index].transport.publish(subject, frame)
+        await asyncio.sleep(0)
+        for _ in range(50):  # the embedded bus delivers on the loop; NATS needs a moment
+            if Counter(target.counters.rejected) != before or self.nats_url is None:
+                break
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.01 if self.nats_url else 0)
+        after = Counter(target.counters.rejected)
+        return list((after - before).elements())
+
+    async def whitewash(self, agent: SimAgent) -> None:
+        old = self.nodes.pop(agent.index)
+        await old.aclose()
+        await self._start_node(agent)
+
+    async def end_round(self, round_no: int) -> None:
+        assert self._ledger is not None
+        assert self.switch is not None
+        await self._ledger.catch_up(timeout=30)
+        self.engine.recompute()
+        for agent in self.agents:
+            if self.engine.flagged(agent.did) and not self.switch.is_blocked(agent.did):
+                await self.switch.quarantine(self.authority, agent.did, "drift detected")
+        for agent, down in self.faults.crash_round(round_no):
+            if down:
+                await self.nodes.pop(agent.index).aclose()
+            else:
+                await self._start_node(agent)
+        self.clock.advance(ROUND_MS)
+
+    def contained(self, agent: SimAgent) -> bool:
+        switch = self.switch
+        blocked = switch is not None and switch.is_blocked(agent.did)
+        return blocked or distrusted(self.engine, agent.did)
+
+    def reachable(self, round_no: int, a: SimAgent, b: SimAgent) -> bool:
+        return True  # partitions are real here: the faulty transport drops the messages
+
+    def rejected(self) -> Counter[str]:
+        """Every node's refusals by code (what the mesh itself rejected)."""
+        total: Counter[str] = Counter()
+        for node in self.nodes.values():
+            total.update(node.counters.rejected)
+        return total
+
+
+__all__ = ["MeshBackend", "SkewedClock"]
