@@ -357,6 +357,19 @@ BEHAVIOURS: dict[str, type[Behaviour]] = {
 }
 
 
+def register_behaviour(cls: type[Behaviour]) -> type[Behaviour]:
+    """Add a behaviour of your own (a class decorator); scenarios name it by ``cls.kind``.
+
+    Raises:
+        ScenarioError: the kind is taken by another class.
+    """
+    held = BEHAVIOURS.get(cls.kind)
+    if held is not None and held is not cls:
+        raise ScenarioError(f"behaviour kind {cls.kind!r} is taken by {held.__name__}")
+    BEHAVIOURS[cls.kind] = cls
+    return cls
+
+
 def make_behaviour(kind: str, params: Mapping[str, Param], failure: float) -> Behaviour:
     """Raises: ScenarioError: unknown kind or parameter."""
     cls = BEHAVIOURS.get(kind)
@@ -378,4 +391,5 @@ __all__ = [
     "Serve",
     "Whitewash",
     "make_behaviour",
+    "register_behaviour",
 ]

@@ -96,6 +96,7 @@ class Backend(Protocol):
     """A fidelity: how interactions, receipts and extras happen."""
 
     engine: TrustEngine
+    use_trust: bool
 
     async def request(self, round_no: int, requester: SimAgent, provider: SimAgent) -> Served: ...
 
@@ -104,6 +105,12 @@ class Backend(Protocol):
     async def act(self, round_no: int, agent: SimAgent, action: Action) -> list[str]: ...
 
     async def whitewash(self, agent: SimAgent) -> None: ...
+
+    async def sagas(
+        self, round_no: int, coordinator: SimAgent, teams: list[list[SimAgent]]
+    ) -> tuple[list[str], list[tuple[SimAgent, bool]]]:
+        """Run one saga per team; (statuses, (agent, ok) of every step action)."""
+        ...
 
     async def end_round(self, round_no: int) -> None: ...
 
@@ -132,6 +139,8 @@ class Driver:
             self.groups.setdefault(agent.kind, []).append(agent.index)
         self.honest = [a.index for a in self.agents if a.kind == "honest"]
         self.setup = Setup(explore=self.spec.explore)
+        # Without trust the backend's authority does not quarantine on the engine's say either.
+        self.backend.use_trust = self.use_trust
 
     def _context(self, round_no: int, me: int) -> Context:
         return Context(
@@ -182,6 +191,8 @@ class Driver:
             if not agent.crashed:
                 for action in agent.behaviour.extras(self._context(round_no, agent.index)):
                     await self._act(round_no, agent, action)
+        if self.spec.sagas_per_round:
+            await self._sagas(round_no)
         await self.backend.end_round(round_no)
         engine = self.backend.engine
         for agent in self.agents:
@@ -194,6 +205,27 @@ class Driver:
         stats.contained_rogues = sum(
             1 for a in self.agents if a.rogue and self.backend.contained(a)
         )
+
+    async def _sagas(self, round_no: int) -> None:
+        coordinator = self.agents[0]  # an honest, pre-trusted agent runs the orders
+        teams = []
+        for _ in range(self.spec.sagas_per_round):
+            team: list[SimAgent] = []
+            for _ in range(8):
+                picked = self.choose(round_no, coordinator)
+                if picked is not None and picked not in team:
+                    team.append(picked)
+                if len(team) == 3:
+                    break
+            if len(team) >= 2:
+                teams.append(team)
+        statuses, steps = await self.backend.sagas(round_no, coordinator, teams)
+        for status in statuses:
+            self.recorder.sagas[status] += 1
+        for agent, ok in steps:
+            self.recorder.interaction(round_no, coordinator.index, agent.index, not ok)
+            outcome = Outcome.SUCCESS if ok else Outcome.FAILURE
+            await self.backend.report(coordinator, agent, outcome)
 
     async def _interact(self, round_no: int, requester: SimAgent) -> None:
         provider = self.choose(round_no, requester)
@@ -226,7 +258,9 @@ class Driver:
             self.recorder.event(round_no, "whitewash", agent=agent.index, did=agent.did)
             return
         for code in await self.backend.act(round_no, agent, action):
-            if code == "executed":
+            if code == "forgery_accepted":
+                self.recorder.forgeries_accepted += 1
+            elif code == "executed":
                 self.recorder.tool_calls["executed"] += 1
             elif code.startswith("tool:"):
                 self.recorder.tool_calls[code[5:]] += 1

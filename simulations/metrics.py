@@ -55,6 +55,7 @@ class Recorder:
     sagas: Counter[str] = field(default_factory=Counter)
     events: list[dict[str, Any]] = field(default_factory=list)
     messages: int = 0
+    forgeries_accepted: int = 0
 
     def start_round(self) -> RoundStats:
         stats = RoundStats()
@@ -69,6 +70,7 @@ class Recorder:
                 if requester in self.honest:
                     self.last_bad[provider] = round_no
                     self.harm[provider] += 1
+                    self.event(round_no, "bad_service", agent=provider, requester=requester)
             else:
                 self.rogue_good += 1
         if requester in self.honest:
@@ -142,7 +144,15 @@ class Recorder:
             "bad_tool_calls": self.tool_calls.get("executed", 0),
             "refused_tool_calls": sum(v for k, v in self.tool_calls.items() if k != "executed"),
             "rejected": dict(sorted(self.rejected.items())),
+            "rate_limited": self.rejected.get("rate_limited", 0),
+            "forgeries_rejected": sum(
+                self.rejected.get(code, 0)
+                for code in ("bad_signature", "replayed", "expired", "issued_in_future")
+            ),
+            "forgeries_accepted": self.forgeries_accepted,
             "sagas": dict(sorted(self.sagas.items())),
+            "sagas_stuck": self.sagas.get("needs-attention", 0),
+            "sagas_double_executed": self.sagas.get("double-executed", 0),
             "messages": self.messages,
         }
 

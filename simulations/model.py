@@ -25,15 +25,17 @@ from iatp.clock import ManualClock
 from simulations.behaviours import Action, Context, Flood, Forge, Probe, Serve
 from simulations.driver import Driver, Served, SimAgent
 from simulations.faults import FaultPlan
-from simulations.spec import LIBRARY, ScenarioSpec
+from simulations.sagas import model_saga
+from simulations.spec import ScenarioSpec
 from trust import Outcome, Receipt, TrustEngine
 
+DEFAULT_POLICY = Path(__file__).resolve().parent / "policy.yaml"
 START_MS = 1_700_000_000_000
 ROUND_MS = 60_000
 
 
 def load_policy(spec: ScenarioSpec) -> CompiledPolicy:
-    return CompiledPolicy.from_file(Path(spec.policy) if spec.policy else LIBRARY / "policy.yaml")
+    return CompiledPolicy.from_file(Path(spec.policy) if spec.policy else DEFAULT_POLICY)
 
 
 def no_resolver(host: str) -> list[str]:
@@ -60,6 +62,7 @@ class ModelBackend:
         self.receipts = 0
         self.rng = random.Random(spec.seed)
         self.driver: Driver | None = None
+        self.use_trust = True
         self.codes: Counter[str] = Counter()
 
     def bind(self, driver: Driver) -> None:
@@ -115,6 +118,17 @@ class ModelBackend:
             "flood_served" if bucket.take(now) == 0 else "rate_limited" for _ in range(flood.count)
         ]
 
+    async def sagas(
+        self, round_no: int, coordinator: SimAgent, teams: list[list[SimAgent]]
+    ) -> tuple[list[str], list[tuple[SimAgent, bool]]]:
+        statuses: list[str] = []
+        steps: list[tuple[SimAgent, bool]] = []
+        for team in teams:
+            status, outcomes = model_saga(team, lambda me: self._context(round_no, me))
+            statuses.append(status)
+            steps += outcomes
+        return statuses, steps
+
     async def whitewash(self, agent: SimAgent) -> None:
         return None  # a fresh DID is simply unknown to the engine
 
@@ -122,8 +136,8 @@ class ModelBackend:
         self.clock.advance(ROUND_MS)
         self.engine.recompute()
         for agent in self.agents:
-            if self.engine.flagged(agent.did):
-                self.quarantined.add(agent.did)  # the sheriff's kill switch on drift
+            if self.use_trust and sheriff_quarantines(self.engine, agent.did):
+                self.quarantined.add(agent.did)
         self.faults.crash_round(round_no)
 
     def contained(self, agent: SimAgent) -> bool:
@@ -137,6 +151,12 @@ MIN_DISTRUST = 2.0
 """Credible negative evidence (failure units) below which no one is called a rogue."""
 
 
+def sheriff_quarantines(engine: TrustEngine, did: str) -> bool:
+    """The simulation's authority quarantines an agent whose drift was detected *and* whom
+    the evidence distrusts (a drift flag alone, e.g. raised by slander, is not enough)."""
+    return engine.flagged(did) and distrusted(engine, did)
+
+
 def distrusted(engine: TrustEngine, did: str) -> bool:
     """Demoted to ring 3 with more credible bad than good evidence, and enough of it."""
     if engine.ring(did) != 3:
@@ -145,4 +165,4 @@ def distrusted(engine: TrustEngine, did: str) -> bool:
     return negative >= MIN_DISTRUST and negative > positive
 
 
-__all__ = ["ModelBackend", "distrusted", "load_policy"]
+__all__ = ["ModelBackend", "distrusted", "load_policy", "sheriff_quarantines"]

@@ -107,6 +107,10 @@ async def run_scenario(
         series["bad_fraction_without_trust"] = without.series()
         metrics["bad_fraction_without_trust"] = base["bad_fraction"]
         metrics["bad_fraction_after_warmup_without_trust"] = base["bad_fraction_after_warmup"]
+        # How much trust helped (>= 0: never worse than no trust)
+        metrics["trust_gain"] = (
+            base["bad_fraction_after_warmup"] - metrics["bad_fraction_after_warmup"]
+        )
     result = RunResult(spec, fidelity, metrics, base, series, recorder.events)
     for expectation in spec.expectations:
         measured = metrics.get(expectation.metric)

@@ -99,10 +99,13 @@ class ScenarioSpec(_Model):
     requests_per_round: int = Field(default=1, ge=1, le=100)
     explore: float = Field(default=0.1, ge=0.0, le=1.0)
     recompute_every: int = Field(default=25, ge=1)
+    sagas_per_round: int = Field(default=0, ge=0, le=20)
     behaviours: tuple[BehaviourSpec, ...] = ()
     faults: tuple[FaultSpec, ...] = ()
     expectations: tuple[Expectation, ...] = ()
     policy: str | None = None
+    weakness: str | None = None
+    """Set when the mesh does *not* contain this rogue strategy today: what goes wrong."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ScenarioSpec:

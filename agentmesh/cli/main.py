@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import logging
 from typing import Annotated
 
 import typer
@@ -76,6 +78,20 @@ def demo(
 
         if not asyncio.run(run_order_showcase(nats)).ok:
             raise typer.Exit(1)
+
+
+def _add_plugins() -> None:
+    """Command groups that packages above agentmesh register (entry points "agentmesh.cli")."""
+    for entry in importlib.metadata.entry_points(group="agentmesh.cli"):
+        try:
+            group = entry.load()
+        except ImportError as exc:  # an optional extra that is not installed
+            logging.getLogger(__name__).debug("agentmesh %s unavailable: %s", entry.name, exc)
+            continue
+        app.add_typer(group, name=entry.name)
+
+
+_add_plugins()
 
 
 def main() -> None:
