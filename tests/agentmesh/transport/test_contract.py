@@ -606,12 +606,13 @@ async def test_kv_watch_sees_every_change_in_order(transport: Transport, uid: st
     kv = await transport.key_value(uid)
     ready = asyncio.Event()
     async with contextlib.aclosing(kv.watch("k", on_ready=ready.set)) as watch:
-        pending = asyncio.ensure_future(take(watch, 20))
+        first = asyncio.ensure_future(anext(watch))  # runs the watch up to on_ready
         # Not a sleep: under load the watch's consumer can come after the first puts,
         # and a watch starts from the last value per key.
-        await asyncio.wait_for(ready.wait(), 5)
+        await asyncio.wait_for(ready.wait(), 10)
         revisions = [await kv.put("k", str(i).encode()) for i in range(20)]
-        entries = await asyncio.wait_for(pending, 5)
+        # The watch buffers: the deadline starts after the writes (CI runs on 2 busy cores).
+        entries = [await asyncio.wait_for(first, 10), *await take(watch, 19, timeout=10)]
     assert [e.revision for e in entries] == revisions
     assert [e.value for e in entries] == [str(i).encode() for i in range(20)]
 
