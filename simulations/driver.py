@@ -141,6 +141,8 @@ class Driver:
         self.setup = Setup(explore=self.spec.explore)
         # Without trust the backend's authority does not quarantine on the engine's say either.
         self.backend.use_trust = self.use_trust
+        self.dids = [a.did for a in self.agents]
+        self._contained: set[int] = set()
 
     def _context(self, round_no: int, me: int) -> Context:
         return Context(
@@ -153,21 +155,27 @@ class Driver:
         )
 
     def choose(self, round_no: int, requester: SimAgent) -> SimAgent | None:
+        """Among ``candidates`` random responders, the one the requester picks (or None)."""
+        everyone = len(self.agents)
+        pool: Sequence[int] = (
+            range(everyone)
+            if self.spec.candidates + 1 >= everyone
+            else self.rng.sample(range(everyone), self.spec.candidates + 1)
+        )
         candidates = [
             a.index
-            for a in self.agents
+            for a in (self.agents[i] for i in pool)
             if a.index != requester.index
             and not a.crashed
             and self.backend.reachable(round_no, requester, a)
-            and not (self.use_trust and self.backend.contained(a))
-        ]
+            and not (self.use_trust and a.index in self._contained)
+        ][: self.spec.candidates]
         if not candidates:
             return None
         if not self.use_trust:
             return self.agents[self.rng.choice(candidates)]
-        dids = [a.did for a in self.agents]
         picked = choose_provider(
-            requester.did, candidates, dids, self.backend.engine, self.setup, self.rng
+            requester.did, candidates, self.dids, self.backend.engine, self.setup, self.rng
         )
         return None if picked is None else self.agents[picked]
 
@@ -180,6 +188,8 @@ class Driver:
 
     async def round(self, round_no: int) -> None:
         stats = self.recorder.start_round()
+        # Containment verdicts are taken once per round (trust is recomputed as receipts come).
+        self._contained = {a.index for a in self.agents if self.backend.contained(a)}
         order = list(self.agents)
         self.rng.shuffle(order)
         for requester in order:
@@ -254,6 +264,8 @@ class Driver:
             agent.past_dids.append(agent.did)
             agent.generation += 1
             agent.identity = identity_for(self.spec.seed, agent.index, agent.generation)
+            self.dids[agent.index] = agent.did
+            self._contained.discard(agent.index)
             await self.backend.whitewash(agent)
             self.recorder.event(round_no, "whitewash", agent=agent.index, did=agent.did)
             return

@@ -98,6 +98,8 @@ class ScenarioSpec(_Model):
     honest_failure: float = Field(default=0.02, ge=0.0, le=1.0)
     requests_per_round: int = Field(default=1, ge=1, le=100)
     explore: float = Field(default=0.1, ge=0.0, le=1.0)
+    candidates: int = Field(default=100_000, ge=1, le=100_000)
+    """How many random agents answer each request (large meshes: the requester sees a few)."""
     recompute_every: int = Field(default=25, ge=1)
     sagas_per_round: int = Field(default=0, ge=0, le=20)
     behaviours: tuple[BehaviourSpec, ...] = ()
