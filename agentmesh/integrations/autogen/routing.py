@@ -10,8 +10,11 @@ Several runtimes may host the same type (replicas: a primary and standbys).
   then by DID so that every runtime ranks alike.
 * :class:`SenderBinding` (a node interceptor) refuses an AutoGen message whose
   signed ``ag_sender`` names a type the signing DID does not host
-  (``autogen_sender_unbound``), whose headers are malformed (``autogen_malformed``),
-  or that is addressed to a type this node does not host (``autogen_wrong_recipient``).
+  (``autogen_sender_unbound``), whose headers or body are malformed or whose body
+  holds another type than the envelope says (``autogen_malformed``: the policy
+  decides on the envelope's type), that is addressed to a type this node does not
+  host (``autogen_wrong_recipient``), or that breaks the rules of a team's topics
+  (``autogen_team_forged``, :mod:`.team_binding`).
 * :class:`EvidenceFilter` passes only the outcomes that are evidence to the trust
   receipts (a team's turns, refusals), not every echo of them.
 """
@@ -24,11 +27,13 @@ from collections.abc import Callable, Collection, Mapping
 
 from agentmesh.directory.directory import Directory
 from agentmesh.integrations.autogen.errors import AgentUnreachable, WireError
+from agentmesh.integrations.autogen.team_binding import TEAM_FORGED, TeamBinding
 from agentmesh.integrations.autogen.wire import (
     DONE_TYPE,
     MESSAGE_PREFIX,
     capability_for,
     parse_routing,
+    unpack_body,
 )
 from agentmesh.node.addressing import TOPIC_RECIPIENT_PREFIX
 from agentmesh.node.interceptors import (
@@ -154,6 +159,8 @@ class SenderBinding(PassThroughInterceptor):
         channel_recipient: the envelope recipient of this runtime's broadcast channel.
         bind_timeout: how long to wait, once per (DID, type), for a card that has not
             reached this directory yet (a host that just started).
+        teams: the teams whose topic rules this node enforces (the runtime's).
+        local: the DIDs of the runtime's own nodes (a live view).
     """
 
     def __init__(
@@ -163,11 +170,15 @@ class SenderBinding(PassThroughInterceptor):
         hosted: str | None,
         channel_recipient: str,
         bind_timeout: float = 0.5,
+        teams: TeamBinding | None = None,
+        local: Collection[str] = (),
     ) -> None:
         self.resolver = resolver
         self.hosted = hosted
         self.channel_recipient = channel_recipient
         self.bind_timeout = bind_timeout
+        self.teams = teams
+        self.local = local
         self._waited: dict[tuple[str, str], float] = {}
 
     async def check_inbound(self, message: InboundMessage) -> Verdict:
@@ -176,8 +187,14 @@ class SenderBinding(PassThroughInterceptor):
             return ALLOW
         try:
             routing = parse_routing(envelope.headers)
+            type_name, _, payload = unpack_body(envelope.body)
         except WireError as exc:
             return Verdict.deny("autogen_malformed", str(exc))
+        if MESSAGE_PREFIX + type_name != envelope.type:
+            return Verdict.deny(
+                "autogen_malformed",
+                f"the body holds a {type_name[:100]!r}, the envelope says {envelope.type!r}",
+            )
         if routing.kind == "send":
             assert routing.recipient is not None
             if routing.recipient.type != self.hosted:
@@ -194,6 +211,12 @@ class SenderBinding(PassThroughInterceptor):
                 "autogen_sender_unbound",
                 f"{envelope.sender} does not host {routing.sender.type!r}",
             )
+        if self.teams is not None:
+            reason = self.teams.check(
+                routing, type_name, payload, signed_here=envelope.sender in self.local
+            )
+            if reason is not None:
+                return Verdict.deny(TEAM_FORGED, reason)
         return ALLOW
 
     async def _binds(self, did: str, agent_type: str) -> bool:

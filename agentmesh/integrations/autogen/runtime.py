@@ -44,7 +44,7 @@ from agentmesh.directory.directory import Directory
 from agentmesh.errors import InterceptorDenied, NoResponders, RemoteError, RequestTimeout
 from agentmesh.integrations.autogen.codec import MessageCodec
 from agentmesh.integrations.autogen.config import MeshRuntimeConfig
-from agentmesh.integrations.autogen.delivery import Delivery
+from agentmesh.integrations.autogen.delivery import Delivery, Judgement
 from agentmesh.integrations.autogen.errors import (
     AgentUnreachable,
     AutogenIntegrationError,
@@ -58,12 +58,14 @@ from agentmesh.integrations.autogen.errors import (
 from agentmesh.integrations.autogen.guards import Guards
 from agentmesh.integrations.autogen.handoff import Handoff, PendingPublish, PendingWork
 from agentmesh.integrations.autogen.hosting import AgentHost, Factory
+from agentmesh.integrations.autogen.layout import TeamLayout
 from agentmesh.integrations.autogen.routing import (
     EvidenceFilter,
     HostResolver,
     SenderBinding,
     channel_recipient,
 )
+from agentmesh.integrations.autogen.team_binding import TeamBinding
 from agentmesh.integrations.autogen.wire import (
     DONE_TYPE,
     Routing,
@@ -147,6 +149,7 @@ class MeshAgentRuntime:
         self._remote: set[str] = set()
         self._subscriptions: list[Subscription] = []
         self._pending = PendingWork(self.config.max_pending)
+        self._teams = TeamBinding()
         self._directory: Directory | None = None
         self._resolver: HostResolver | None = None
         self._node: MeshNode | None = None
@@ -314,6 +317,8 @@ class MeshAgentRuntime:
                 hosted=hosted,
                 channel_recipient=channel_recipient(self.config.channel),
                 bind_timeout=self.config.bind_timeout,
+                teams=self._teams,
+                local=self._nodes.keys(),
             ),
             stage=Stage.POLICY,
         )
@@ -585,6 +590,24 @@ class MeshAgentRuntime:
         self.handoffs.append(
             Handoff(item.message_id, item.agent_type, item.primary, substitute, reason)
         )
+
+    def add_team(self, layout: TeamLayout) -> None:
+        """Enforce the rules of ``layout``'s topics on every node of this runtime.
+
+        :func:`~.team.coordinate` and :func:`~.team.host_member` call it: a publish to
+        the team's topics that names no team agent as sender, a manager's message
+        from a member, or a turn in another member's name is refused with
+        ``autogen_team_forged`` (see :mod:`.team_binding`).
+
+        Raises:
+            TeamLayoutError: another layout already uses one of its topics.
+        """
+        self._teams.add(layout)
+
+    @property
+    def judged(self) -> Sequence[Judgement]:
+        """The delivered messages the judge found bad, oldest first."""
+        return tuple(self._delivery.judged)
 
     # -- AgentRuntime: registration ----------------------------------------------------------
 

@@ -11,6 +11,9 @@ runtime it runs on. To run members elsewhere:
 * each worker calls :func:`host_member` with the same :class:`TeamLayout` and its
   real agent, on its own :class:`~.runtime.MeshAgentRuntime`.
 
+Both make the runtime enforce who may say what on the team's topics
+(:mod:`.team_binding`): only the manager directs, each member speaks for itself.
+
 Two or more workers may host the same member: the first-ranked acts, the others
 keep the conversation and take over its turn if the kill switch stops it.
 :class:`MeshSelection` gives a ``SelectorGroupChat`` the members the mesh still
@@ -23,11 +26,7 @@ topic names the team computed) and :func:`host_member`.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from autogen_agentchat.agents import BaseChatAgent
 from autogen_agentchat.base import ChatAgent, Response, Team
@@ -43,100 +42,8 @@ from autogen_agentchat.teams._group_chat._chat_agent_container import ChatAgentC
 from autogen_core import AgentType, CancellationToken, TypeSubscription
 
 from agentmesh.integrations.autogen.errors import TeamLayoutError
+from agentmesh.integrations.autogen.layout import TeamLayout, private_attribute
 from agentmesh.integrations.autogen.runtime import MeshAgentRuntime
-
-_TEAM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
-
-
-@dataclass(frozen=True, slots=True)
-class TeamLayout:
-    """The names a team's runtimes must agree on."""
-
-    team_id: str
-    manager: str
-    members: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if not _TEAM_ID.match(self.team_id):
-            raise TeamLayoutError("team id must be 1..64 letters, digits, '_' or '-'")
-        if not self.members or len(set(self.members)) != len(self.members):
-            raise TeamLayoutError("a team has one or more members with distinct names")
-
-    @property
-    def group_topic(self) -> str:
-        return f"group_topic_{self.team_id}"
-
-    @property
-    def output_topic(self) -> str:
-        return f"output_topic_{self.team_id}"
-
-    @property
-    def manager_type(self) -> str:
-        return f"{self.manager}_{self.team_id}"
-
-    def member_type(self, name: str) -> str:
-        """The agent type (and own topic) of member ``name``.
-
-        Raises:
-            TeamLayoutError: ``name`` is not a member.
-        """
-        if name not in self.members:
-            raise TeamLayoutError(f"{name!r} is not a member of team {self.team_id}")
-        return f"{name}_{self.team_id}"
-
-    @property
-    def member_types(self) -> dict[str, str]:
-        return {name: self.member_type(name) for name in self.members}
-
-    @classmethod
-    def of(cls, team: BaseGroupChat) -> TeamLayout:
-        """The layout of a constructed team.
-
-        Raises:
-            TeamLayoutError: the team's topic names are not the ones this layout
-                computes (an AgentChat version with another naming scheme).
-        """
-        layout = cls(
-            team_id=_private(team, "_team_id"),
-            manager=_private(team, "_group_chat_manager_name"),
-            members=tuple(_private(team, "_participant_names")),
-        )
-        expected = (
-            layout.group_topic,
-            layout.output_topic,
-            layout.manager_type,
-            [layout.member_type(name) for name in layout.members],
-        )
-        actual = (
-            _private(team, "_group_topic_type"),
-            _private(team, "_output_topic_type"),
-            _private(team, "_group_chat_manager_topic_type"),
-            list(_private(team, "_participant_topic_types")),
-        )
-        if expected != actual:
-            raise TeamLayoutError(f"unexpected team topic names {actual!r}: AgentChat changed?")
-        return layout
-
-    def encode(self) -> str:
-        return json.dumps(
-            {"team_id": self.team_id, "manager": self.manager, "members": list(self.members)}
-        )
-
-    @classmethod
-    def decode(cls, text: str) -> TeamLayout:
-        """Raises: TeamLayoutError: not a layout."""
-        try:
-            data = json.loads(text)
-            return cls(str(data["team_id"]), str(data["manager"]), tuple(data["members"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TeamLayoutError(f"malformed team layout: {type(exc).__name__}") from None
-
-
-def _private(team: BaseGroupChat, name: str) -> Any:
-    try:
-        return getattr(team, name)
-    except AttributeError:
-        raise TeamLayoutError(f"the team has no {name}: AgentChat changed?") from None
 
 
 def pin_team_id(team: BaseGroupChat, team_id: str) -> TeamLayout:
@@ -145,10 +52,10 @@ def pin_team_id(team: BaseGroupChat, team_id: str) -> TeamLayout:
     Raises:
         TeamLayoutError: the team already ran, or ``team_id`` is not a valid id.
     """
-    if _private(team, "_initialized"):
+    if private_attribute(team, "_initialized"):
         raise TeamLayoutError("the team already ran: pin its id before the first run")
-    manager = _private(team, "_group_chat_manager_name")
-    names = list(_private(team, "_participant_names"))
+    manager = private_attribute(team, "_group_chat_manager_name")
+    names = list(private_attribute(team, "_participant_names"))
     TeamLayout(team_id, manager, tuple(names))  # validates
     team._team_id = team_id
     team._group_topic_type = f"group_topic_{team_id}"
@@ -188,15 +95,18 @@ async def coordinate(
 ) -> TeamLayout:
     """Prepare ``runtime`` to run ``team`` whose :class:`RemoteMember` s run elsewhere.
 
-    Marks their types remote and waits until each has an admissible host.
+    Enforces the team's topic rules here (:meth:`MeshAgentRuntime.add_team`), marks
+    the placeholders' types remote and waits until each has an admissible host.
+    Call it for a team without placeholders too: the rules still apply.
 
     Raises:
         TeamLayoutError: see :meth:`TeamLayout.of`.
         AgentUnreachable: a member has no host within ``timeout``.
     """
     layout = TeamLayout.of(team)
-    participants: list[ChatAgent | Team] = list(_private(team, "_participants"))
+    participants: list[ChatAgent | Team] = list(private_attribute(team, "_participants"))
     remote = [layout.member_type(p.name) for p in participants if isinstance(p, RemoteMember)]
+    runtime.add_team(layout)
     runtime.mark_remote(remote)
     await runtime.wait_for_hosts(remote, timeout=timeout)
     return layout
@@ -213,12 +123,13 @@ async def host_member(
 
     Registers the member's container under its team agent type (its own DID and
     card), subscribed to its own topic and the group topic, as the team itself
-    would have.
+    would have, and enforces the team's topic rules on this runtime.
 
     Raises:
         TeamLayoutError: ``agent.name`` is not a member of the layout.
     """
     agent_type = layout.member_type(agent.name)
+    runtime.add_team(layout)
     factory = MessageFactory()
     for message_type in (*agent.produced_message_types, *message_types):
         if isinstance(message_type, type) and issubclass(message_type, StructuredMessage):
