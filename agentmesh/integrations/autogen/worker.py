@@ -15,6 +15,7 @@ prints JSON lines on stdout: ``{"event": "ready", "runtime": DID, "members":
 {NAME: DID}}`` once every member is hosted, and ``{"event": "stats", ...}``
 (refusals by code, governor decisions, deliveries) when it stops: on SIGTERM,
 SIGINT, or the end of stdin (a parent that dies takes its workers along).
+:class:`WorkerProcess` starts one from Python and reads those lines.
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ import contextlib
 import importlib
 import inspect
 import json
+import os
 import signal
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Self
 
 from autogen_agentchat.base import ChatAgent
 
@@ -146,7 +149,8 @@ async def serve(arguments: argparse.Namespace) -> int:
                 dids[name] = runtime.did_of(layout.member_type(name))
             _emit("ready", runtime=runtime.did, members=dids)
             await _stopped()
-            await runtime.idle(timeout=5.0)
+            with contextlib.suppress(TimeoutError):  # a handler still running: report anyway
+                await runtime.idle(timeout=5.0)
             audited = Counter(f"{event.kind}:{event.code}" for event in audit)
             _emit(
                 "stats",
@@ -157,6 +161,108 @@ async def serve(arguments: argparse.Namespace) -> int:
     finally:
         await transport.aclose()
     return 0
+
+
+class WorkerProcess:
+    """A worker started as a child process, and the JSON-lines events it prints.
+
+    Start several, then wait for each one's ``ready`` (they start in parallel);
+    :meth:`stop` collects the ``stats``, :meth:`kill` cleans up after a failure.
+    """
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.events: list[dict[str, Any]] = []
+
+    @classmethod
+    async def start(
+        cls,
+        *,
+        nats_url: str,
+        layout: TeamLayout,
+        members: Mapping[str, str],
+        mesh: str = "agentmesh",
+        channel: str = "autogen",
+        policy: str | Path | None = None,
+        authorities: Sequence[str] = (),
+        options: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Self:
+        """Start ``python -m agentmesh.integrations.autogen.worker`` with these arguments.
+
+        Args:
+            members: member name -> ``module:factory``.
+            env: extra environment variables (on top of this process's).
+
+        Raises:
+            OSError: the process could not be started.
+        """
+        args = ["--nats", nats_url, "--mesh", mesh, "--channel", channel, "--team", layout.encode()]
+        for name, factory in members.items():
+            args += ["--member", f"{name}={factory}"]
+        for key, value in (options or {}).items():
+            args += ["--option", f"{key}={value}"]
+        if policy is not None:
+            args += ["--policy", str(policy)]
+        for did in authorities:
+            args += ["--authority", did]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agentmesh.integrations.autogen.worker",
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+        )
+        return cls(process)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def next_event(self, name: str, *, timeout: float = 60.0) -> dict[str, Any]:
+        """The next event called ``name`` (earlier ones are kept in :attr:`events`).
+
+        Raises:
+            TimeoutError: no such event within ``timeout``.
+            EOFError: the worker exited first.
+        """
+        assert self.process.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await self.process.stdout.readline()
+                if not line:
+                    raise EOFError(f"the worker exited before {name!r}")
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue  # something else printed on stdout
+                if not isinstance(event, dict):
+                    continue
+                self.events.append(event)
+                if event.get("event") == name:
+                    return event
+
+    async def stop(self, *, timeout: float = 30.0) -> dict[str, Any]:
+        """Close its stdin (the worker leaves) and return its ``stats`` event.
+
+        Raises:
+            TimeoutError: it did not report or exit within ``timeout``.
+            EOFError: it exited without reporting.
+        """
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        stats = await self.next_event("stats", timeout=timeout)
+        await asyncio.wait_for(self.process.wait(), timeout)
+        return stats
+
+    def kill(self) -> None:
+        """Kill the process if it still runs (idempotent)."""
+        if self.process.returncode is None:
+            self.process.kill()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -180,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not arguments.member:
         parser().error("at least one --member NAME=MODULE:FACTORY")
     return asyncio.run(serve(arguments))
+
+
+__all__ = ["MemberFactory", "MemberSpec", "WorkerProcess", "load_factory", "main", "serve"]
 
 
 if __name__ == "__main__":
