@@ -19,6 +19,11 @@ something allowed) and turns the outcome into a trust receipt about the member:
 a refusal is a policy violation (except a quarantine or a pending approval), a
 failed tool a failure, anything else a success.
 
+CrewAI runs a tool whose pre-call hook raised anything but ``HookAborted`` (it
+swallows hook errors: fail-open). So the mesh's hook fails closed itself: an
+unexpected error while deciding (an audit sink that cannot write, a broken ring
+source, malformed arguments) blocks the call as ``crewai_hook_error``.
+
 The hooks are synchronous and run in CrewAI's thread; the governor is pure and
 the receipt is only queued (:class:`~.outcomes.OutcomeReporter`), so a governed
 call costs microseconds (``benchmarks/bench_crewai.py``).
@@ -26,6 +31,7 @@ call costs microseconds (``benchmarks/bench_crewai.py``).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter, deque
 from collections.abc import Mapping
@@ -50,12 +56,15 @@ from agentmesh.policy.governed import ToolSpec
 from agentmesh.policy.governor import Governor, Usage
 from trust.evidence import Outcome
 
+logger = logging.getLogger(__name__)
+
 UNKNOWN_MEMBER = "crewai_unknown_member"
 MESH_CLOSED = "crewai_mesh_closed"
 ARGS_CHANGED = "crewai_args_changed"
+HOOK_ERROR = "crewai_hook_error"
 HOOK_SOURCE = "agentmesh"
 #: Refusals that say nothing bad about the agent: no policy-violation receipt.
-NOT_MISCONDUCT = frozenset({"quarantined", "revoked", "approval_required", MESH_CLOSED})
+NOT_MISCONDUCT = frozenset({"quarantined", "revoked", "approval_required", MESH_CLOSED, HOOK_ERROR})
 _BLOCKED_PREFIX = "Tool execution blocked by hook"
 _FAILURE_PREFIXES = ("Error executing tool", "I encountered an error")
 
@@ -190,7 +199,38 @@ class ToolGovernor:
     # -- hooks -------------------------------------------------------------------------------
 
     def before(self, context: ToolCallHookContext) -> None:
-        """``PRE_TOOL_CALL``: authorize, or raise ``HookAborted(<refusal code>)``."""
+        """``PRE_TOOL_CALL``: authorize, or raise ``HookAborted(<refusal code>)``.
+
+        Never raises anything else for a governed call: CrewAI would run the tool.
+        """
+        try:
+            self._decide(context)
+        except HookAborted:
+            raise
+        except Exception as exc:  # fail closed (see the module docstring)
+            self._fail_closed(context, exc)
+
+    def _fail_closed(self, context: ToolCallHookContext, exc: Exception) -> NoReturn:
+        # The exception's text may quote the arguments: log its type only.
+        logger.error(
+            "tool call %r refused: the mesh's hook failed (%s)",
+            context.tool_name,
+            type(exc).__name__,
+        )
+        call: _Call | None = getattr(self._local, "call", None)
+        if call is None or call.tool_input_id != id(context.tool_input):
+            agent = context.agent
+            member = self.roster.for_agent(agent) if agent is not None else None
+            call = _Call(member, context.tool_name, id(context.tool_input), {})
+            self._local.call = call
+        # Only what cannot fail: whatever failed may be the audit sink or the receipts.
+        call.refusal = Refusal(
+            HOOK_ERROR, None, f"the mesh could not decide ({type(exc).__name__})"
+        )
+        self.refused[HOOK_ERROR] += 1
+        raise HookAborted(HOOK_ERROR, source=HOOK_SOURCE)
+
+    def _decide(self, context: ToolCallHookContext) -> None:
         agent = context.agent
         member = self.roster.for_agent(agent) if agent is not None else None
         if member is None:
@@ -200,9 +240,9 @@ class ToolGovernor:
         assert member is not None
         spec = self.tools.get(context.tool_name)
         action = spec.action if spec is not None else context.tool_name
-        arguments = dict(context.tool_input)
-        call = _Call(member, action, id(context.tool_input), arguments)
-        self._local.call = call
+        call = _Call(member, action, id(context.tool_input), {})
+        self._local.call = call  # first: a failure below is refused as this call
+        arguments = call.arguments = dict(context.tool_input)
         if self.closed:
             self._refuse(
                 call, context.tool_name, Refusal(MESH_CLOSED, None, "the crew left the mesh")
@@ -259,7 +299,7 @@ class ToolGovernor:
     def _refuse_unknown(self, context: ToolCallHookContext) -> NoReturn:
         """A call inside this crew by an agent with no mesh identity: refused, audited."""
         role = str(getattr(context.agent, "role", None) or "<no agent>")
-        call = _Call(None, context.tool_name, id(context.tool_input), dict(context.tool_input))
+        call = _Call(None, context.tool_name, id(context.tool_input), {})
         self._local.call = call
         self._audit(UNKNOWN_MEMBER, None, context.tool_name, f"agent {role!r} has no mesh identity")
         self._refuse(
@@ -344,6 +384,7 @@ class ToolGovernor:
 
 __all__ = [
     "ARGS_CHANGED",
+    "HOOK_ERROR",
     "MESH_CLOSED",
     "NOT_MISCONDUCT",
     "UNKNOWN_MEMBER",

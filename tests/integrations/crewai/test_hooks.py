@@ -17,9 +17,14 @@ from crewai.hooks import (
     unregister_hook,
 )
 
-from agentmesh.audit import MemoryAuditSink
+from agentmesh.audit import AuditEvent, MemoryAuditSink
 from agentmesh.integrations.crewai import MeshCrew, ScriptedLLM, ToolCall, ToolSpec
-from agentmesh.integrations.crewai.hooks import ARGS_CHANGED, MESH_CLOSED, UNKNOWN_MEMBER
+from agentmesh.integrations.crewai.hooks import (
+    ARGS_CHANGED,
+    HOOK_ERROR,
+    MESH_CLOSED,
+    UNKNOWN_MEMBER,
+)
 from agentmesh.integrations.crewai.scripted_llm import Answer
 from agentmesh.policy.engine import CompiledPolicy
 from agentmesh.transport.memory import InMemoryBus
@@ -281,3 +286,87 @@ def test_crew_config_errors_are_typed() -> None:
         MeshCrew(twins, CrewMeshConfig(policy=demo_policy()))
     assert raised.value.role == "twin"
     assert raised.value.code == "crewai_config"
+
+
+class _PolicyAuditFails:
+    """An audit sink that cannot write policy decisions (a full disk, a closed file)."""
+
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    def append(self, event: AuditEvent) -> None:
+        if event.kind.startswith("policy_"):
+            raise OSError("no space left on device")
+        self.events.append(event)
+
+
+async def test_a_hook_that_cannot_decide_fails_closed(bus: InMemoryBus) -> None:
+    """CrewAI runs a tool whose hook raised anything but HookAborted: the mesh's must not."""
+    shell, counter = named("run_shell"), CountingTool()
+    llm = script(
+        ToolCall("run_shell", {"command": "rm -rf /"}),
+        ToolCall("word_count", {"text": "a b"}),
+        ANSWER_WITH_RESULT,
+    )
+    cfg = config("c", mesh_name())
+    audit = _PolicyAuditFails()
+    async with MeshCrew(crew(agent("m", llm, [shell, counter])), cfg, bus=bus, audit=audit) as mesh:
+        output = await mesh.kickoff()
+        assert mesh.hooks.refused == {HOOK_ERROR: 2}
+        assert mesh.hooks.current_member() is None
+    # The refusal could not be audited, and the allowed call could not be either: neither ran.
+    assert shell.runs == []
+    assert counter.runs == []
+    assert output.raw == "tool said: refused by the mesh: crewai_hook_error: " + (
+        "the mesh could not decide (OSError)"
+    )
+
+
+async def test_crewai_coworker_delegation_is_governed_call_by_call(bus: InMemoryBus) -> None:
+    """CrewAI's own delegation tool and the coworker's calls inside it: each one decided."""
+    counter = CountingTool()
+    manager = agent(
+        "manager",
+        script(
+            ToolCall(
+                "delegate_work_to_coworker",
+                {"task": "count the words", "context": "a b c", "coworker": "counter"},
+            ),
+            ANSWER_WITH_RESULT,
+        ),
+    )
+    manager.allow_delegation = True
+    worker = agent(
+        "counter", script(ToolCall("word_count", {"text": "a b c"}), ANSWER_WITH_RESULT), [counter]
+    )
+    the_crew = Crew(
+        agents=[manager, worker],
+        tasks=[Task(description="get it counted", expected_output="a count", agent=manager)],
+    )
+    policy = CompiledPolicy.from_data(
+        {
+            "version": 1,
+            "name": "nested",
+            "rules": [
+                {"id": "text", "effect": "allow", "match": {"actions": ["text.*"]}},
+                {
+                    "id": "coworkers",
+                    "effect": "allow",
+                    "match": {"actions": ["delegate_work_to_coworker"]},
+                },
+            ],
+        }
+    )
+    cfg = config("c", mesh_name(), policy=policy)
+    async with MeshCrew(the_crew, cfg, bus=bus) as mesh:
+        output = await mesh.kickoff()
+        await mesh.settle()
+        assert counter.runs == [{"text": "a b c"}]
+        assert output.raw == "tool said: tool said: words: 3"
+        assert [(d.role, d.action, d.allowed) for d in mesh.hooks.decisions] == [
+            ("manager", "delegate_work_to_coworker", True),
+            ("counter", "text.word_count", True),
+        ]
+        # The coworker's call ends first, inside the delegating call: both have their outcome.
+        assert mesh.hooks.results == {"success": 2}
+        assert mesh.hooks.current_member() is None
