@@ -11,7 +11,8 @@ envelope. Then:
   whose subscription matches its topic. Standbys skip a publish to their own
   topic that names another host as primary. A judge may find the message bad:
   it is still delivered, but the handler then fails (a failure receipt for the
-  sender). The primary answers ``autogen.~done`` when its agent finished.
+  sender). The primary answers ``autogen.~done`` when its agent finished. A
+  local agent whose host is quarantined or revoked gets nothing more.
 
 Agents run inside ``acting_as(host DID)``, so governed tools know which mesh agent
 calls them.
@@ -141,6 +142,9 @@ class Delivery:
             if host is None or agent_id in seen:
                 continue
             seen.add(agent_id)
+            if self.runtime.resolver.is_blocked(host.did):
+                self.runtime.counters["quarantined_skipped"] += 1
+                continue  # a quarantined agent hears nothing more (its own node refuses too)
             if own and agent_id == routing.sender:
                 continue  # AutoGen never delivers a publish back to its sender
             own_topic = agent_id.type == topic.type and routing.primary is not None

@@ -520,6 +520,10 @@ class MeshAgentRuntime:
         handed to a standby if the kill switch stops the primary before it is done.
 
         Raises:
+            AgentUnreachable: the topic is the own topic of a type hosted elsewhere
+                (:meth:`mark_remote`, e.g. a team member's "your turn") and no host of
+                it is admissible (``cause="no_host"``): nobody would act, and the
+                publisher (a team's manager) would wait for an answer forever.
             OutboundRefused: this runtime's hooks refused to send it.
             SenderNotHosted, WireError.
         """
@@ -530,7 +534,11 @@ class MeshAgentRuntime:
         primary = self.resolver.primary(topic_id.type)
         if primary is None and topic_id.type in self._remote:
             self.counters["unserved"] += 1
-            logger.warning("no admissible host of %s acts on this publish", topic_id.type)
+            raise AgentUnreachable(
+                f"no live, admissible host of {topic_id.type!r} would act on this publish",
+                cause="no_host",
+                recipient=str(topic_id),
+            )
         headers = Routing("publish", message_id, sender, topic=topic_id, primary=primary).headers()
         message_type = envelope_type(type_name)
         try:

@@ -51,6 +51,7 @@ from agentmesh.integrations.autogen import (
     MeshAgentRuntime,
     MeshRuntimeConfig,
     MeshSelection,
+    RemoteHandlerError,
     RemoteMember,
     TeamLayout,
     ToolCallRefused,
@@ -474,6 +475,35 @@ async def test_a_member_quarantined_mid_turn_is_skipped_and_its_turn_handed_to_a
     assert primary.books.ran == ["lookup mesh (primary)"]
     assert standby.books.ran == ["lookup mesh (standby 1)", "lookup mesh (standby 2)"]
     assert set(writer.runtime.rejected()) <= {"quarantined"}  # the primary's frames in flight
+
+
+async def test_a_team_whose_member_has_no_admissible_host_fails_instead_of_waiting(
+    runtimes: Runtimes, uid: str
+) -> None:
+    sites = Sites(runtimes)
+    coordinator = await sites.new("coordinator")
+    team, layout = remote_team(
+        "round_robin",
+        ["writer"],
+        MaxMessageTermination(5),
+        runtime=coordinator.runtime,
+        team_id=uid,
+    )
+    writer = await sites.member(layout, "writer", ["never said"])
+    await coordinate(coordinator.runtime, team, timeout=10)
+    writer_did = writer.runtime.did_of(layout.member_type("writer"))
+    assert writer_did is not None
+    await sites.quarantine(writer_did, "compromised", coordinator, writer)
+
+    # Nobody would act on the writer's turn: the manager's "your turn" is undeliverable
+    # (AgentChat's manager would otherwise wait for its answer forever).
+    with pytest.raises(RemoteHandlerError) as failed:
+        await run(team, "write")
+    assert failed.value.remote_type == "AgentUnreachable"
+    assert coordinator.runtime.counters["unserved"] == 1
+    # ...and the quarantined writer heard nothing of the run, not even its start:
+    await eventually(lambda: writer.runtime.counters["quarantined_skipped"] >= 1)
+    assert writer.runtime.counters["delivered"] == 0
 
 
 # -- forged messages on the team's subjects --------------------------------------------------------
