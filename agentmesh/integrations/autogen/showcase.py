@@ -32,7 +32,6 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import yaml
 from autogen_agentchat.base import Response, TaskResult
@@ -54,6 +53,7 @@ from agentmesh.integrations.autogen.demo import (
     scripted_client,
     team_member,
 )
+from agentmesh.integrations.autogen.errors import TeamLayoutError
 from agentmesh.integrations.autogen.guards import TEAM_EVIDENCE, open_guards
 from agentmesh.integrations.autogen.layout import TeamLayout
 from agentmesh.integrations.autogen.runtime import MeshAgentRuntime
@@ -300,22 +300,19 @@ async def run_showcase(
                 transport, identity=identity, config=MeshRuntimeConfig(mesh=MESH), guards=guards
             )
         )
-        selection: MeshSelection | None = None
-
-        async def select(thread: Any) -> str | None:
-            assert selection is not None
-            return await selection.round_robin(thread)
-
+        team_id = f"invoice42-{uuid.uuid4().hex[:8]}"
+        layout = TeamLayout(team_id, "SelectorGroupChatManager", MEMBERS)
+        selection = MeshSelection(coordinator, layout)
         team = SelectorGroupChat(
             [RemoteMember(name, description=f"the {name}") for name in MEMBERS],
-            model_client=scripted_client(()),  # unused: the mesh selects
-            selector_func=select,
+            model_client=scripted_client(()),  # asked only if no member is admissible
+            selector_func=selection.round_robin,
             termination_condition=TextMentionTermination("APPROVED", sources=["accountant"])
             | MaxMessageTermination(30),
             runtime=coordinator,
         )
-        layout = pin_team_id(team, f"invoice42-{uuid.uuid4().hex[:8]}")
-        selection = MeshSelection(coordinator, layout)
+        if pin_team_id(team, team_id) != layout:
+            raise TeamLayoutError(f"AgentChat named the team otherwise than {layout}")
 
         members = _Members(stack, layout, authority, nats_url, bus, live_model)
         await members.start(["researcher", "researcher", "accountant", "intern"])

@@ -342,21 +342,17 @@ async def test_a_rogue_member_is_demoted_by_trust_drift_and_no_longer_selected(
 ) -> None:
     sites = Sites(runtimes)
     coordinator = await sites.new("coordinator", trust=DRIFT, judge=JUDGE)
-    selection: MeshSelection | None = None
-
-    async def select(thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> str | None:
-        assert selection is not None
-        return await selection.round_robin(thread)
-
-    team, layout = remote_team(
+    layout = TeamLayout(uid, "SelectorGroupChatManager", ("analyst", "rogue"))
+    selection = MeshSelection(coordinator.runtime, layout)
+    team, pinned = remote_team(
         "selector",
-        ["analyst", "rogue"],
+        layout.members,
         TextMentionTermination("DONE", sources=["analyst"]) | MaxMessageTermination(12),
         runtime=coordinator.runtime,
         team_id=uid,
-        selector=select,
+        selector=selection.round_robin,
     )
-    selection = MeshSelection(coordinator.runtime, layout)
+    assert pinned == layout
     analyst = await sites.member(
         layout,
         "analyst",
