@@ -308,7 +308,7 @@ async def test_a_refused_tool_call_is_told_to_the_member_and_the_team_goes_on(
     assert turns(result)[-1] == ("approver", "APPROVED")
     assert "APPROVED" in str(result.stop_reason)
 
-    # The clerk's governor audited every decision, in its own process's audit:
+    # The clerk's governor audited every decision, in the clerk's runtime's audit:
     assert clerk.audited("policy_denied", "records.delete") == ["policy_denied"]
     assert clerk.audited("policy_denied", "payments.transfer") == ["policy_denied"]
     assert clerk.audited("policy_allowed", "payments.transfer") == ["allowed"]
