@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all check bench bench-quick nats-server clean
+.PHONY: demo test test-all check bench bench-quick simulate nats-server clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench: $(STAMP) nats-server
 
 bench-quick: $(STAMP) nats-server
 	$(BIN)/python -m benchmarks run --quick
+
+## The chaos-simulation library and its size targets; writes docs/simulations.md.
+simulate: $(STAMP) nats-server
+	$(BIN)/python -m simulations.docs --targets
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

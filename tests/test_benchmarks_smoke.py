@@ -24,7 +24,7 @@ def test_quick_benchmark_run_writes_a_ratio_for_every_case(tmp_path: Path) -> No
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
