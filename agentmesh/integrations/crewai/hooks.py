@@ -4,7 +4,10 @@
 (``crewai.hooks.register_hook``). The pair acts only on tool calls made by this
 crew's members (agents are matched by object identity); calls by agents of other
 crews in the same process pass untouched, and a call made inside this crew by an
-agent that has no mesh identity is refused (``crewai_unknown_member``).
+agent that has no mesh identity is refused (``crewai_unknown_member``). So is a
+call by a *copy* of a member (same CrewAI ``key`` and the same tool objects, what
+``Agent.copy()`` makes), in a copy of the crew: ``Crew.kickoff_for_each``,
+``train`` and ``test`` run copies, which would otherwise run every tool ungoverned.
 
 ``PRE_TOOL_CALL`` builds a :class:`~agentmesh.policy.DecisionRequest` for the
 member (``kind="tool"``, the tool's action, its arguments, its ring and trust)
@@ -234,9 +237,16 @@ class ToolGovernor:
         agent = context.agent
         member = self.roster.for_agent(agent) if agent is not None else None
         if member is None:
-            if self.crew is None or context.crew is not self.crew:
+            if self.crew is not None and context.crew is self.crew:
+                self._refuse_unknown(context, "of this crew has no mesh identity")
+            original = self.roster.copied_from(agent) if agent is not None else None
+            if original is None:
                 return None  # another crew's agent: not governed here
-            self._refuse_unknown(context)
+            self._refuse_unknown(
+                context,
+                f"is a copy of member {original.role!r} (Crew.copy, kickoff_for_each): "
+                "copies are not on the mesh, run the crew with MeshCrew.kickoff",
+            )
         assert member is not None
         spec = self.tools.get(context.tool_name)
         action = spec.action if spec is not None else context.tool_name
@@ -296,19 +306,14 @@ class ToolGovernor:
                 self.outcomes.report(member.did, Outcome.POLICY_VIOLATION, call.action)
         raise HookAborted(refusal.code, source=HOOK_SOURCE)
 
-    def _refuse_unknown(self, context: ToolCallHookContext) -> NoReturn:
-        """A call inside this crew by an agent with no mesh identity: refused, audited."""
+    def _refuse_unknown(self, context: ToolCallHookContext, why: str) -> NoReturn:
+        """A call by an agent with no mesh identity (in this crew, or a copy): refused, audited."""
         role = str(getattr(context.agent, "role", None) or "<no agent>")
         call = _Call(None, context.tool_name, id(context.tool_input), {})
         self._local.call = call
-        self._audit(UNKNOWN_MEMBER, None, context.tool_name, f"agent {role!r} has no mesh identity")
-        self._refuse(
-            call,
-            context.tool_name,
-            Refusal(
-                UNKNOWN_MEMBER, "identity", f"agent {role!r} of this crew has no mesh identity"
-            ),
-        )
+        reason = f"agent {role!r} {why}"
+        self._audit(UNKNOWN_MEMBER, None, context.tool_name, reason)
+        self._refuse(call, context.tool_name, Refusal(UNKNOWN_MEMBER, "identity", reason))
 
     def _read(
         self, request: DecisionRequest, spec: ToolSpec | None, arguments: dict[str, Any]

@@ -6,12 +6,15 @@ of other crews and processes can send it signed tasks) and a signed card in the
 mesh directory naming the capabilities it offers. The :class:`Roster` maps CrewAI's
 agent objects to members; the tool hook and the delegation tool look agents up
 there, by object identity, so an agent that is not on the roster is never taken
-for one that is.
+for one that is. It also tells a copy of a member (what ``Agent.copy()`` makes:
+another object with the same CrewAI key, a hash of role, goal and backstory, and
+the very same tool objects) from another crew's agent, so the hook can refuse it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -74,6 +77,7 @@ class Roster:
         self._by_agent: dict[int, CrewMember] = {}
         self._by_did: dict[str, CrewMember] = {}
         self._by_role: dict[str, CrewMember] = {}
+        self._by_key: dict[str, CrewMember] = {}
         for member in members:
             self.add(member)
 
@@ -86,6 +90,9 @@ class Roster:
         self._by_agent[id(member.agent)] = member
         self._by_did[member.did] = member
         self._by_role[member.role] = member
+        key = _agent_key(member.agent)
+        if key is not None:
+            self._by_key[key] = member
 
     def replace(self, member: CrewMember) -> None:
         """Swap in a new version of a member (same role, agent and DID: its node was set)."""
@@ -95,11 +102,23 @@ class Roster:
         self._by_agent[id(member.agent)] = member
         self._by_did[member.did] = member
         self._by_role[member.role] = member
+        key = _agent_key(member.agent)
+        if key is not None:
+            self._by_key[key] = member
 
     def for_agent(self, agent: object) -> CrewMember | None:
         """The member whose agent *is* ``agent`` (object identity), if any."""
         member = self._by_agent.get(id(agent))
         return member if member is not None and member.agent is agent else None
+
+    def copied_from(self, agent: object) -> CrewMember | None:
+        """The member ``agent`` is a copy of, if any: same CrewAI key, a tool object shared."""
+        key = _agent_key(agent)
+        member = self._by_key.get(key) if key is not None else None
+        if member is None or member.agent is agent:
+            return None
+        theirs = {id(tool) for tool in _agent_tools(member.agent)}
+        return member if any(id(tool) in theirs for tool in _agent_tools(agent)) else None
 
     def by_did(self, did: str) -> CrewMember | None:
         return self._by_did.get(did)
@@ -119,6 +138,21 @@ class Roster:
     @property
     def dids(self) -> frozenset[str]:
         return frozenset(self._by_did)
+
+
+def _agent_key(agent: object) -> str | None:
+    """CrewAI's ``BaseAgent.key`` (md5 of role, goal, backstory), if the object has one."""
+    key: object = None
+    with contextlib.suppress(Exception):  # any agent-like object: never fail the caller
+        key = getattr(agent, "key", None)
+    return key if isinstance(key, str) else None
+
+
+def _agent_tools(agent: object) -> list[object]:
+    tools: object = None
+    with contextlib.suppress(Exception):
+        tools = getattr(agent, "tools", None)
+    return list(tools) if isinstance(tools, list) else []
 
 
 __all__ = ["CrewMember", "Roster", "capability_cards"]

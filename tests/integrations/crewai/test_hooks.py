@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from crewai import Crew, Task
+from crewai.crews.crew_output import CrewOutput
 from crewai.events.event_bus import crewai_event_bus
 from crewai.events.types.hook_events import HookDispatchedEvent
 from crewai.hooks import (
@@ -188,6 +189,24 @@ async def test_hooks_are_crew_scoped(bus: InMemoryBus) -> None:
         await mesh.kickoff()
     assert len(free_shell.runs) == 1
     assert governed_shell.runs == []
+
+
+async def test_a_copy_of_the_crew_is_refused_not_run_ungoverned(bus: InMemoryBus) -> None:
+    """kickoff_for_each runs copies of the crew and its agents: not members, not free."""
+    shell = named("run_shell")
+    llm = ScriptedLLM.of(
+        ToolCall("run_shell", {"command": "rm -rf /"}), ANSWER_WITH_RESULT, repeat=True
+    )
+    the_crew = crew(agent("rogue", llm, [shell]))
+    audit = MemoryAuditSink()
+    async with MeshCrew(the_crew, config("c", mesh_name()), bus=bus, audit=audit) as mesh:
+        [output] = await asyncio.to_thread(the_crew.kickoff_for_each, [{}])
+        assert mesh.hooks.refused == {UNKNOWN_MEMBER: 1}
+    assert isinstance(output, CrewOutput)
+    assert shell.runs == []
+    assert output.raw.startswith(f"tool said: refused by the mesh: {UNKNOWN_MEMBER}")
+    assert "is a copy of member 'rogue'" in output.raw
+    assert [e.code for e in audit if e.kind == "policy_denied"] == [UNKNOWN_MEMBER]
 
 
 async def test_quarantined_member_is_refused_without_a_violation_receipt(
