@@ -79,7 +79,7 @@ def scale(spec: ScenarioSpec, agents: int, rounds: int, candidates: int) -> Scen
         rounds=rounds,
         behaviours=behaviours,
         candidates=candidates,
-        recompute_every=max(spec.recompute_every, agents),
+        recompute_every=max(spec.recompute_every, agents * 5),
         pre_trusted=min(spec.pre_trusted, agents - rogues),
     )
 

@@ -16,7 +16,7 @@ and the recorder notes who is contained.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -157,17 +157,20 @@ class Driver:
     def choose(self, round_no: int, requester: SimAgent) -> SimAgent | None:
         """Among ``candidates`` random responders, the one the requester picks (or None)."""
         everyone = len(self.agents)
-        pool: Sequence[int] = (
+        draw = self.rng.random
+        faulty = bool(self.spec.faults)
+        pool: Iterable[int] = (
             range(everyone)
             if self.spec.candidates + 1 >= everyone
-            else self.rng.sample(range(everyone), self.spec.candidates + 1)
+            # with replacement (cheaper than sample on large meshes): duplicates go below
+            else dict.fromkeys(int(draw() * everyone) for _ in range(self.spec.candidates + 1))
         )
         candidates = [
             a.index
             for a in (self.agents[i] for i in pool)
             if a.index != requester.index
             and not a.crashed
-            and self.backend.reachable(round_no, requester, a)
+            and (not faulty or self.backend.reachable(round_no, requester, a))
             and not (self.use_trust and a.index in self._contained)
         ][: self.spec.candidates]
         if not candidates:

@@ -74,11 +74,15 @@ class FaultPlan:
         return [(n, f) for n, f in enumerate(self.faults) if f.kind == kind and f.active(round_no)]
 
     def lost(self, round_no: int) -> bool:
+        if not self.faults:
+            return False
         return any(
             self.rng.random() < _num(f, "rate", 0.05) for _, f in self.active(round_no, "loss")
         )
 
     def reachable(self, round_no: int, a: int, b: int) -> bool:
+        if not self.faults:
+            return True
         for number, fault in self.active(round_no, "partition"):
             if fault.params.get("mode", "halves") == "isolate":
                 isolated = int(_num(fault, "agent", 0))

@@ -80,13 +80,11 @@ class ModelBackend:
 
     async def report(self, observer: SimAgent, subject: SimAgent, outcome: Outcome) -> None:
         self.receipts += 1
+        # Receipt.create would hash a canonical body for the id; a counter is unique here.
+        interaction = f"sim-{self.receipts}"
         self.engine.record(
-            Receipt.create(
-                observer=observer.did,
-                subject=subject.did,
-                interaction_id=f"sim-{self.receipts}",
-                outcome=outcome,
-                at_ms=self.clock.now_ms(),
+            Receipt(
+                interaction, observer.did, subject.did, interaction, outcome, self.clock.now_ms()
             )
         )
         self.clock.advance(1)
@@ -134,6 +132,10 @@ class ModelBackend:
 
     async def end_round(self, round_no: int) -> None:
         self.clock.advance(ROUND_MS)
+        # A round's receipts number about the population: recompute_every spans rounds.
+        if round_no % max(1, self.spec.recompute_every // len(self.agents)) != 0:
+            self.faults.crash_round(round_no)
+            return
         self.engine.recompute()
         for agent in self.agents:
             if self.use_trust and sheriff_quarantines(self.engine, agent.did):
