@@ -53,7 +53,8 @@ from agentmesh.transport.base import (
     TransportState,
 )
 from agentmesh.transport.nats_errors import translated_errors
-from agentmesh.transport.nats_jetstream import NatsKeyValue, NatsStream, Unsubscribable
+from agentmesh.transport.nats_jetstream import NatsKeyValue, NatsStream
+from agentmesh.transport.nats_resume import Unsubscribable
 from agentmesh.transport.subjects import (
     normalize_headers,
     validate_name,
@@ -227,6 +228,7 @@ class NatsTransport:
         self._lost = False
         self._closed_event: asyncio.Event | None = None
         self._on_close: dict[int, Callable[[], None]] = {}
+        self._on_reconnect: dict[int, Callable[[], None]] = {}
         self._next_close_token = 0
         self._owned: set[Unsubscribable] = set()
         self._nuid = NUID()
@@ -303,6 +305,15 @@ class NatsTransport:
     def discard(self, token: int) -> None:
         self._on_close.pop(token, None)
 
+    def on_reconnect(self, callback: Callable[[], None]) -> int:
+        """Run ``callback`` after each reconnect (ordered consumers start again)."""
+        self._next_close_token += 1
+        self._on_reconnect[self._next_close_token] = callback
+        return self._next_close_token
+
+    def discard_reconnect(self, token: int) -> None:
+        self._on_reconnect.pop(token, None)
+
     def adopt(self, subscription: Unsubscribable) -> None:
         """Unsubscribe ``subscription`` when the transport closes, before draining."""
         self._owned.add(subscription)
@@ -332,6 +343,8 @@ class NatsTransport:
         self._state = TransportState.CONNECTED
         url = self._nc.connected_url if self._nc is not None else None
         logger.info("transport %s reconnected to %s", self._name, url.netloc if url else "?")
+        for callback in list(self._on_reconnect.values()):
+            callback()
 
     async def _on_error(self, error: Exception) -> None:
         if isinstance(error, nats.errors.AuthorizationError) or (

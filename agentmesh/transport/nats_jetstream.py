@@ -31,6 +31,7 @@ from agentmesh.errors import (
 )
 from agentmesh.transport.base import KVEntry, KVOperation, PublishAck, StreamMessage
 from agentmesh.transport.nats_errors import translated_errors
+from agentmesh.transport.nats_resume import ResumingSubscription, Unsubscribable
 from agentmesh.transport.subjects import (
     tokens_match,
     validate_kv_key,
@@ -44,10 +45,6 @@ _KV_DELETE_OPERATIONS = frozenset({"DEL", "PURGE"})
 _ITERATOR_INACTIVE_THRESHOLD = 300.0  # server-side cleanup if a client vanishes
 
 _T = TypeVar("_T")
-
-
-class Unsubscribable(Protocol):
-    async def unsubscribe(self) -> None: ...
 
 
 class JetStreamOwner(Protocol):
@@ -70,6 +67,12 @@ class JetStreamOwner(Protocol):
         ...
 
     def release(self, subscription: Unsubscribable) -> None: ...
+
+    def on_reconnect(self, callback: Callable[[], None]) -> int:
+        """Run ``callback`` after each reconnect (ordered consumers start again)."""
+        ...
+
+    def discard_reconnect(self, token: int) -> None: ...
 
     def denied_since(self, started: float, subject: str | None = None) -> PermissionDenied | None:
         """The broker's refusal (of ``subject``, or of anything) since ``started``, if any."""
@@ -103,6 +106,12 @@ async def _call(
 def _check_size(data: bytes, limit: int) -> None:
     if len(data) > limit:
         raise PayloadTooLarge(f"payload of {len(data)} bytes exceeds max_payload {limit}")
+
+
+def _from_seq(start_seq: int) -> api.ConsumerConfig:
+    return api.ConsumerConfig(
+        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq
+    )
 
 
 def _msg_id(msg: Msg) -> str | None:
@@ -316,6 +325,8 @@ class NatsKeyValue:
 
         async def on_message(msg: Msg) -> None:
             seq = msg.metadata.sequence.stream
+            if not resuming.fresh(seq):
+                return
             operation = msg.headers.get(_KV_OPERATION_HEADER) if msg.headers else None
             key = msg.subject[prefix_len:]
             if operation in _KV_DELETE_OPERATIONS:
@@ -324,16 +335,25 @@ class NatsKeyValue:
             else:
                 queue.put_nowait(KVEntry(self._bucket, key, msg.data, seq))
 
-        with translated_errors():
-            subscription = await js.subscribe(
-                self._prefix + pattern,
-                stream=self._stream,
-                cb=on_message,
-                ordered_consumer=True,
-                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
-                inactive_threshold=_ITERATOR_INACTIVE_THRESHOLD,
+        async def subscribe(start_seq: int | None) -> Unsubscribable:
+            # First the live values, then (after a reconnect) everything after the last seen.
+            policy = (
+                {"deliver_policy": api.DeliverPolicy.LAST_PER_SUBJECT}
+                if start_seq is None
+                else {"config": _from_seq(start_seq)}
             )
-        self._owner.adopt(subscription)
+            with translated_errors():
+                return await js.subscribe(
+                    self._prefix + pattern,
+                    stream=self._stream,
+                    cb=on_message,
+                    ordered_consumer=True,
+                    inactive_threshold=_ITERATOR_INACTIVE_THRESHOLD,
+                    **policy,
+                )
+
+        resuming = ResumingSubscription(self._owner, subscribe, name=f"watch of {self._bucket}")
+        await resuming.start()
         token = self._owner.on_close(lambda: queue.put_nowait(None))
         if on_ready is not None:
             on_ready()
@@ -345,9 +365,7 @@ class NatsKeyValue:
                 yield item
         finally:
             self._owner.discard(token)
-            self._owner.release(subscription)
-            with contextlib.suppress(nats.errors.Error):
-                await subscription.unsubscribe()
+            await resuming.close()
 
 
 class NatsDurableConsumer:
@@ -497,22 +515,24 @@ class NatsStream:
 
         async def on_message(msg: Msg) -> None:
             seq = msg.metadata.sequence.stream
-            queue.put_nowait(StreamMessage(self._name, seq, msg.subject, msg.data, _msg_id(msg)))
+            if resuming.fresh(seq):
+                queue.put_nowait(
+                    StreamMessage(self._name, seq, msg.subject, msg.data, _msg_id(msg))
+                )
 
-        config = api.ConsumerConfig(
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=start_seq,
-        )
-        with translated_errors():
-            subscription = await self._owner.js.subscribe(
-                subject or "",  # empty: no filter, every subject of the stream
-                stream=self._name,
-                cb=on_message,
-                config=config,
-                ordered_consumer=True,
-                inactive_threshold=_ITERATOR_INACTIVE_THRESHOLD,
-            )
-        self._owner.adopt(subscription)
+        async def subscribe(resume_seq: int | None) -> Unsubscribable:
+            with translated_errors():
+                return await self._owner.js.subscribe(
+                    subject or "",  # empty: no filter, every subject of the stream
+                    stream=self._name,
+                    cb=on_message,
+                    config=_from_seq(start_seq if resume_seq is None else resume_seq),
+                    ordered_consumer=True,
+                    inactive_threshold=_ITERATOR_INACTIVE_THRESHOLD,
+                )
+
+        resuming = ResumingSubscription(self._owner, subscribe, name=f"reader of {self._name}")
+        await resuming.start()
         token = self._owner.on_close(lambda: queue.put_nowait(None))
         try:
             while True:
@@ -522,9 +542,7 @@ class NatsStream:
                 yield item
         finally:
             self._owner.discard(token)
-            self._owner.release(subscription)
-            with contextlib.suppress(nats.errors.Error):
-                await subscription.unsubscribe()
+            await resuming.close()
 
     async def consumer(
         self, durable: str, *, subject: str | None = None, ack_wait: float = 30.0

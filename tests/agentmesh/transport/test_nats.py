@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agentmesh.errors import ConnectionLost, NotConnected
+from agentmesh.errors import ConnectionLost, NotConnected, RequestTimeout
 from agentmesh.transport import TransportState
 from agentmesh.transport.nats import NatsConfig, NatsTransport
 from tests.agentmesh.transport.waiting import Recorder, eventually
@@ -60,6 +60,50 @@ async def test_survives_a_server_restart(
         await recorder.wait_for(1)
         assert (await kv.get("agent")).revision == revision  # the data persisted
         assert (await stream.append("audit.e", b"after")).seq == 2
+    finally:
+        await transport.aclose()
+
+
+async def _next(items: object, timeout: float) -> object:
+    return await asyncio.wait_for(anext(items), timeout)  # type: ignore[call-overload]
+
+
+async def test_a_reader_and_a_watch_resume_at_once_after_a_server_restart(
+    own_server: NatsServerProcess,
+) -> None:
+    # The restarted server has lost the ordered consumers; nats-py alone would only
+    # notice after missing heartbeats (about 15 s with nothing delivered).
+    transport = NatsTransport(own_server.url, name="resumer", config=FAST_RECONNECT)
+    try:
+        await transport.connect()
+        stream = await transport.stream("log", ["log.>"])
+        kv = await transport.key_value("cards")
+        await stream.append("log.e", b"one")
+        await kv.put("alice", b"v1")
+        reader = stream.read(start_seq=1)
+        watch = kv.watch()
+        assert (await _next(reader, 5)).data == b"one"  # type: ignore[attr-defined]
+        assert (await _next(watch, 5)).value == b"v1"  # type: ignore[attr-defined]
+
+        own_server.stop()
+        own_server.start()
+        await eventually(lambda: transport.is_connected, timeout=10)
+        for _ in range(50):  # JetStream answers a moment after the server accepts clients
+            try:
+                await stream.append("log.e", b"two", msg_id="two")
+                break
+            except RequestTimeout:
+                await asyncio.sleep(0.1)
+        await kv.put("alice", b"v2")
+        # Delivered within seconds, each once, in order.
+        second = await _next(reader, 5)
+        assert (second.seq, second.data) == (2, b"two")  # type: ignore[attr-defined]
+        changed = await _next(watch, 5)
+        assert changed.value == b"v2"  # type: ignore[attr-defined]
+        await stream.append("log.e", b"three")
+        assert (await _next(reader, 5)).seq == 3  # type: ignore[attr-defined]
+        await reader.aclose()  # type: ignore[attr-defined]
+        await watch.aclose()  # type: ignore[attr-defined]
     finally:
         await transport.aclose()
 
