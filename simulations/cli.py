@@ -4,6 +4,7 @@ agentmesh simulate list
 agentmesh simulate run colluding-ring                    # mesh fidelity, embedded bus
 agentmesh simulate run my-scenario.yaml --fidelity model --out reports/
 agentmesh simulate run flooding --nats nats://127.0.0.1:4222
+agentmesh simulate run process-faults --nats local --processes 3   # kill -9, server restart
 agentmesh simulate sweep colluding-ring --param behaviours.0.count --values 5,10,20,30
 """
 
@@ -36,7 +37,21 @@ FidelityOpt = Annotated[
     ),
 ]
 NatsOpt = Annotated[
-    str | None, typer.Option("--nats", help="Mesh fidelity over a real nats-server (URL).")
+    str | None,
+    typer.Option(
+        "--nats",
+        help="Mesh fidelity over a real nats-server: its URL, or 'local' to start a "
+        "throwaway one (needed for the server_restart fault).",
+    ),
+]
+ProcessesOpt = Annotated[
+    int,
+    typer.Option(
+        "--processes",
+        min=1,
+        help="Split the agents over this many host processes (needs --nats; "
+        "1: every node in this process). The kill fault kill -9s one of them.",
+    ),
 ]
 
 
@@ -54,7 +69,9 @@ def _fidelity(value: str) -> Fidelity:
     return "mesh" if value == "mesh" else "model"
 
 
-def _run(spec: ScenarioSpec, fidelity: Fidelity, nats: str | None, quiet: bool) -> RunResult:
+def _run(
+    spec: ScenarioSpec, fidelity: Fidelity, nats: str | None, quiet: bool, processes: int = 1
+) -> RunResult:
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -71,7 +88,14 @@ def _run(spec: ScenarioSpec, fidelity: Fidelity, nats: str | None, quiet: bool) 
         def advance(label: str, round_no: int) -> None:
             progress.update(tasks[label], completed=round_no + 1)
 
-        return asyncio.run(run_scenario(spec, fidelity, nats_url=nats, progress=advance))
+        try:
+            return asyncio.run(
+                run_scenario(spec, fidelity, nats_url=nats, processes=processes, progress=advance)
+            )
+        except ScenarioError as exc:
+            progress.stop()
+            err.print(f"[red]error ({exc.code}):[/] {exc}")
+            raise typer.Exit(2) from None
 
 
 @app.command("list")
@@ -97,6 +121,7 @@ def run(
     scenario: Annotated[str, typer.Argument(help="A library name or a YAML/TOML file.")],
     fidelity: FidelityOpt = "mesh",
     nats: NatsOpt = None,
+    processes: ProcessesOpt = 1,
     output: Annotated[
         Path | None, typer.Option("--out", help="Report directory (default: reports/NAME).")
     ] = None,
@@ -113,7 +138,7 @@ def run(
         changes["rounds"] = rounds
     if changes:
         spec = spec.scaled(**changes)
-    result = _run(spec, _fidelity(fidelity), nats, quiet)
+    result = _run(spec, _fidelity(fidelity), nats, quiet, processes)
     report = write_report(result, output or Path("reports") / spec.name)
     table = Table(title=f"{spec.name} ({result.fidelity}): {result.seconds:.1f} s")
     for column in ("expectation", "measured", "verdict"):
@@ -136,6 +161,7 @@ def sweep(
     values: Annotated[str, typer.Option("--values", help="Comma-separated values.")],
     fidelity: FidelityOpt = "model",
     nats: NatsOpt = None,
+    processes: ProcessesOpt = 1,
     output: Annotated[
         Path | None, typer.Option("--out", help="Directory (default: reports/NAME-sweep).")
     ] = None,
@@ -154,7 +180,7 @@ def sweep(
         except ScenarioError as exc:
             err.print(f"[red]error ({exc.code}):[/] {exc}")
             raise typer.Exit(2) from None
-        results.append(_run(varied, _fidelity(fidelity), nats, quiet=False))
+        results.append(_run(varied, _fidelity(fidelity), nats, False, processes))
     target = output or Path("reports") / f"{spec.name}-sweep"
     written = write_sweep(spec.name, param, numbers, results, target)
     table = Table(title=f"{spec.name}: {param}")

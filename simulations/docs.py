@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import platform
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from simulations.runner import Fidelity, RunResult, run_scenario
+from simulations.server import local_nats_server
 from simulations.spec import Expectation, ScenarioSpec, library
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,21 +86,25 @@ async def measure_targets(nats_url: str | None) -> list[Target]:
     wanted = [
         Target("model fidelity", "model", 1_000, 1_500, 60.0),
         Target("mesh fidelity, embedded bus", "mesh", 100, 300, 60.0),
-        Target("mesh fidelity over NATS", "mesh", 30, 100, 120.0),
+        Target("mesh fidelity over NATS, 3 host processes", "mesh", 30, 100, 120.0),
     ]
     done = []
     for target in wanted:
-        over_nats = target.label.endswith("NATS")
+        over_nats = "NATS" in target.label
         if over_nats and nats_url is None:
             done.append(replace(target, note="needs --nats URL"))
             continue
         spec = scale(base, target.agents, target.rounds, candidates=8)
         started = time.perf_counter()
         await run_scenario(
-            spec, target.fidelity, nats_url=nats_url if over_nats else None, baseline=False
+            spec,
+            target.fidelity,
+            nats_url=nats_url if over_nats else None,
+            processes=3 if over_nats else 1,
+            baseline=False,
         )
         seconds = time.perf_counter() - started
-        note = "one process, one connection per node" if over_nats else ""
+        note = "driver + 3 host processes, one connection per node" if over_nats else ""
         done.append(replace(target, seconds=seconds, note=note))
     return done
 
@@ -173,38 +173,6 @@ def render(results: Sequence[RunResult], targets: Sequence[Target] = ()) -> str:
 
 async def _library_runs() -> list[RunResult]:
     return [await run_scenario(spec, "mesh") for spec in library()]
-
-
-@contextlib.contextmanager
-def local_nats_server() -> Iterator[str | None]:
-    """A throwaway JetStream ``nats-server`` on a free loopback port (None: not installed)."""
-    binary = shutil.which("nats-server")
-    if binary is None:
-        yield None
-        return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with tempfile.TemporaryDirectory() as store:
-        process = subprocess.Popen(  # noqa: S603 - the nats-server found on PATH
-            [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", store],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or process.poll() is not None:
-                        raise RuntimeError("nats-server did not start") from None
-                    time.sleep(0.05)
-            yield f"nats://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(10)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

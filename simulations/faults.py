@@ -17,6 +17,14 @@ Fault kinds and parameters (``FaultSpec.params``):
 ``partition``  ``mode``: ``halves`` (random halves) or ``isolate`` (``agent``)
 ``clock_skew`` ``ms`` for ``agent`` (default: the last agent)
 ``crash``      ``agent`` (index; default: a random honest one)
+``kill``       ``host`` (default 1): every agent of one host process is down
+               (``kill -9`` of the process in a run across processes, started
+               again with the same identities when the window ends; elsewhere a
+               crash of the agents that host would hold, ``index % hosts``)
+``server_restart`` ``down_ms`` (default 1000): ``kill -9`` of the ``nats-server``
+               at the window's start and a restart on the same port and store
+               (only on a server the simulation started, ``--nats local``;
+               elsewhere recorded as skipped)
 =============  ================================================================
 """
 
@@ -53,9 +61,17 @@ def _num(fault: FaultSpec, name: str, default: float) -> float:
 class FaultPlan:
     """The scenario's faults over its agents, seeded (see the module docstring)."""
 
-    def __init__(self, faults: Sequence[FaultSpec], agents: Sequence[SimAgent], seed: int) -> None:
+    def __init__(
+        self,
+        faults: Sequence[FaultSpec],
+        agents: Sequence[SimAgent],
+        seed: int,
+        *,
+        hosts: int = 3,
+    ) -> None:
         self.faults = list(faults)
         self.agents = agents
+        self.hosts = hosts
         self.rng = random.Random(seed * 104_729)
         self._halves: dict[int, set[int]] = {}
         self._crash_targets: dict[int, int] = {}
@@ -95,15 +111,39 @@ class FaultPlan:
     def crash_round(self, round_no: int) -> list[tuple[SimAgent, bool]]:
         """Crash or restart agents for the round after ``round_no``; returns the changes."""
         changes: list[tuple[SimAgent, bool]] = []
+        down: dict[int, bool] = {}
         for number, fault in enumerate(self.faults):
-            if fault.kind != "crash":
-                continue
-            agent = self.agents[self._crash_targets[number]]
-            down = fault.active(round_no + 1)
-            if agent.crashed != down:
-                agent.crashed = down
-                changes.append((agent, down))
+            active = fault.active(round_no + 1)
+            if fault.kind == "crash":
+                target = self._crash_targets[number]
+                down[target] = down.get(target, False) or active
+            elif fault.kind == "kill":
+                for index in self.hosted_by(self.killed_host(fault)):
+                    down[index] = down.get(index, False) or active
+        for index, is_down in sorted(down.items()):
+            agent = self.agents[index]
+            if agent.crashed != is_down:
+                agent.crashed = is_down
+                changes.append((agent, is_down))
         return changes
+
+    def crashed_by_crash_fault(self, index: int, round_no: int) -> bool:
+        """Whether a ``crash`` fault (not a ``kill``) holds agent ``index`` down."""
+        return any(
+            fault.kind == "crash" and fault.active(round_no) and self._crash_targets[n] == index
+            for n, fault in enumerate(self.faults)
+        )
+
+    def killed_host(self, fault: FaultSpec) -> int:
+        return int(_num(fault, "host", 1)) % self.hosts
+
+    def hosted_by(self, host: int) -> list[int]:
+        """The agents host process ``host`` holds (``index % hosts``)."""
+        return [a.index for a in self.agents if a.index % self.hosts == host]
+
+    def starting(self, round_no: int, kind: str) -> list[FaultSpec]:
+        """Faults of ``kind`` whose window opens at ``round_no``."""
+        return [f for f in self.faults if f.kind == kind and f.start == round_no]
 
     def skew_ms(self, index: int) -> int:
         total = 0

@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 from collections import Counter
+from collections.abc import Collection
 from typing import Self
 
 from agentmesh.directory.revocations import RevocationList
@@ -67,6 +69,7 @@ from simulations.model import (
     sheriff_quarantines,
 )
 from simulations.sagas import MeshSagas
+from simulations.server import LocalNatsServer
 from simulations.spec import ScenarioSpec
 from trust import Outcome, Receipt, TrustEngine
 from trust.evidence import sign_receipt
@@ -96,17 +99,24 @@ class MeshBackend:
         *,
         nats_url: str | None = None,
         request_timeout: float | None = None,
+        mesh: str | None = None,
+        hosted: Collection[int] | None = None,
+        hosts: int = 3,
+        server: LocalNatsServer | None = None,
     ) -> None:
         self.spec = spec
         self.agents = agents
         self.nats_url = nats_url
-        self.mesh = f"sim-{spec.name}-{os.getpid()}-{id(self) % 100_000}"
+        self.mesh = mesh or f"sim-{spec.name}-{os.getpid()}-{id(self) % 100_000}"
+        # The agents whose nodes live in this process (all of them unless split).
+        self.hosted = set(range(len(agents)) if hosted is None else hosted)
+        self.server = server
         self.bus = InMemoryBus() if nats_url is None else None
         self.clock = ManualClock(START_MS)
         self.engine = TrustEngine(
             pre_trusted=[a.did for a in agents if a.pre_trusted], clock=self.clock
         )
-        self.faults = FaultPlan(spec.faults, agents, spec.seed)
+        self.faults = FaultPlan(spec.faults, agents, spec.seed, hosts=hosts)
         self.policy = load_policy(spec)
         self.authority = AgentIdentity.from_seed(spec.seed.to_bytes(8, "big", signed=True) * 4)
         # A lost or unanswered request costs its timeout in wall time: short on the bus.
@@ -126,6 +136,7 @@ class MeshBackend:
         self._receipts = 0
         self._team: list[SimAgent] = []
         self._doubles = 0
+        self.skipped_faults: Counter[str] = Counter()
         self.saga_runner = (
             MeshSagas(lambda me: self._context(self.round_no, me), lambda: self._team)
             if spec.sagas_per_round
@@ -153,7 +164,8 @@ class MeshBackend:
             control, self.engine, mesh=self.mesh, node="sim", clock=self.clock
         )
         for agent in self.agents:
-            await self._start_node(agent)
+            if agent.index in self.hosted:
+                await self._start_node(agent)
         if self.saga_runner is not None:
             await self.saga_runner.start(self.nodes[0])
         return self
@@ -213,10 +225,28 @@ class MeshBackend:
         assert self.driver is not None
         return self.driver._context(round_no, me)
 
+    def _serve_context(self, agent: SimAgent, message: InboundMessage) -> Context:
+        """The driver's context, or (a host process) one seeded by the request itself."""
+        if self.driver is not None:
+            return self._context(self.round_no, agent.index)
+        rng = random.Random(f"{self.spec.seed}:{agent.index}:{message.body!r}")
+        honest = [a.index for a in self.agents if a.kind == "honest"]
+        groups: dict[str, list[int]] = {}
+        for other in self.agents:
+            groups.setdefault(other.kind, []).append(other.index)
+        return Context(
+            self.round_no,
+            rng,
+            agent.index,
+            honest,
+            groups,
+            contained=lambda index: self.contained(self.agents[index]),
+        )
+
     def _server(self, agent: SimAgent) -> Handler:
         async def serve(message: InboundMessage) -> bytes | None:
             served = agent.behaviour.serve(
-                self._context(self.round_no, agent.index), self.keys.get(message.sender[8:], -1)
+                self._serve_context(agent, message), self.keys.get(message.sender[8:], -1)
             )
             if served is Serve.SILENT:  # no answer at all: the requester's request times out
                 await asyncio.sleep(self.timeout * 2)
@@ -227,11 +257,13 @@ class MeshBackend:
 
     # -- the driver's questions ---------------------------------------------------------
 
-    async def request(self, round_no: int, requester: SimAgent, provider: SimAgent) -> Served:
+    async def request(
+        self, round_no: int, requester: SimAgent, provider: SimAgent, *, tag: bytes = b"task"
+    ) -> Served:
         self.round_no = round_no
         node = self.nodes[requester.index]
         try:
-            reply = await node.request(provider.did, SERVE, b"task", timeout=self.timeout)
+            reply = await node.request(provider.did, SERVE, tag, timeout=self.timeout)
         except InterceptorDenied as exc:
             return Served(Serve.SILENT, exc.denial_code)
         except RemoteError as exc:
@@ -241,13 +273,20 @@ class MeshBackend:
             return Served(Serve.SILENT, "timeout")
         return Served(Serve.GOOD if reply.body == GOOD else Serve.BAD)
 
-    async def report(self, observer: SimAgent, subject: SimAgent, outcome: Outcome) -> None:
+    async def report(
+        self,
+        observer: SimAgent,
+        subject: SimAgent,
+        outcome: Outcome,
+        *,
+        interaction_id: str | None = None,
+    ) -> None:
         assert self._ledger is not None
         self._receipts += 1
         receipt = Receipt.create(
             observer=observer.did,
             subject=subject.did,
-            interaction_id=f"sim-{self.round_no}-{self._receipts}",
+            interaction_id=interaction_id or f"sim-{self.round_no}-{self._receipts}",
             outcome=outcome,
             at_ms=self.clock.now_ms(),
         )
@@ -289,19 +328,30 @@ class MeshBackend:
         return list(await asyncio.gather(*(one() for _ in range(flood.count))))
 
     async def _forge(self, agent: SimAgent, forge: Forge) -> list[str]:
-        """An envelope under ``victim``'s DID signed by the attacker, or a captured replay."""
         target = self.nodes.get(forge.target)
         if target is None:
             return []
         before = Counter(target.counters.rejected)
-        subject = target.addressing.inbox(target.did)
+        await self.send_forgery(agent, forge)
+        for _ in range(100):  # the target verifies on its own schedule: wait for its verdict
+            if sum(target.counters.rejected.values()) > sum(before.values()):
+                break
+            await asyncio.sleep(0.002)
+        rejected = list((Counter(target.counters.rejected) - before).elements())
+        return rejected or ["forgery_accepted"]
+
+    async def send_forgery(self, agent: SimAgent, forge: Forge) -> None:
+        """An envelope under ``victim``'s DID signed by the attacker, or a captured replay."""
+        node = self.nodes[agent.index]
+        target_did = self.agents[forge.target].did
+        subject = node.addressing.inbox(target_did)
         if forge.replay and forge.target in self._captured:
             frame = self._captured[forge.target]
         else:
             envelope = new_envelope(
                 sender=self.agents[forge.victim].did,
                 type=SERVE,
-                recipient=target.did,
+                recipient=target_did,
                 body=b"forged",
                 now_ms=self.clock.now_ms(),
                 lifetime_ms=30_000,
@@ -314,21 +364,15 @@ class MeshBackend:
                 own = new_envelope(
                     sender=agent.did,
                     type="sim.ping",
-                    recipient=target.did,
+                    recipient=target_did,
                     body=b"",
                     now_ms=self.clock.now_ms(),
                     lifetime_ms=30_000,
                 )
                 frame = seal_envelope(own, agent.identity)
                 self._captured[forge.target] = frame
-                await self.nodes[agent.index].transport.publish(subject, frame)
-        await self.nodes[agent.index].transport.publish(subject, frame)
-        for _ in range(100):  # the target verifies on its own schedule: wait for its verdict
-            if sum(target.counters.rejected.values()) > sum(before.values()):
-                break
-            await asyncio.sleep(0.002)
-        rejected = list((Counter(target.counters.rejected) - before).elements())
-        return rejected or ["forgery_accepted"]
+                await node.transport.publish(subject, frame)
+        await node.transport.publish(subject, frame)
 
     async def sagas(
         self, round_no: int, coordinator: SimAgent, teams: list[list[SimAgent]]
@@ -357,11 +401,36 @@ class MeshBackend:
         await old.aclose()
         await self._start_node(agent)
 
-    async def end_round(self, round_no: int) -> None:
+    @property
+    def ledger_position(self) -> int:
+        return self._ledger.position if self._ledger is not None else 0
+
+    async def follow_round(self) -> None:
+        """Fold the round's receipts and recompute (what the driver did at the round's end)."""
         assert self._ledger is not None
-        assert self.switch is not None
         await self._ledger.catch_up(timeout=30)
         self.engine.recompute()
+
+    async def set_down(self, agent: SimAgent, down: bool) -> None:
+        """Crash (close) or restart the node of ``agent`` (the same identity)."""
+        agent.crashed = down
+        if down:
+            node = self.nodes.pop(agent.index, None)
+            if node is not None:
+                await node.aclose()
+        elif agent.index not in self.nodes:
+            await self._start_node(agent)
+
+    async def end_round(self, round_no: int) -> None:
+        await self.settle_round()
+        await self.apply_crashes(round_no)
+        await self.restart_server(round_no + 1)
+        self.clock.advance(ROUND_MS)
+
+    async def settle_round(self) -> None:
+        """Fold the round's receipts, recompute, and quarantine whom the sheriff flags."""
+        assert self.switch is not None
+        await self.follow_round()
         for agent in self.agents:
             if (
                 self.use_trust
@@ -369,12 +438,36 @@ class MeshBackend:
                 and not self.switch.is_blocked(agent.did)
             ):
                 await self.switch.quarantine(self.authority, agent.did, "drift detected")
+
+    async def apply_crashes(self, round_no: int) -> None:
+        """Crash and restart the nodes the fault plan says change for the next round."""
         for agent, down in self.faults.crash_round(round_no):
-            if down:
-                await self.nodes.pop(agent.index).aclose()
-            else:
-                await self._start_node(agent)
-        self.clock.advance(ROUND_MS)
+            await self.set_down(agent, down)
+
+    async def restart_server(self, round_no: int) -> None:
+        """The ``server_restart`` faults opening at ``round_no`` (see simulations.faults)."""
+        for fault in self.faults.starting(round_no, "server_restart"):
+            down_s = float(fault.params.get("down_ms", 1000)) / 1000
+            if self.server is None:
+                self.skipped_faults["server_restart"] += 1
+                continue
+            await asyncio.to_thread(self.server.restart, down_s=down_s)
+            self.fault_stats["server_restarts"] = self.fault_stats.get("server_restarts", 0) + 1
+            if self.driver is not None:
+                self.driver.recorder.event(round_no, "server_restarted", down_ms=down_s * 1000)
+            await self.reconnected()
+
+    async def reconnected(self, timeout: float = 30.0) -> None:
+        """Wait until every connection of this process is back after a server restart."""
+        transports = [n.transport for n in self.nodes.values()]
+        if self._control is not None:
+            transports.append(self._control)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not all(t.is_connected for t in transports):
+            if loop.time() > deadline:
+                raise RequestTimeout("the mesh did not reconnect after the server restart")
+            await asyncio.sleep(0.05)
 
     def contained(self, agent: SimAgent) -> bool:
         switch = self.switch

@@ -56,6 +56,8 @@ class Recorder:
     events: list[dict[str, Any]] = field(default_factory=list)
     messages: int = 0
     forgeries_accepted: int = 0
+    # Backend figures beyond the driver's (faults injected, faults skipped), if any.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def start_round(self) -> RoundStats:
         stats = RoundStats()
@@ -154,6 +156,7 @@ class Recorder:
             "sagas_stuck": self.sagas.get("needs-attention", 0),
             "sagas_double_executed": self.sagas.get("double-executed", 0),
             "messages": self.messages,
+            **{k: v for k, v in self.extra.items() if v},
         }
 
 

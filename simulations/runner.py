@@ -8,6 +8,7 @@ verdicts.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,8 @@ from typing import Any, Literal
 from simulations.driver import Driver, populate
 from simulations.metrics import Recorder
 from simulations.model import ModelBackend
-from simulations.spec import ScenarioSpec
+from simulations.server import LocalNatsServer
+from simulations.spec import ScenarioError, ScenarioSpec
 
 Fidelity = Literal["model", "mesh"]
 Progress = Callable[[str, int], None]
@@ -50,12 +52,21 @@ class RunResult:
         return all(v.ok for v in self.verdicts)
 
 
+@dataclass(frozen=True)
+class Where:
+    """Where a mesh-fidelity run happens: the bus, a server, how many host processes."""
+
+    nats_url: str | None = None
+    processes: int = 1
+    server: LocalNatsServer | None = None
+
+
 async def _once(
     spec: ScenarioSpec,
     fidelity: Fidelity,
     *,
     use_trust: bool,
-    nats_url: str | None,
+    where: Where,
     progress: Progress | None,
 ) -> tuple[Recorder, list[float], list[float]]:
     agents = populate(spec)
@@ -67,12 +78,26 @@ async def _once(
         backend.bind(driver)
         recorder = await driver.run()
     else:
+        from simulations.distributed import DistributedBackend
         from simulations.mesh import MeshBackend
 
-        async with MeshBackend(spec, agents, nats_url=nats_url) as mesh:
+        mesh = (
+            DistributedBackend(
+                spec,
+                agents,
+                nats_url=where.nats_url,
+                processes=where.processes,
+                server=where.server,
+            )
+            if where.processes > 1 and where.nats_url is not None
+            else MeshBackend(spec, agents, nats_url=where.nats_url, server=where.server)
+        )
+        async with mesh:
             driver = Driver(spec, mesh, agents, use_trust=use_trust, on_round=on_round)
             mesh.bind(driver)
             recorder = await driver.run()
+            recorder.extra["faults_injected"] = dict(sorted(mesh.fault_stats.items()))
+            recorder.extra["faults_skipped"] = dict(mesh.skipped_faults)
     rogue = [s.rogue_trust for s in recorder.per_round]
     honest = [s.honest_trust for s in recorder.per_round]
     return recorder, rogue, honest
@@ -83,13 +108,42 @@ async def run_scenario(
     fidelity: Fidelity = "mesh",
     *,
     nats_url: str | None = None,
+    processes: int = 1,
     progress: Progress | None = None,
     baseline: bool = True,
 ) -> RunResult:
-    """Run ``spec`` (and its no-trust baseline) and check its expectations."""
+    """Run ``spec`` (and its no-trust baseline) and check its expectations.
+
+    ``nats_url="local"`` starts a throwaway ``nats-server`` for the run (which the
+    ``server_restart`` fault may restart); ``processes`` > 1 splits the agents
+    over that many host processes (mesh fidelity on NATS only).
+
+    Raises:
+        ScenarioError: ``processes`` > 1 without a server, or at model fidelity.
+    """
+    if processes > 1 and (nats_url is None or fidelity != "mesh"):
+        raise ScenarioError(
+            "--processes needs mesh fidelity on a nats-server: add --nats URL or --nats local"
+        )
+    with contextlib.ExitStack() as stack:
+        server = None
+        if nats_url == "local":
+            server = stack.enter_context(LocalNatsServer())
+            nats_url = server.url
+        where = Where(nats_url, processes, server)
+        return await _run_scenario(spec, fidelity, where, progress, baseline)
+
+
+async def _run_scenario(
+    spec: ScenarioSpec,
+    fidelity: Fidelity,
+    where: Where,
+    progress: Progress | None,
+    baseline: bool,
+) -> RunResult:
     started = time.perf_counter()
     recorder, rogue_trust, honest_trust = await _once(
-        spec, fidelity, use_trust=True, nats_url=nats_url, progress=progress
+        spec, fidelity, use_trust=True, where=where, progress=progress
     )
     metrics = recorder.summary()
     series = {
@@ -100,9 +154,7 @@ async def run_scenario(
     }
     base: dict[str, Any] = {}
     if baseline:
-        without, _, _ = await _once(
-            spec, fidelity, use_trust=False, nats_url=nats_url, progress=progress
-        )
+        without, _, _ = await _once(spec, fidelity, use_trust=False, where=where, progress=progress)
         base = without.summary()
         series["bad_fraction_without_trust"] = without.series()
         metrics["bad_fraction_without_trust"] = base["bad_fraction"]

@@ -58,7 +58,17 @@ class BehaviourSpec(_Model):
 class FaultSpec(_Model):
     """A transport fault active from ``start`` to ``end`` (rounds; ``end`` None: to the end)."""
 
-    kind: Literal["latency", "loss", "duplicate", "reorder", "partition", "clock_skew", "crash"]
+    kind: Literal[
+        "latency",
+        "loss",
+        "duplicate",
+        "reorder",
+        "partition",
+        "clock_skew",
+        "crash",
+        "kill",
+        "server_restart",
+    ]
     params: dict[str, Param] = {}
     start: int = Field(default=0, ge=0)
     end: int | None = Field(default=None, ge=0)
