@@ -203,8 +203,8 @@ def choose_provider(
     zero: list[int] = []
     for agent in responders:
         did = dids[agent]
-        own = engine.local(requester, did)
-        if own.known and own.estimate < 0.5:
+        own = engine.local_estimate(requester, did)
+        if own is not None and own < 0.5:
             continue
         score = engine.score(did)
         if score > 0:

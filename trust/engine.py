@@ -379,6 +379,18 @@ class TrustEngine:
         a, b = (0.0, 0.0) if e is None else self._edges.local(e, now, self.config.half_life_ms)
         return LocalTrust(observer, subject, (a + 1.0) / (a + b + 2.0), a + b, a, b, now)
 
+    def local_estimate(self, observer: str, subject: str) -> float | None:
+        """:meth:`local`'s estimate now, or None when the observer has no evidence.
+
+        The cheap form for selection loops (no :class:`LocalTrust` is built).
+        """
+        o, s = self._ids.get(observer), self._ids.get(subject)
+        e = self._edges.edge(o, s) if o is not None and s is not None else None
+        if e is None:
+            return None
+        a, b = self._edges.local(e, self.clock.now_ms(), self.config.half_life_ms)
+        return (a + 1.0) / (a + b + 2.0) if a + b > 1e-9 else None  # LocalTrust.known
+
     def top(self, limit: int = 10) -> list[tuple[str, float, int]]:
         """The ``limit`` best (did, score, ring), best first, ties by DID."""
         ranked = sorted((-self.score(d), d) for d in self._dids)[:limit]

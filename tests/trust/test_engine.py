@@ -369,3 +369,30 @@ def test_decayed_evidence_is_the_closed_form_in_any_order(
     assert local.positive == pytest.approx(expected_pos, rel=1e-9, abs=1e-12)
     assert local.negative == pytest.approx(expected_neg, rel=1e-9, abs=1e-12)
     assert local.estimate == pytest.approx((expected_pos + 1) / (expected_pos + expected_neg + 2))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 4), st.integers(0, 4), st.sampled_from(Outcome), st.integers(0, 10**9)
+        ),
+        max_size=30,
+    ),
+    st.integers(0, 10**10),
+)
+def test_local_estimate_is_local_without_the_record(
+    events: list[tuple[int, int, Outcome, int]], later_ms: int
+) -> None:
+    agents = dids(5, start=500)
+    clock = ManualClock(T0)
+    engine = TrustEngine(clock=clock)
+    for o, s, outcome, at in events:
+        if o != s:
+            engine.record(receipt(agents[o], agents[s], outcome, at_ms=T0 - at))
+    clock.advance(later_ms)  # decay can take the evidence to nothing
+    for observer in [*agents, "did:key:zUnknown"]:
+        for subject in agents:
+            full = engine.local(observer, subject)
+            fast = engine.local_estimate(observer, subject)
+            assert fast == (full.estimate if full.known else None)
