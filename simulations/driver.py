@@ -209,15 +209,14 @@ class Driver:
         await self.backend.end_round(round_no)
         engine = self.backend.engine
         for agent in self.agents:
-            self.recorder.containment(round_no, agent.index, self.backend.contained(agent))
+            contained = self.backend.contained(agent)
+            self.recorder.containment(round_no, agent.index, contained)
             score = engine.score(agent.did)
             if agent.rogue:
                 stats.rogue_trust += score
+                stats.contained_rogues += contained
             else:
                 stats.honest_trust += score
-        stats.contained_rogues = sum(
-            1 for a in self.agents if a.rogue and self.backend.contained(a)
-        )
 
     async def _sagas(self, round_no: int) -> None:
         coordinator = self.agents[0]  # an honest, pre-trusted agent runs the orders

@@ -201,9 +201,8 @@ def choose_provider(
     """
     trusted: list[tuple[int, float]] = []
     zero: list[int] = []
-    for agent in responders:
-        did = dids[agent]
-        own = engine.local_estimate(requester, did)
+    wanted = [dids[agent] for agent in responders]
+    for agent, did, own in zip(responders, wanted, engine.local_estimates(requester, wanted)):
         if own is not None and own < 0.5:
             continue
         score = engine.score(did)

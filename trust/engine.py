@@ -391,6 +391,20 @@ class TrustEngine:
         a, b = self._edges.local(e, self.clock.now_ms(), self.config.half_life_ms)
         return (a + 1.0) / (a + b + 2.0) if a + b > 1e-9 else None  # LocalTrust.known
 
+    def local_estimates(self, observer: str, subjects: Sequence[str]) -> list[float | None]:
+        """:meth:`local_estimate` for each subject, with one lookup of the observer and clock."""
+        o = self._ids.get(observer)
+        if o is None:
+            return [None] * len(subjects)
+        edges, now, half_life = self._edges, self.clock.now_ms(), self.config.half_life_ms
+        estimates: list[float | None] = [None] * len(subjects)
+        for i, s in enumerate(map(self._ids.get, subjects)):
+            e = None if s is None else edges.edge(o, s)
+            if e is not None:
+                a, b = edges.local(e, now, half_life)
+                estimates[i] = (a + 1.0) / (a + b + 2.0) if a + b > 1e-9 else None
+        return estimates
+
     def top(self, limit: int = 10) -> list[tuple[str, float, int]]:
         """The ``limit`` best (did, score, ring), best first, ties by DID."""
         ranked = sorted((-self.score(d), d) for d in self._dids)[:limit]

@@ -69,7 +69,9 @@ class Propagator:
         if edges.version == self._version and n == self._n:
             return
         subject = edges.subject[: edges.count]
-        self._order = np.argsort(subject, kind="stable")
+        # A stable sort of 16-bit keys is a radix sort: ~6x faster than on int64 keys.
+        keys = subject.astype(np.uint16) if n <= 2**16 else subject
+        self._order = np.argsort(keys, kind="stable")
         counts = np.bincount(subject, minlength=n)
         index_type = np.int32 if max(n, edges.count) < 2**31 - 1 else np.int64
         self._indptr = np.concatenate(([0], np.cumsum(counts))).astype(index_type)

@@ -391,8 +391,11 @@ def test_local_estimate_is_local_without_the_record(
         if o != s:
             engine.record(receipt(agents[o], agents[s], outcome, at_ms=T0 - at))
     clock.advance(later_ms)  # decay can take the evidence to nothing
-    for observer in [*agents, "did:key:zUnknown"]:
-        for subject in agents:
+    subjects = [*agents, "did:key:zUnknown"]
+    for observer in subjects:
+        batch = engine.local_estimates(observer, subjects)
+        for subject, batched in zip(subjects, batch, strict=True):
             full = engine.local(observer, subject)
             fast = engine.local_estimate(observer, subject)
             assert fast == (full.estimate if full.known else None)
+            assert batched == fast
