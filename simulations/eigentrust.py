@@ -202,7 +202,8 @@ def choose_provider(
     trusted: list[tuple[int, float]] = []
     zero: list[int] = []
     wanted = [dids[agent] for agent in responders]
-    for agent, did, own in zip(responders, wanted, engine.local_estimates(requester, wanted)):
+    estimates = engine.local_estimates(requester, wanted)
+    for agent, did, own in zip(responders, wanted, estimates, strict=True):
         if own is not None and own < 0.5:
             continue
         score = engine.score(did)
