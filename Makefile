@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,plots,crewai,autogen]'
+	$(BIN)/python -m pip install -q -e '.[dev,plots,crewai,autogen,cluster]'
 	touch $(STAMP)
 
 nats-server:

