@@ -42,11 +42,15 @@ def free_ports(count: int) -> list[int]:
 
 
 class NatsCluster:
-    """``size`` servers with JetStream clustered; ``sync`` is the plan's sync setting."""
+    """``size`` servers with JetStream clustered; ``sync`` is the plan's sync setting.
 
-    def __init__(self, size: int = 3, *, sync: str = "always") -> None:
+    ``secured``: a secured mesh's ``nats-server.conf`` text that every server runs.
+    """
+
+    def __init__(self, size: int = 3, *, sync: str = "always", secured: str | None = None) -> None:
         self._size = size
         self._sync = sync
+        self._secured = secured
         self._dir = Path(tempfile.mkdtemp(prefix="agentmesh-cluster-"))
         self.plan: ClusterPlan | None = None
         self.servers: list[NatsServerProcess] = []
@@ -74,7 +78,7 @@ class NatsCluster:
             cluster_ports=ports[self._size :],
             sync=self._sync,
         )
-        write_cluster(self._dir, self.plan)
+        write_cluster(self._dir, self.plan, secured=self._secured)
         binary = find_recent_nats_server()
         for server in self.plan.servers:
             self.servers.append(

@@ -116,7 +116,6 @@ def plan_cluster(
 def render_cluster_server_config(plan: ClusterPlan, server: ClusterServer, store: Path) -> str:
     """One server's config: its listen address, store, sync setting and every route."""
     sync = "" if plan.sync == "default" else f"\n  sync_interval: {plan.sync}"
-    routes = "\n".join(f"    {peer.route}" for peer in plan.servers if peer != server)
     return f"""# Written by `agentmesh mesh cluster-init`: {server.name} of cluster {plan.cluster}.
 server_name: "{server.name}"
 listen: "{server.host}:{server.client_port}"
@@ -124,7 +123,40 @@ listen: "{server.host}:{server.client_port}"
 jetstream {{
   store_dir: "{store}"{sync}
 }}
+{_cluster_block(plan, server)}"""
 
+
+def _one_line(text: str, pattern: str, replacement: str) -> str:
+    changed, count = re.subn(pattern, lambda _: replacement, text, count=1, flags=re.MULTILINE)
+    if count != 1:
+        raise ClusterConfigError(
+            f"the secured mesh's server config has no line matching {pattern!r}: "
+            "re-render it with 'agentmesh mesh init'"
+        )
+    return changed
+
+
+def render_secured_cluster_server_config(
+    secured: str, plan: ClusterPlan, server: ClusterServer, server_dir: Path
+) -> str:
+    """The secured mesh's server config (``mesh init``) as one server of the cluster.
+
+    Same operator, accounts, limits and links; this server's own name, listen
+    address, JetStream store (with the plan's sync setting) and resolver
+    directory; routes to every other server. Routes carry no client identity:
+    keep the route ports on a private network (or add cluster TLS).
+    """
+    sync = "" if plan.sync == "default" else f"\n  sync_interval: {plan.sync}"
+    text = _one_line(secured, r"^server_name: .*$", f'server_name: "{server.name}"')
+    text = _one_line(text, r"^listen: .*$", f'listen: "{server.host}:{server.client_port}"')
+    text = _one_line(text, r"^  store_dir: .*$", f'  store_dir: "{server_dir / "jetstream"}"{sync}')
+    text = _one_line(text, r"^  dir: .*$", f'  dir: "{server_dir / "jwt"}"')
+    return text + _cluster_block(plan, server)
+
+
+def _cluster_block(plan: ClusterPlan, server: ClusterServer) -> str:
+    routes = "\n".join(f"    {peer.route}" for peer in plan.servers if peer != server)
+    return f"""
 cluster {{
   name: "{plan.cluster}"
   listen: "{server.host}:{server.cluster_port}"
@@ -135,11 +167,15 @@ cluster {{
 """
 
 
-def write_cluster(directory: Path, plan: ClusterPlan) -> list[Path]:
+def write_cluster(directory: Path, plan: ClusterPlan, *, secured: str | None = None) -> list[Path]:
     """Write every server's config (and ``cluster.json``) into ``directory``.
 
+    ``secured`` is a secured mesh's ``nats-server.conf`` (``mesh init``): each
+    server then runs it, in operator mode, as a member of the cluster.
+
     Raises:
-        ClusterConfigError: ``directory`` already holds a cluster plan.
+        ClusterConfigError: ``directory`` already holds a cluster plan, or
+            ``secured`` is not a config ``mesh init`` wrote.
     """
     directory = directory.resolve()
     if (directory / PLAN_FILE).exists():
@@ -148,11 +184,20 @@ def write_cluster(directory: Path, plan: ClusterPlan) -> list[Path]:
         )
     directory.mkdir(parents=True, exist_ok=True)
     written = []
+    texts = {}
     for server in plan.servers:
-        store = directory / server.name / "jetstream"
-        store.mkdir(parents=True, exist_ok=True)
+        server_dir = directory / server.name
+        texts[server] = (
+            render_cluster_server_config(plan, server, server_dir / "jetstream")
+            if secured is None
+            else render_secured_cluster_server_config(secured, plan, server, server_dir)
+        )
+    for server, text in texts.items():
+        for sub in ("jetstream", "jwt"):
+            (directory / server.name / sub).mkdir(parents=True, exist_ok=True)
         path = plan.config_path(directory, server)
-        path.write_text(render_cluster_server_config(plan, server, store))
+        path.write_text(text)
+        path.chmod(0o600)
         written.append(path)
     (directory / PLAN_FILE).write_text(json.dumps(asdict(plan), indent=2) + "\n")
     return written
@@ -185,5 +230,6 @@ __all__ = [
     "load_cluster",
     "plan_cluster",
     "render_cluster_server_config",
+    "render_secured_cluster_server_config",
     "write_cluster",
 ]

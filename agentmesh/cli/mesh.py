@@ -137,19 +137,38 @@ def cluster_init(
             "('1s'), or 'default' (the server's 2 min; for nats-server < 2.10).",
         ),
     ] = "always",
+    mesh_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--mesh-dir",
+            help="A secured mesh ('mesh init'): every server runs its config (JWT auth).",
+        ),
+    ] = None,
 ) -> None:
     """Write the configs of a local nats-server cluster with replicated JetStream.
 
     Buckets and streams the mesh creates on it get three replicas; nodes list
     every server in --nats and fail over between them (docs/deployment.md).
+    With --mesh-dir the cluster is secured like the mesh's single server.
     """
     from agentmesh.broker.cluster import plan_cluster, write_cluster
+    from agentmesh.broker.config import SERVER_CONFIG_FILE
 
     try:
+        secured = None
+        if mesh_dir is not None:
+            try:
+                secured = (mesh_dir / SERVER_CONFIG_FILE).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                err.print(
+                    f"[red]error:[/] cannot read {mesh_dir / SERVER_CONFIG_FILE}: {exc}\n"
+                    "Create the mesh first: 'agentmesh mesh init --dir DIR --identity FILE'."
+                )
+                raise typer.Exit(2) from None
         plan = plan_cluster(
             size=servers, host=host, port=port, cluster_port=cluster_port, cluster=name, sync=sync
         )
-        written = write_cluster(directory, plan)
+        written = write_cluster(directory, plan, secured=secured)
     except AgentMeshError as exc:
         raise _fail(exc) from None
     out.print(f"[green]cluster {plan.cluster!r}[/]: {len(written)} servers in {directory}")

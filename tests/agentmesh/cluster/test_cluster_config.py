@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from agentmesh.broker.authority import init_mesh
 from agentmesh.broker.cluster import (
     ClusterConfigError,
     load_cluster,
@@ -23,6 +24,7 @@ from agentmesh.cli.main import app
 from agentmesh.transport.factory import make_transport
 from agentmesh.transport.nats import NatsTransport
 from agentmesh.transport.subjects import server_urls
+from iatp.identity import AgentIdentity
 
 
 def test_each_server_routes_to_every_other_and_fsyncs_always(tmp_path: Path) -> None:
@@ -108,3 +110,31 @@ def test_a_cluster_url_list_names_every_server() -> None:
         make_transport("nats://a:1,http://b:2", name="t")
     with pytest.raises(ValueError, match="no server URL"):
         server_urls(" , ")
+
+
+def test_a_secured_cluster_keeps_the_meshs_operator_mode_on_every_server(tmp_path: Path) -> None:
+    mesh_dir = tmp_path / "mesh"
+    init_mesh(mesh_dir, AgentIdentity.generate(), "pass-phrase", mesh="m")
+    runner = CliRunner()
+    done = runner.invoke(
+        app, ["mesh", "cluster-init", "--dir", str(tmp_path / "c"), "--mesh-dir", str(mesh_dir)]
+    )
+    assert done.exit_code == 0, done.output
+    mesh_conf = (mesh_dir / "nats-server.conf").read_text()
+    operator = re.search(r"^operator: .*$", mesh_conf, re.MULTILINE)
+    assert operator is not None
+    for name in ("s1", "s2", "s3"):
+        text = (tmp_path / "c" / f"{name}.conf").read_text()
+        assert operator.group(0) in text
+        assert f'server_name: "{name}"' in text
+        assert f'dir: "{(tmp_path / "c" / name / "jwt").resolve()}"' in text
+        assert "sync_interval: always" in text
+        assert "resolver_preload" in text
+        assert oct((tmp_path / "c" / f"{name}.conf").stat().st_mode & 0o777) == "0o600"
+    missing = runner.invoke(
+        app, ["mesh", "cluster-init", "--dir", str(tmp_path / "d"), "--mesh-dir", str(tmp_path)]
+    )
+    assert missing.exit_code == 2
+    assert "mesh init" in missing.output
+    with pytest.raises(ClusterConfigError, match="re-render"):
+        write_cluster(tmp_path / "e", plan_cluster(), secured="listen: 1\n")
