@@ -236,16 +236,25 @@ class RevocationList:
             self._refuse(exc, entry.subject, "issue")
             raise
         issuer_key = MeshAddressing.agent_key(entry.issuer)
-        index = self.log.log(entry.issuer).next_index
-        while True:  # the next free index of this issuer's log
-            key = f"{issuer_key}.{index}"
-            try:
-                await self._bucket.kv.create(key, entry.encode(), timeout=timeout)
-                break
-            except KeyExists:
-                index += 1
-        self.log.journal(key, entry)
-        self.log.add(index, entry)
+        issuer_log = self.log.log(entry.issuer)
+        # A retry of an entry already stored (say its head write failed during a
+        # leader election) only writes the head again: one order, one log entry.
+        stored = [i for i, known in issuer_log.entries.items() if known == entry]
+        if not stored:
+            encoded = entry.encode()
+            index = issuer_log.next_index
+            while True:  # the next free index of this issuer's log
+                key = f"{issuer_key}.{index}"
+                try:
+                    await self._bucket.kv.create(key, encoded, timeout=timeout)
+                    break
+                except KeyExists:
+                    with contextlib.suppress(KeyNotFound):
+                        if (await self._bucket.kv.get(key, timeout=timeout)).value == encoded:
+                            break  # our own earlier attempt, acknowledged too late
+                    index += 1
+            self.log.journal(key, entry)
+            self.log.add(index, entry)
         self._apply(entry)
         if signer is not None and signer.did == entry.issuer:
             await self.log.write_head(signer, timeout=timeout)

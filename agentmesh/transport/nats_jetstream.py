@@ -43,6 +43,9 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 _KV_OPERATION_HEADER = "KV-Operation"
 _KV_DELETE_OPERATIONS = frozenset({"DEL", "PURGE"})
 _ITERATOR_INACTIVE_THRESHOLD = 300.0  # server-side cleanup if a client vanishes
+# An ordered consumer whose server died (on a cluster it may live on another server
+# than the client's) is re-created after two missed heartbeats: 2 s, not nats-py's 10.
+_IDLE_HEARTBEAT = 1.0
 
 _T = TypeVar("_T")
 
@@ -279,6 +282,7 @@ class NatsKeyValue:
             stream=self._stream,
             cb=on_message,
             ordered_consumer=True,
+            idle_heartbeat=_IDLE_HEARTBEAT,
             deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
             headers_only=True,
             inactive_threshold=_ITERATOR_INACTIVE_THRESHOLD,
@@ -348,6 +352,7 @@ class NatsKeyValue:
                     stream=self._stream,
                     cb=on_message,
                     ordered_consumer=True,
+                    idle_heartbeat=_IDLE_HEARTBEAT,
                     inactive_threshold=_ITERATOR_INACTIVE_THRESHOLD,
                     **policy,
                 )
@@ -528,6 +533,7 @@ class NatsStream:
                     cb=on_message,
                     config=_from_seq(start_seq if resume_seq is None else resume_seq),
                     ordered_consumer=True,
+                    idle_heartbeat=_IDLE_HEARTBEAT,
                     inactive_threshold=_ITERATOR_INACTIVE_THRESHOLD,
                 )
 
