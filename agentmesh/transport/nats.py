@@ -739,14 +739,14 @@ class NatsTransport:
             try:
                 with translated_errors():
                     return await open_once()
-            except (RequestTimeout, NoResponders):
+            except (RequestTimeout, NoResponders) as error:
                 failure = self._not_provisioned(what, started)
+                if isinstance(failure, PermissionDenied):
+                    raise failure from None
                 waited = time.monotonic() - started
-                if (
-                    isinstance(failure, PermissionDenied)
-                    or self.cluster_size == 1
-                    or waited >= self._config.open_timeout
-                ):
+                if self.cluster_size == 1 or waited >= self._config.open_timeout:
+                    if isinstance(error, NoResponders):
+                        raise  # nothing answers for JetStream (a server without it)
                     raise failure from None
                 logger.info("transport %s: %s has no leader yet; retrying", self._name, what)
                 await asyncio.sleep(0.25)
