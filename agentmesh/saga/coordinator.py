@@ -181,6 +181,12 @@ class SagaCoordinator(StepDriver):
             logger.debug("saga %s: %d records read", saga_id, len(records))
         run = SagaRun(SagaState.fold(saga_id, records), lease)
         self.counters.resumed += 1
+        if run.state.status.terminal and records:
+            # It ended, but the index missed the news (say its bucket was electing a
+            # leader): repair the index and the active set instead of driving it again.
+            await self.log.record_status(run.state, records[-1].seq, self.did)
+            self._audit(saga_id, "index_repaired", None, run.state.status.value)
+            return run.state
         self._audit(saga_id, "resumed", None, f"{len(records)} records")
         try:
             async with asyncio.TaskGroup() as group:

@@ -397,13 +397,6 @@ async def test_the_saga_log_leader_dies_with_the_coordinators_connection(
     await run_with_kill(cluster, factory, uid, leaders, kill=None)
 
 
-@pytest.mark.xfail(
-    reason="known bug (issue 20 note): record_status is best effort, so a saga that "
-    "ends while the index elects a leader stays 'running' in the index and the active "
-    "set; recovery resumes it again and again (a saga.resumed record and a consumer "
-    "each time, up to nats-server 2.10+'s 1000 consumers per stream)",
-    strict=False,
-)
 async def test_the_saga_index_leader_dies_as_sagas_end(
     cluster: NatsCluster, factory: PinnedFactory, uid: str
 ) -> None:
@@ -430,7 +423,7 @@ def nth_record(count: int) -> Callable[[SagaRecord], bool]:
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    reason="known bugs (issue 20 note): idempotency-bucket and saga-index elections",
+    reason="known bug (issue 20 note): idempotency-bucket elections",
     strict=False,
 )
 async def test_random_server_kills_while_sagas_run(cluster: NatsCluster, uid: str) -> None:
