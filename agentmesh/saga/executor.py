@@ -24,10 +24,17 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from agentmesh.audit import AuditEvent
-from agentmesh.errors import KeyExists, KeyNotFound, RevisionMismatch
+from agentmesh.errors import (
+    KeyExists,
+    KeyNotFound,
+    NoResponders,
+    RequestTimeout,
+    RevisionMismatch,
+    StreamError,
+)
 from agentmesh.node.addressing import MeshAddressing
 from agentmesh.node.interceptors import InboundMessage
 from agentmesh.node.node import MeshNode
@@ -95,7 +102,15 @@ class ExecutorCounters:
     noop_compensations: int = 0
     tampered: int = 0
     failures: int = 0
+    store_retries: int = 0
     per_action: dict[str, int] = field(default_factory=dict)
+
+
+_T = TypeVar("_T")
+# Errors of a store that is briefly unavailable (a cluster electing a leader):
+# the write may or may not have happened, so it is retried, never reported as done.
+_TRANSIENT = (RequestTimeout, NoResponders, StreamError)
+STORE_RETRY_SECONDS = 20.0
 
 
 class StepExecutor:
@@ -174,6 +189,21 @@ class StepExecutor:
                 self._locks.pop(store_key, None)
         return encode_reply(reply)
 
+    async def _durably(self, operation: Callable[[], Awaitable[_T]]) -> _T:
+        """``operation`` on the store, retried while the store is briefly unavailable."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STORE_RETRY_SECONDS
+        pause = 0.1
+        while True:
+            try:
+                return await operation()
+            except _TRANSIENT:
+                if loop.time() + pause > deadline:
+                    raise
+                self.counters.store_retries += 1
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
     async def _get(self, key: str) -> tuple[dict[str, Any], int] | None:
         """The record at ``key`` if this agent signed it.
 
@@ -181,7 +211,7 @@ class StepExecutor:
             _TamperedRecord: the stored value is not a record this agent signed.
         """
         try:
-            entry = await self.store.get(key)
+            entry = await self._durably(lambda: self.store.get(key))
         except KeyNotFound:
             return None
         try:
@@ -211,18 +241,47 @@ class StepExecutor:
                 await self._remember_new(key, request, forward)
                 return forward
             forward_state = forward
+        running = self._record(key, request, "running")
         try:
-            revision = await self.store.create(key, self._record(key, request, "running"))
+            revision = await self._create(key, running)
         except KeyExists:
             found = await self._get(key)
             assert found is not None
             return await self._replay(request, key, *found)
         reply = await self._execute(request, sender, forward_state)
+        done = self._record(key, request, "done", reply)
         with contextlib.suppress(RevisionMismatch):
-            await self.store.update(
-                key, self._record(key, request, "done", reply), last_revision=revision
-            )
+            await self._durably(lambda: self.store.update(key, done, last_revision=revision))
         return reply
+
+    async def _create(self, key: str, running: bytes) -> int:
+        """Store the "running" record; its revision.
+
+        A create whose answer was lost (the store was electing a leader) is retried;
+        when the retry finds the key holding exactly these bytes, the lost create
+        was this one (the caller holds the key's lock), not an earlier run.
+
+        Raises:
+            KeyExists: another record holds the key.
+        """
+        uncertain = False
+
+        async def attempt() -> int:
+            nonlocal uncertain
+            try:
+                return await self.store.create(key, running)
+            except KeyExists:
+                if uncertain:
+                    with contextlib.suppress(KeyNotFound):
+                        stored = await self.store.get(key)
+                        if stored.value == running:
+                            return stored.revision
+                raise
+            except _TRANSIENT:
+                uncertain = True
+                raise
+
+        return await self._durably(attempt)
 
     async def _settle_forward(self, request: StepRequestBody, sender: str) -> StepReplyBody | str:
         """For a compensation: a no-op reply when the forward never ran, else its state."""

@@ -366,13 +366,6 @@ async def test_the_step_agents_server_dies_mid_step(
     assert bank.server_url not in (None, cluster.url(BANK))
 
 
-@pytest.mark.xfail(
-    reason="known bug (issue 20 note): while the saga-idem bucket elects a leader, "
-    "StepExecutor._once fails its create/update and the node answers handler_error, "
-    "which the coordinator does not retry: sagas end needs-attention instead of "
-    "completing or compensating",
-    strict=False,
-)
 async def test_the_step_agents_server_dies_while_leading_the_idempotency_records(
     cluster: NatsCluster, factory: PinnedFactory, uid: str
 ) -> None:
@@ -422,10 +415,6 @@ def nth_record(count: int) -> Callable[[SagaRecord], bool]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="known bug (issue 20 note): idempotency-bucket elections",
-    strict=False,
-)
 async def test_random_server_kills_while_sagas_run(cluster: NatsCluster, uid: str) -> None:
     """Seeded rounds: random leaders, a random server killed after a random record."""
     rng = random.Random(2026)
