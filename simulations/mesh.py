@@ -119,8 +119,10 @@ class MeshBackend:
         self.faults = FaultPlan(spec.faults, agents, spec.seed, hosts=hosts)
         self.policy = load_policy(spec)
         self.authority = AgentIdentity.from_seed(spec.seed.to_bytes(8, "big", signed=True) * 4)
-        # A lost or unanswered request costs its timeout in wall time: short on the bus.
-        self.timeout = request_timeout or (0.05 if nats_url is None else 0.5)
+        # A lost or unanswered request costs its timeout in wall time: short on the bus,
+        # but not so short that a scheduling pause turns into a timeout (0.05 s did once
+        # in CI, which broke a same-seed reproducibility test).
+        self.timeout = request_timeout or (0.2 if nats_url is None else 0.5)
         self.nodes: dict[int, MeshNode] = {}
         self.governance: dict[int, Governance] = {}
         self.keys: dict[str, int] = {}
