@@ -62,7 +62,7 @@ from agentmesh.node.node import MeshNode
 from agentmesh.transport.base import Transport
 from agentmesh.transport.memory import InMemoryBus, InMemoryTransport
 from agentmesh.transport.nats import NatsTransport
-from benchmarks.harness import Benchmark, Measured, Pair, RunConfig, at_most, within
+from benchmarks.harness import Benchmark, Measured, Pair, RunConfig, at_most, event_loop, within
 from iatp.clock import SystemClock
 from iatp.envelope import new_envelope, seal_envelope
 from iatp.identity import AgentIdentity
@@ -156,12 +156,6 @@ def _raw_request(reply_size: int, request_size: int) -> bytes:
     return reply_size.to_bytes(4, "big") + bytes(max(0, request_size - 4))
 
 
-def _event_loop(stack: contextlib.ExitStack) -> asyncio.AbstractEventLoop:
-    loop = asyncio.new_event_loop()
-    stack.callback(loop.close)
-    return loop
-
-
 async def _timed_sends(runtime: Any, n: int) -> list[float]:
     """``n`` ping-pongs through ``runtime.send_message`` (either runtime), per-op seconds."""
     latencies = []
@@ -233,7 +227,7 @@ async def _in_process() -> AsyncIterator[
 )
 def in_process(config: RunConfig) -> Iterator[Pair]:
     with contextlib.ExitStack() as stack:
-        loop = _event_loop(stack)
+        loop = event_loop(stack)
         context = _in_process()
         client, local, caller, echo_did, body = loop.run_until_complete(context.__aenter__())
         stack.callback(lambda: loop.run_until_complete(context.__aexit__(None, None, None)))
@@ -312,7 +306,7 @@ def across_processes(config: RunConfig) -> Iterator[Pair]:
         peer = PeerProcess(server.url)
         stack.callback(peer.close)
         ready = peer.wait_ready()
-        loop = _event_loop(stack)
+        loop = event_loop(stack)
 
         async def connect() -> tuple[MeshAgentRuntime, MeshNode, Any]:
             config = MeshRuntimeConfig(mesh=MESH, resolve_timeout=REQUEST_TIMEOUT)

@@ -64,7 +64,7 @@ from agentmesh.node.config import NodeConfig
 from agentmesh.node.node import MeshNode
 from agentmesh.transport.nats import NatsConfig, NatsTransport
 from benchmarks.bench_mesh import BODY_SIZE, MESH, REQUEST_TIMEOUT, PeerProcess
-from benchmarks.harness import Benchmark, Pair, RunConfig, at_most, within
+from benchmarks.harness import Benchmark, Pair, RunConfig, async_stack, at_most, event_loop, within
 from benchmarks.mesh_peer import ECHO_TYPE, raw_connect_options
 from iatp.identity import AgentIdentity
 from registry.revocation import RevocationKind, sign_revocation
@@ -140,21 +140,6 @@ def _peer_credentials(sm: SecureMesh, identity: AgentIdentity, name: str) -> tup
     return ("--seed", identity.seed().hex(), "--jwt", str(jwt_file))
 
 
-def _event_loop(stack: contextlib.ExitStack) -> asyncio.AbstractEventLoop:
-    loop = asyncio.new_event_loop()
-    stack.callback(loop.close)
-    return loop
-
-
-def _async_stack(
-    stack: contextlib.ExitStack, loop: asyncio.AbstractEventLoop
-) -> contextlib.AsyncExitStack:
-    """An async exit stack closed on ``loop`` (before the loop itself is closed)."""
-    astack = contextlib.AsyncExitStack()
-    stack.callback(lambda: loop.run_until_complete(astack.aclose()))
-    return astack
-
-
 # --------------------------------------------------------------------------- connect
 
 
@@ -171,7 +156,7 @@ def connect(config: RunConfig) -> Iterator[Pair]:
     with contextlib.ExitStack() as stack:
         sm = _secure_mesh(stack)
         open_url = _open_server(stack)
-        loop = _event_loop(stack)
+        loop = event_loop(stack)
         secured = sm.member(Role.AGENT).credentials().nats_config()
 
         async def connects(url: str, nats_config: NatsConfig | None, n: int) -> list[float]:
@@ -231,8 +216,8 @@ def request_reply_auth(config: RunConfig) -> Iterator[Pair]:
         )
         if secured_peer.info["did"] != responder.did or secured_peer.info["raw"]:
             raise RuntimeError(f"the secured responder runs as {secured_peer.info}")
-        loop = _event_loop(stack)
-        astack = _async_stack(stack, loop)
+        loop = event_loop(stack)
+        astack = async_stack(stack, loop)
         client = sm.member(Role.AGENT)
         secured_node = loop.run_until_complete(
             _started_node(astack, sm.url, client.identity, client.credentials().nats_config())
@@ -280,8 +265,8 @@ def revocation(config: RunConfig) -> Iterator[Pair]:
         (peer,) = _peers(
             stack, ("broker_agents", sm.url, _peer_credentials(sm, listener, "listener"))
         )
-        loop = _event_loop(stack)
-        astack = _async_stack(stack, loop)
+        loop = event_loop(stack)
+        astack = async_stack(stack, loop)
         authority = sm.authority.identity
 
         async def start() -> tuple[NatsClient, RevocationList, BrokerRevoker]:

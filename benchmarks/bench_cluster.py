@@ -79,7 +79,7 @@ from benchmarks.bench_mesh import (
     _echo_frame_sizes,
     _raw_request,
 )
-from benchmarks.harness import Benchmark, Pair, RunConfig, at_most, within
+from benchmarks.harness import Benchmark, Pair, RunConfig, async_stack, at_most, event_loop, within
 from benchmarks.mesh_peer import ECHO_TYPE, Peer, raw_echo_subject, serve
 from iatp.identity import AgentIdentity
 from registry.revocation import (
@@ -158,21 +158,6 @@ def _single_server(stack: contextlib.ExitStack) -> str:
     return server.url
 
 
-def _event_loop(stack: contextlib.ExitStack) -> asyncio.AbstractEventLoop:
-    loop = asyncio.new_event_loop()
-    stack.callback(loop.close)
-    return loop
-
-
-def _async_stack(
-    stack: contextlib.ExitStack, loop: asyncio.AbstractEventLoop
-) -> contextlib.AsyncExitStack:
-    """An async exit stack closed on ``loop`` (before the loop itself is closed)."""
-    astack = contextlib.AsyncExitStack()
-    stack.callback(lambda: loop.run_until_complete(astack.aclose()))
-    return astack
-
-
 def _start_peers(stack: contextlib.ExitStack, peers: Sequence[PeerProcess]) -> None:
     """Each peer is closed by ``stack``; then wait until all are ready (they start in parallel)."""
     for peer in peers:
@@ -210,7 +195,7 @@ class Responders:
         }
         _start_peers(stack, list(peers.values()))
         self.dids = {name: str(peer.info["did"]) for name, peer in peers.items()}
-        self.astack = _async_stack(stack, loop)
+        self.astack = async_stack(stack, loop)
         self.nodes = {
             name: loop.run_until_complete(self._node(client, name))
             for name, (client, _) in self.urls.items()
@@ -236,7 +221,7 @@ class Responders:
 )
 def request_reply(config: RunConfig) -> Iterator[Pair]:
     with contextlib.ExitStack() as stack:
-        loop = _event_loop(stack)
+        loop = event_loop(stack)
         setup = Responders(stack, loop)
         body = random.Random(BODY_SIZE).randbytes(BODY_SIZE)
 
@@ -267,7 +252,7 @@ def request_reply(config: RunConfig) -> Iterator[Pair]:
 )
 def raw_request_reply(config: RunConfig) -> Iterator[Pair]:
     with contextlib.ExitStack() as stack:
-        loop = _event_loop(stack)
+        loop = event_loop(stack)
         setup = Responders(stack, loop)
         request_size, reply_size = _echo_frame_sizes(random.Random(BODY_SIZE).randbytes(BODY_SIZE))
         raw, subject = _raw_request(reply_size, request_size), raw_echo_subject(MESH)
@@ -315,8 +300,8 @@ def raw_request_reply(config: RunConfig) -> Iterator[Pair]:
 )
 def durable_append(config: RunConfig) -> Iterator[Pair]:
     with contextlib.ExitStack() as stack:
-        loop = _event_loop(stack)
-        astack = _async_stack(stack, loop)
+        loop = event_loop(stack)
+        astack = async_stack(stack, loop)
         streams = {}
         for name, sync in (("always", "always"), ("default", "default")):
             cluster = NatsCluster(size=3, sync=sync)
@@ -452,8 +437,8 @@ def revocation(config: RunConfig) -> Iterator[Pair]:
     with contextlib.ExitStack() as stack:
         cluster = _cluster(stack)
         single = _single_server(stack)
-        loop = _event_loop(stack)
-        astack = _async_stack(stack, loop)
+        loop = event_loop(stack)
+        astack = async_stack(stack, loop)
         authority = AgentIdentity.generate()
         authorities = RevocationAuthorities(mesh=frozenset({authority.did}))
 

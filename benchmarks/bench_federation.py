@@ -91,7 +91,16 @@ from agentmesh.node.node import MeshNode
 from agentmesh.transport.memory import InMemoryTransport
 from agentmesh.transport.nats import NatsTransport
 from benchmarks.bench_mesh import BODY_SIZE, REQUEST_TIMEOUT, PeerProcess, _raw_request
-from benchmarks.harness import Benchmark, Pair, RunConfig, at_least, at_most, within
+from benchmarks.harness import (
+    Benchmark,
+    Pair,
+    RunConfig,
+    async_stack,
+    at_least,
+    at_most,
+    event_loop,
+    within,
+)
 from benchmarks.mesh_peer import ECHO_TYPE, raw_connect_options
 from iatp.clock import SystemClock
 from iatp.envelope import new_envelope, seal_envelope
@@ -135,21 +144,6 @@ NUDGE_EVERY = 0.25  # while waiting for readiness: re-publish both organizations
 
 
 # --------------------------------------------------------------------------- set-up
-
-
-def _event_loop(stack: contextlib.ExitStack) -> asyncio.AbstractEventLoop:
-    loop = asyncio.new_event_loop()
-    stack.callback(loop.close)
-    return loop
-
-
-def _async_stack(
-    stack: contextlib.ExitStack, loop: asyncio.AbstractEventLoop
-) -> contextlib.AsyncExitStack:
-    """An async exit stack closed on ``loop`` (before the loop itself is closed)."""
-    astack = contextlib.AsyncExitStack()
-    stack.callback(lambda: loop.run_until_complete(astack.aclose()))
-    return astack
 
 
 def _generous() -> Ceilings:
@@ -389,7 +383,7 @@ def _responders(stack: contextlib.ExitStack, loop: asyncio.AbstractEventLoop) ->
             **_steward_specs(world),
         },
     )
-    astack = _async_stack(stack, loop)  # closed before the servers stop
+    astack = async_stack(stack, loop)  # closed before the servers stop
     node, federation = loop.run_until_complete(_client_node(astack, world))
     globex_info = world.peers["globex-responder"].info
     acme_info = world.peers["acme-responder"].info
@@ -435,7 +429,7 @@ async def _requests(node: MeshNode, peer: str, body: bytes, n: int) -> list[floa
 )
 def request_reply_link(config: RunConfig) -> Iterator[Pair]:
     with contextlib.ExitStack() as stack:
-        loop = _event_loop(stack)
+        loop = event_loop(stack)
         setup = _responders(stack, loop)
         body = random.Random(BODY_SIZE).randbytes(BODY_SIZE)
         node, globex_did, acme_did = setup.node, setup.globex["did"], setup.acme["did"]
@@ -486,7 +480,7 @@ def _linked_frame_sizes(body: bytes, token: str) -> tuple[int, int]:
 )
 def raw_request_reply_link(config: RunConfig) -> Iterator[Pair]:
     with contextlib.ExitStack() as stack:
-        loop = _event_loop(stack)
+        loop = event_loop(stack)
         setup = _responders(stack, loop)
         world = setup.world
         body = random.Random(BODY_SIZE).randbytes(BODY_SIZE)
@@ -566,7 +560,7 @@ def _didkit_floor(loop: asyncio.AbstractEventLoop, token: str) -> Callable[[int]
 )
 def membership_verification(config: RunConfig) -> Iterator[Pair]:
     with contextlib.ExitStack() as stack:
-        loop = _event_loop(stack)
+        loop = event_loop(stack)
         credential = _credential(loop)
         token, agent = credential.token, credential.agent.did
         trusted = {credential.organization.did: GLOBEX}
@@ -628,8 +622,8 @@ async def _memory_view(credential: Credential) -> FederationView:
 )
 def membership_verification_cached(config: RunConfig) -> Iterator[Pair]:
     with contextlib.ExitStack() as stack:
-        loop = _event_loop(stack)
-        astack = _async_stack(stack, loop)
+        loop = event_loop(stack)
+        astack = async_stack(stack, loop)
         credential = _credential(loop)
         view = loop.run_until_complete(_memory_view(credential))
         astack.push_async_callback(view.aclose)
@@ -661,7 +655,7 @@ def membership_verification_cached(config: RunConfig) -> Iterator[Pair]:
 )
 def revocation(config: RunConfig) -> Iterator[Pair]:
     with contextlib.ExitStack() as stack:
-        loop = _event_loop(stack)
+        loop = event_loop(stack)
         listener, teller = AgentIdentity.generate(), AgentIdentity.generate()
         world = _world(
             stack,
@@ -670,7 +664,7 @@ def revocation(config: RunConfig) -> Iterator[Pair]:
             acme_exports=[listener],
             members={GLOBEX: [teller]},  # globex's first member makes its status list
         )
-        astack = _async_stack(stack, loop)  # closed before the servers stop
+        astack = async_stack(stack, loop)  # closed before the servers stop
         globex = world.globex
         _start_peers(
             stack,

@@ -46,7 +46,16 @@ from agentmesh.node.config import NodeConfig
 from agentmesh.node.node import MeshNode
 from agentmesh.node.wire import encode_accept, encode_ok, encode_step
 from agentmesh.transport.nats import NatsTransport
-from benchmarks.harness import Benchmark, Measured, Pair, RunConfig, at_least, at_most, within
+from benchmarks.harness import (
+    Benchmark,
+    Measured,
+    Pair,
+    RunConfig,
+    at_least,
+    at_most,
+    event_loop,
+    within,
+)
 from benchmarks.mesh_peer import ECHO_TYPE, raw_echo_subject, raw_oneway_subject
 from iatp.clock import SystemClock
 from iatp.envelope import new_envelope, seal_envelope
@@ -199,12 +208,6 @@ def _peers(stack: contextlib.ExitStack, url: str, *roles: str) -> list[PeerProce
     return peers
 
 
-def _event_loop(stack: contextlib.ExitStack) -> asyncio.AbstractEventLoop:
-    loop = asyncio.new_event_loop()
-    stack.callback(loop.close)
-    return loop
-
-
 class Client:
     """This process's side: a MeshNode and a raw nats-py connection, on one event loop."""
 
@@ -300,7 +303,7 @@ def _request_reply(via_session: bool) -> Iterator[Pair]:
     with contextlib.ExitStack() as stack:
         url = _server(stack)
         (peer,) = _peers(stack, url, "responder")
-        loop = _event_loop(stack)
+        loop = event_loop(stack)
         client = _client(stack, loop, url)
         node, nc, peer_did = client.node, client.nc, peer.info["did"]
         body = random.Random(BODY_SIZE).randbytes(BODY_SIZE)
@@ -444,7 +447,7 @@ def handshake(config: RunConfig) -> Iterator[Pair]:
     with contextlib.ExitStack() as stack:
         url = _server(stack)
         (peer,) = _peers(stack, url, "responder")
-        loop = _event_loop(stack)
+        loop = event_loop(stack)
         client = _client(stack, loop, url)
         node, nc, peer_did = client.node, client.nc, peer.info["did"]
         (hello, accept), (confirm, ok) = _handshake_sizes()

@@ -24,6 +24,7 @@ reported ratio is the median of those, next to both sides' min/median/max.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import importlib
@@ -452,3 +453,19 @@ def run_benchmark(
             on_case(results[-1])
     machine.load_after = os.getloadavg()
     return BenchmarkResult(bench, command, config, machine, results)
+
+
+def event_loop(stack: contextlib.ExitStack) -> asyncio.AbstractEventLoop:
+    """A new event loop, closed by ``stack``."""
+    loop = asyncio.new_event_loop()
+    stack.callback(loop.close)
+    return loop
+
+
+def async_stack(
+    stack: contextlib.ExitStack, loop: asyncio.AbstractEventLoop
+) -> contextlib.AsyncExitStack:
+    """An async exit stack closed on ``loop`` (before the loop itself is closed)."""
+    astack = contextlib.AsyncExitStack()
+    stack.callback(lambda: loop.run_until_complete(astack.aclose()))
+    return astack
