@@ -26,6 +26,7 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Self
 
+from agentmesh import telemetry
 from agentmesh.audit import AuditSink, MemoryAuditSink
 from agentmesh.errors import NodeStateError, NoSession
 from agentmesh.node.addressing import MeshAddressing
@@ -377,7 +378,21 @@ class MeshNode(NodeSender):
             authenticated_by=authenticated_by,
             sealed=sealed,
         )
-        verdict = await self._check_inbound(inbound)
+        active = telemetry.tracer
+        handoff: dict[str, str] | None = None
+        if active is None:
+            verdict = await self._check_inbound(inbound)
+        else:
+            with active.span(
+                f"iatp.receive {envelope.type}",
+                kind="server" if inbound.is_request else "consumer",
+                attributes=self._span_attributes(inbound),
+                carrier=telemetry.trace_headers(envelope.headers),
+            ) as span:
+                verdict = await self._check_inbound(inbound)
+                if not verdict.allowed:
+                    span.refuse(verdict.code, verdict.reason)
+                handoff = span.headers()
         if not verdict.allowed:
             self.counters.reject(verdict.code)
             self._audit_event(
@@ -394,7 +409,17 @@ class MeshNode(NodeSender):
         self.counters.accepted += 1
         await self._handler_slots.acquire()
         assert self._tasks is not None
-        self._tasks.create_task(self._dispatch(message, inbound))
+        self._tasks.create_task(self._dispatch(message, inbound, handoff))
+
+    def _span_attributes(self, inbound: InboundMessage) -> dict[str, telemetry.AttributeValue]:
+        return {
+            "agentmesh.node": self.did,
+            "agentmesh.sender": inbound.sender,
+            "iatp.type": inbound.type,
+            "iatp.envelope_id": inbound.envelope.id.hex(),
+            "iatp.authenticated_by": inbound.authenticated_by,
+            "messaging.destination.name": inbound.subject,
+        }
 
     async def _check_inbound(self, inbound: InboundMessage) -> Verdict:
         for _, _, interceptor in self._interceptors:
@@ -421,7 +446,26 @@ class MeshNode(NodeSender):
             except Exception:
                 logger.exception("outcome hook failed")
 
-    async def _dispatch(self, message: Message, inbound: InboundMessage) -> None:
+    async def _dispatch(
+        self, message: Message, inbound: InboundMessage, trace: dict[str, str] | None = None
+    ) -> None:
+        active = telemetry.tracer
+        if trace is None or active is None:
+            await self._run_handler(message, inbound)
+            return
+        with active.span(
+            f"iatp.handle {inbound.type}",
+            attributes={"agentmesh.node": self.did, "agentmesh.sender": inbound.sender},
+            carrier=trace,
+        ) as span:
+            error = await self._run_handler(message, inbound)
+            if error is not None:
+                span.refuse(*error)
+
+    async def _run_handler(
+        self, message: Message, inbound: InboundMessage
+    ) -> tuple[str, str] | None:
+        """Run the handler and reply; returns the refusal (code, reason) it answered, if any."""
         try:
             handler = self._handlers.get(inbound.type)
             if handler is None and inbound.envelope.recipient in self._topic_handlers:
@@ -439,7 +483,7 @@ class MeshNode(NodeSender):
                 await self._reply_error(
                     message, inbound, "no_handler", f"no handler for {inbound.type!r}"
                 )
-                return
+                return "no_handler", f"no handler for {inbound.type!r}"
             try:
                 result = await handler(inbound)
             except Exception as exc:
@@ -455,7 +499,7 @@ class MeshNode(NodeSender):
                 )
                 await self._reply_error(message, inbound, "handler_error", type(exc).__name__)
                 await self._record_outcome(inbound, Outcome.FAILURE)
-                return
+                return "handler_error", type(exc).__name__
             self.counters.handled += 1
             if message.reply:
                 _, frame = await self._seal(
@@ -467,10 +511,12 @@ class MeshNode(NodeSender):
                 )
                 await self.transport.publish(message.reply, self._reply_frame(inbound, frame))
             await self._record_outcome(inbound, Outcome.SUCCESS)
-        except Exception:
+        except Exception as exc:
             logger.exception("dispatch failed")
+            return "dispatch_failed", type(exc).__name__
         finally:
             self._handler_slots.release()
+        return None
 
     async def _reply_error(
         self, message: Message, inbound: InboundMessage, code: str, reason: str

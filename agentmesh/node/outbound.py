@@ -15,11 +15,12 @@ interceptors, replay cache) is set up by ``MeshNode.__init__``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, TypeVar
 
+from agentmesh import telemetry
 from agentmesh.audit import AuditEvent, AuditSink
-from agentmesh.errors import InterceptorDenied, NoSession, RemoteError
+from agentmesh.errors import AgentMeshError, InterceptorDenied, NoSession, RemoteError
 from agentmesh.node.addressing import MeshAddressing
 from agentmesh.node.config import NodeConfig
 from agentmesh.node.counters import NodeCounters
@@ -48,6 +49,19 @@ from iatp.session_frame import parse_session_frame, seal_session_frame, verify_s
 if TYPE_CHECKING:
     from agentmesh.node.replies import ReplyInbox
     from agentmesh.node.routes import PeerRoutes
+
+T = TypeVar("T")
+
+
+def refusal_of(exc: BaseException) -> tuple[str, str]:
+    """The (code, reason) a span records for a failed send or request."""
+    if isinstance(exc, RemoteError):
+        return exc.remote_code, str(exc)
+    if isinstance(exc, InterceptorDenied):
+        return exc.denial_code, str(exc)
+    if isinstance(exc, AgentMeshError):
+        return exc.code, str(exc)
+    return "error", type(exc).__name__
 
 
 class NodeSender:
@@ -105,6 +119,9 @@ class NodeSender:
         route = self.routes.get(recipient)
         if route is not None and route.headers:
             headers = {**(headers or {}), **route.headers}
+        active = telemetry.tracer
+        if active is not None:
+            headers = telemetry.with_trace_context(headers, active)
         envelope = new_envelope(
             sender=self.did,
             type=message_type,
@@ -153,12 +170,45 @@ class NodeSender:
             NodeStateError, InterceptorDenied, TransportError, NoSession.
         """
         self._require_running()
+        if telemetry.tracer is None:
+            return await self._send(peer, message_type, body, headers, via_session, sealed)
+        return await self._traced(
+            f"iatp.send {message_type}",
+            "producer",
+            peer,
+            self._send(peer, message_type, body, headers, via_session, sealed),
+        )
+
+    async def _send(
+        self,
+        peer: str,
+        message_type: str,
+        body: bytes,
+        headers: Mapping[str, str] | None,
+        via_session: bool,
+        sealed: bool,
+    ) -> bytes:
         session, subject = self._route(peer, via_session, sealed)
         envelope, frame = await self._seal(
             peer, message_type, body, headers=headers, session=session
         )
         await self.transport.publish(subject, seal_frame_to(peer, frame) if sealed else frame)
         return envelope.id
+
+    async def _traced(
+        self, name: str, kind: telemetry.SpanKind, peer: str, work: Awaitable[T]
+    ) -> T:
+        """``work`` inside a client/producer span when tracing is on (else just ``work``)."""
+        active = telemetry.tracer
+        if active is None:
+            return await work
+        attributes = {"agentmesh.node": self.did, "agentmesh.peer": peer}
+        with active.span(name, kind=kind, attributes=attributes) as span:
+            try:
+                return await work
+            except Exception as exc:
+                span.refuse(*refusal_of(exc))
+                raise
 
     def _route(
         self, peer: str, via_session: bool, sealed: bool = False
@@ -194,6 +244,23 @@ class NodeSender:
         """Signed broadcast on ``topic``; returns the envelope id."""
         self._require_running()
         recipient = self.addressing.topic_recipient(topic)
+        if telemetry.tracer is None:
+            return await self._publish(recipient, topic, message_type, body, headers)
+        return await self._traced(
+            f"iatp.publish {message_type}",
+            "producer",
+            recipient,
+            self._publish(recipient, topic, message_type, body, headers),
+        )
+
+    async def _publish(
+        self,
+        recipient: str,
+        topic: str,
+        message_type: str,
+        body: bytes,
+        headers: Mapping[str, str] | None,
+    ) -> bytes:
         envelope, frame = await self._seal(recipient, message_type, body, headers=headers)
         await self.transport.publish(self.addressing.topic(topic), frame)
         return envelope.id
@@ -235,6 +302,27 @@ class NodeSender:
             InterceptorDenied: a local hook refused to send.
         """
         self._require_running()
+        if telemetry.tracer is None:
+            return await self._request(
+                peer, message_type, body, timeout, headers, via_session, sealed
+            )
+        return await self._traced(
+            f"iatp.request {message_type}",
+            "client",
+            peer,
+            self._request(peer, message_type, body, timeout, headers, via_session, sealed),
+        )
+
+    async def _request(
+        self,
+        peer: str,
+        message_type: str,
+        body: bytes,
+        timeout: float | None,
+        headers: Mapping[str, str] | None,
+        via_session: bool,
+        sealed: bool,
+    ) -> InboundMessage:
         session, subject = self._route(peer, via_session, sealed)
         envelope, frame = await self._seal(
             peer, message_type, body, headers=headers, session=session

@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from agentmesh.directory.admission import UNKNOWN_AGENT
 from agentmesh.directory.directory import DEFAULT_TTL_MS
@@ -30,6 +30,9 @@ from iatp.clock import SystemClock
 from iatp.identity import AgentIdentity
 from registry.card import parse_capability
 from trust.engine import TrustEngine
+
+if TYPE_CHECKING:
+    from agentmesh.observability.runtime import ObservabilityOptions
 
 ECHO_TYPE = "mesh.echo"
 
@@ -127,6 +130,7 @@ async def run_node(
     governance: GovernanceOptions | None = None,
     trust: TrustOptions | None = None,
     federation: FederationOptions | None = None,
+    observability: ObservabilityOptions | None = None,
     emit: Callable[..., None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> int:
@@ -137,7 +141,8 @@ async def run_node(
     adds a policy, quarantine authorities and live reload (see NodeGovernance).
     ``trust`` turns this node's handled signed messages into receipts on the mesh's
     receipt stream, folds everyone's receipts into a ``TrustEngine``, and makes that
-    engine a ring source of the policy's ring enforcer.
+    engine a ring source of the policy's ring enforcer. ``observability`` adds
+    OpenTelemetry traces and a Prometheus metrics endpoint (the ``observability`` extra).
     """
     say = emit or EventPrinter(sys.stdout)
     # "open": no broker credentials (development only); else the identity kind its JWT names.
@@ -206,6 +211,13 @@ async def run_node(
             else None
         )
         async with contextlib.AsyncExitStack() as stack:
+            observed = None
+            if observability is not None and observability.enabled:
+                from agentmesh.observability.runtime import NodeObservability
+
+                observed = await stack.enter_async_context(
+                    NodeObservability(observability, emit=say)
+                )
             await stack.enter_async_context(governed)
             await stack.enter_async_context(membership)
             if mesh_trust is not None:
@@ -233,6 +245,8 @@ async def run_node(
                 say("trust", pre_trusted=len(trust.pre_trusted) if trust else 0)
             node.handle(ECHO_TYPE, _echo)
             await stack.enter_async_context(node)
+            if observed is not None:
+                observed.attach(node, governance=governed, trust=mesh_trust)
             say("ready", did=node.did, inbox=node.addressing.inbox(node.did))
             for peer in plan.peers:
                 try:

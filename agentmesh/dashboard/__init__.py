@@ -1,0 +1,1 @@
+"""The live mesh dashboard (optional extra ``dashboard``): ``agentmesh dashboard``."""

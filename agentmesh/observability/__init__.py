@@ -1,0 +1,1 @@
+"""Operator tooling: OpenTelemetry traces, Prometheus metrics (extra ``observability``)."""
