@@ -18,6 +18,7 @@ from agentmesh.node.runner import (
     install_stop_signals,
     run_node,
 )
+from agentmesh.observability.runtime import ObservabilityOptions, missing_packages
 from agentmesh.policy.engine import CompiledPolicy
 from agentmesh.policy.errors import PolicyLoadError
 from agentmesh.policy.runtime import GovernanceOptions
@@ -141,6 +142,31 @@ def run(
             help="Trust in a partner organization, 0..1 (discounts its agents' scores).",
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve Prometheus metrics on this port (0: any free port; see docs/metrics.md).",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option("--metrics-host", help="Address the metrics endpoint binds (loopback)."),
+    ] = "127.0.0.1",
+    trace_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--trace-file",
+            help="Append OpenTelemetry spans to this file, one JSON object per line.",
+        ),
+    ] = None,
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--otlp-endpoint",
+            help="Export OpenTelemetry spans over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces.",
+        ),
+    ] = None,
 ) -> None:
     """Join the mesh, answer `mesh.echo` requests, optionally talk to peers, leave on SIGTERM.
 
@@ -174,6 +200,15 @@ def run(
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
     federation = _federation(organization, membership, org_trust or [])
+    missing = missing_packages(
+        metrics=metrics_port is not None, tracing=bool(trace_file or otlp_endpoint)
+    )
+    if missing:
+        console.print(
+            f"[red]error:[/] {', '.join(missing)} not installed: "
+            "pip install 'agentmesh[observability]'"
+        )
+        raise typer.Exit(2)
     nats_config = secure_config(me, jwt)
     plan = RunPlan(
         peers=peers,
@@ -205,6 +240,13 @@ def run(
             ),
             trust=TrustOptions(pre_trusted=tuple(pre_trusted or ())) if trust else None,
             federation=federation,
+            observability=ObservabilityOptions(
+                metrics_port=metrics_port,
+                metrics_host=metrics_host,
+                trace_file=str(trace_file) if trace_file else None,
+                otlp_endpoint=otlp_endpoint,
+                service_name=name or f"agentmesh-node-{me.did[-8:]}",
+            ),
             stop=stop,
         )
 

@@ -8,6 +8,7 @@ so a node without the ``observability`` extra runs as before.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -47,6 +48,23 @@ class ObservabilityOptions:
     @property
     def enabled(self) -> bool:
         return self.tracing or self.metrics_port is not None
+
+
+def missing_packages(*, metrics: bool, tracing: bool) -> list[str]:
+    """The extra's packages that the asked-for features need and this Python lacks."""
+    wanted = [
+        *(("prometheus-client", "prometheus_client"),) * metrics,
+        *(("opentelemetry-sdk", "opentelemetry.sdk"),) * tracing,
+    ]
+    missing = []
+    for package, module in wanted:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # the parent package is missing
+            found = False
+        if not found:
+            missing.append(package)
+    return missing
 
 
 class NodeObservability:

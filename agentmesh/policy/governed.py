@@ -23,10 +23,12 @@ import contextvars
 import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ParamSpec, TypeVar, cast
 
+from agentmesh import telemetry
 from agentmesh.policy.decision import DecisionRequest
 from agentmesh.policy.errors import PolicyDenied
 from agentmesh.policy.governor import Governor, Usage
@@ -148,6 +150,25 @@ class _Checker:
         return request, Usage(tokens=int(tokens), cost=cost, urls=urls)
 
 
+def _tool_span(active: telemetry.Tracer, action: str) -> AbstractContextManager[telemetry.Span]:
+    agent = _CURRENT.get()
+    attributes: dict[str, telemetry.AttributeValue] = {"agentmesh.action": action}
+    if agent is not None:
+        attributes["agentmesh.agent"] = agent.did
+    return active.span(f"agentmesh.tool {action}", attributes=attributes)
+
+
+def _traced_check(
+    check: _Checker, span: telemetry.Span, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """The policy check inside a tool call's span (the governor annotates the decision)."""
+    try:
+        check(args, kwargs)
+    except PolicyDenied as denied:
+        span.refuse(denied.code, str(denied))  # also when refused before the governor ran
+        raise
+
+
 def governed(
     governor: Governor,
     action: str | None = None,
@@ -179,16 +200,26 @@ def governed(
 
             @functools.wraps(function)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                check(args, kwargs)
-                return await function(*args, **kwargs)
+                active = telemetry.tracer
+                if active is None:
+                    check(args, kwargs)
+                    return await function(*args, **kwargs)
+                with _tool_span(active, name) as span:
+                    _traced_check(check, span, args, kwargs)
+                    return await function(*args, **kwargs)
 
             wrapper = cast(Callable[P, R], async_wrapper)
         else:
 
             @functools.wraps(function)
             def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-                check(args, kwargs)
-                return function(*args, **kwargs)
+                active = telemetry.tracer
+                if active is None:
+                    check(args, kwargs)
+                    return function(*args, **kwargs)
+                with _tool_span(active, name) as span:
+                    _traced_check(check, span, args, kwargs)
+                    return function(*args, **kwargs)
 
             wrapper = sync_wrapper
         wrapper.__agentmesh_action__ = name  # type: ignore[attr-defined]

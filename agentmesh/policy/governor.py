@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from agentmesh import telemetry
 from agentmesh.audit import AuditEvent, AuditSink
 from agentmesh.policy.budgets import BudgetLedger
 from agentmesh.policy.decision import Decision, DecisionRequest
@@ -132,9 +133,13 @@ class Governor:
         except PolicyDenied as denied:
             if record:
                 self._record("denied", denied.code, request, str(denied), denied.rule)
+            if telemetry.tracer is not None:
+                _annotate(telemetry.tracer, request, denied.code, denied.rule, str(denied))
             raise
         if record and self.audit_allows and request.kind == "tool":
             self._record("allowed", "allowed", request, decision.reason, decision.rule)
+        if telemetry.tracer is not None:
+            _annotate(telemetry.tracer, request, "allowed", decision.rule, decision.reason)
         return decision
 
     def _authorize(
@@ -194,6 +199,22 @@ class Governor:
                 f"rule={rule}: {detail}"[:300],
             )
         )
+
+
+def _annotate(
+    tracer: telemetry.Tracer, request: DecisionRequest, code: str, rule: str | None, why: str
+) -> None:
+    """Put the decision on the current span (a message's receive span, a tool call's span)."""
+    span = tracer.current()
+    if span is None:
+        return
+    span.set_attribute("agentmesh.decision", "allow" if code == "allowed" else "deny")
+    if rule is not None:
+        span.set_attribute("agentmesh.rule", rule)
+    span.set_attribute("agentmesh.ring", request.ring)
+    span.set_attribute("agentmesh.trust", request.trust)
+    if code != "allowed":
+        span.refuse(code, why)
 
 
 __all__ = ["BlockedCheck", "Governor", "OrgLookup", "TrustLookup", "Usage"]

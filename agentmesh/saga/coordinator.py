@@ -195,7 +195,13 @@ class SagaCoordinator(StepDriver):
                     await self._append(
                         run, RecordKind.SAGA_STARTED, definition=definition, name=name
                     )
-                await self._drive(run)
+                with self._span(f"saga.run {name}", run) as span:
+                    await self._drive(run)
+                    if span is not None:
+                        span.set_attribute("saga.name", name)
+                        span.set_attribute("saga.status", run.state.status.value)
+                        if run.state.status.value != "completed":
+                            span.refuse(run.state.status.value, f"saga {saga_id} did not complete")
                 keeper.cancel()
         except BaseExceptionGroup as group_error:
             first = _first_error(group_error)

@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentmesh import telemetry
 from agentmesh.audit import AuditEvent, AuditSink
 from agentmesh.errors import (
     InterceptorDenied,
@@ -187,7 +189,31 @@ class StepDriver:
             why = "no_substitute" if step.capability else verdict.code
         return None, why
 
+    def _span(
+        self, name: str, run: SagaRun, step: str | None = None
+    ) -> AbstractContextManager[telemetry.Span | None]:
+        """A saga span when tracing is on (``agentmesh.telemetry``), else nothing."""
+        active = telemetry.tracer
+        if active is None:
+            return contextlib.nullcontext()
+        attributes: dict[str, telemetry.AttributeValue] = {
+            "agentmesh.node": self.did,
+            "saga.id": run.state.saga_id,
+        }
+        if step is not None:
+            attributes["saga.step"] = step
+        return active.span(name, attributes=attributes)
+
     async def _run_step(self, run: SagaRun, name: str) -> None:
+        with self._span(f"saga.step {name}", run, name) as span:
+            await self._run_step_traced(run, name)
+            if span is not None:
+                view = run.state.steps[name]
+                span.set_attribute("saga.step_status", view.status.value)
+                if view.agent is not None:
+                    span.set_attribute("agentmesh.peer", view.agent)
+
+    async def _run_step_traced(self, run: SagaRun, name: str) -> None:
         step = run.state.step_def(name)
         view = run.state.steps[name]
         agent = view.agent
@@ -339,6 +365,15 @@ class StepDriver:
     # -- compensation ------------------------------------------------------------------------
 
     async def _compensate(self, run: SagaRun, execution: Execution) -> None:
+        with self._span(f"saga.compensate {execution.step}", run, execution.step) as span:
+            await self._compensate_traced(run, execution)
+            if span is not None:
+                span.set_attribute("agentmesh.peer", execution.agent)
+                done = run.state.execution(execution.step, execution.agent)
+                if done is not None and done.compensation.value == "failed":
+                    span.refuse("compensation_failed", f"{execution.step} at {execution.agent}")
+
+    async def _compensate_traced(self, run: SagaRun, execution: Execution) -> None:
         step = run.state.step_def(execution.step)
         assert step.compensation is not None
         agent = execution.agent
