@@ -110,7 +110,7 @@ class FederationView:
         self.org = org
         self.is_local = is_local
         self.clock = clock or SystemClock()
-        self.audit = audit or MemoryAuditSink()
+        self.audit = audit if audit is not None else MemoryAuditSink()  # an empty sink is falsy
         self.refused: Counter[str] = Counter()
         self._agreements: dict[str, FederationAgreement] = {}
         self._revocations: dict[str, bytes] = {}

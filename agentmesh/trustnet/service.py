@@ -56,8 +56,11 @@ class MeshTrust:
         self.clock: Clock = clock or SystemClock()
         # ``engine``: one made beforehand (e.g. already handed to a ring enforcer);
         # then ``pre_trusted`` and ``config`` are the engine's own.
-        self.engine = engine or TrustEngine(
-            pre_trusted=pre_trusted, clock=self.clock, config=config
+        # Not ``engine or ...``: an engine with no evidence yet has len() 0, so it is falsy.
+        self.engine = (
+            engine
+            if engine is not None
+            else TrustEngine(pre_trusted=pre_trusted, clock=self.clock, config=config)
         )
         self._audit = audit
         self.recompute_interval = recompute_interval
