@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import Protocol
 
 import networkx as nx
 
-if TYPE_CHECKING:
-    from trust.engine import TrustEngine
+from trust.edges import LocalTrust
 
 
-def to_networkx(engine: TrustEngine, *, at_ms: int | None = None) -> nx.DiGraph:
+class TrustGraphSource(Protocol):
+    """What the export reads (a :class:`~trust.engine.TrustEngine` fits; no import cycle)."""
+
+    @property
+    def agents(self) -> list[str]: ...
+
+    @property
+    def pre_trusted(self) -> frozenset[str]: ...
+
+    def score(self, did: str) -> float: ...
+
+    def ring(self, did: str) -> int: ...
+
+    def local_trust_edges(self, *, at_ms: int | None = None) -> Iterable[LocalTrust]: ...
+
+
+def to_networkx(engine: TrustGraphSource, *, at_ms: int | None = None) -> nx.DiGraph:
     """The engine's trust graph as a networkx ``DiGraph``.
 
     Nodes carry ``score``, ``ring`` and ``pre_trusted``; edges carry the observer's
