@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rich.console import Console
+from rich.panel import Panel
 from rich.table import Table
 
 from agentmesh.audit import MemoryAuditSink
@@ -214,6 +215,31 @@ async def run_demo(
 
         report.governance = await run_governance_act(nats_url, console=out)
     return report
+
+
+NEXT_STEPS = """\
+[bold]live dashboard[/] on an embedded mesh (opens http://127.0.0.1:8787):
+  agentmesh dashboard --demo
+the dashboard on a real mesh:
+  agentmesh dashboard --nats nats://127.0.0.1:4222
+[bold]metrics[/] (Prometheus) of a node:
+  agentmesh node run ... --metrics-port 9464
+  curl http://127.0.0.1:9464/metrics
+[bold]traces[/] of a node (JSON lines, or OTLP/HTTP to a collector):
+  agentmesh node run ... --trace-file spans.jsonl
+  agentmesh node run ... --otlp-endpoint http://127.0.0.1:4318/v1/traces
+docs: docs/dashboard.md, docs/metrics.md, docs/observability.md"""
+
+
+def print_next_steps(console: Console | None = None) -> None:
+    """Close the demo with where to look next: dashboard, metrics, traces and their docs.
+
+    Lines stay under 80 columns inside the panel, so a terminal (or a pipe, which
+    rich renders 80 wide) never wraps a command in two.
+    """
+    out = console or Console(emoji=False, highlight=False)
+    out.print()
+    out.print(Panel(NEXT_STEPS, title="where to look next", title_align="left", expand=False))
 
 
 def main(nats_url: str | None = None) -> None:

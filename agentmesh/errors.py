@@ -27,6 +27,7 @@ to the transport family below at its boundary::
         ├── InterceptorDenied          a local hook refused an outbound message or handshake
         ├── HandshakeRefused           the peer refused our handshake (field: remote_code)
         ├── NoSession                  session-authenticated send without a handshake first
+        ├── CircuitOpen                the circuit to a peer (or further down the chain) is open
         └── RemoteError                the peer answered with a typed error reply
 """
 
@@ -167,20 +168,59 @@ class NoSession(MeshError):
     code = "no_session"
 
 
+class CircuitOpen(MeshError):
+    """A request failed fast: a circuit breaker on the way to ``root`` is open.
+
+    Raised by ``node.request`` when the node has circuit breakers
+    (``agentmesh.resilience``) and either its own breaker on ``peer`` is open
+    (``depth == 1``, ``root == peer``) or ``peer`` answered ``circuit_open`` because
+    a breaker further down the call chain is open (``root`` is the agent that
+    breaker isolates, ``depth`` the number of hops to it). A handler that lets it
+    escape answers its own caller ``circuit_open`` with ``depth + 1``, so the
+    refusal travels up the chain fast instead of as a cascade of timeouts.
+    ``retry_at_ms`` is when this node's breaker lets a probe through (None when
+    the open breaker is further down the chain).
+    """
+
+    code = "circuit_open"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        peer: str,
+        root: str | None = None,
+        depth: int = 1,
+        retry_at_ms: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.peer = peer
+        self.root = root if root is not None else peer
+        self.depth = depth
+        self.retry_at_ms = retry_at_ms
+
+    @property
+    def reply_reason(self) -> str:
+        """The reason of the ``circuit_open`` reply a handler that raised this sends."""
+        return f"root={self.root} depth={self.depth}"
+
+
 class RemoteError(MeshError):
-    """The peer refused or failed the request and said why (``remote_code``)."""
+    """The peer refused or failed the request and said why (``remote_code``, ``reason``)."""
 
     code = "remote_error"
 
-    def __init__(self, message: str, *, remote_code: str) -> None:
+    def __init__(self, message: str, *, remote_code: str, reason: str = "") -> None:
         super().__init__(message)
         self.remote_code = remote_code
+        self.reason = reason
 
 
 __all__ = [
     "AccessRevoked",
     "AgentMeshError",
     "AuthenticationFailed",
+    "CircuitOpen",
     "ConnectionLost",
     "HandlerError",
     "HandshakeRefused",

@@ -53,6 +53,7 @@ from iatp.errors import (
     ReplayedEnvelope,
     RotationError,
     SenderMismatch,
+    SessionExpired,
     TrailingBytes,
     UnknownSession,
     UnsupportedVersion,
@@ -87,6 +88,7 @@ from iatp.session_frame import (
     seal_session_payload,
     verify_session_frame,
 )
+from iatp.session_table import HeldSession, SessionLimits, SessionTable
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -109,6 +111,7 @@ __all__ = [
     "HandshakeInitiator",
     "HandshakeLimits",
     "HandshakeResponder",
+    "HeldSession",
     "IATPError",
     "InvalidDID",
     "InvalidSeal",
@@ -136,8 +139,11 @@ __all__ = [
     "RotationStatement",
     "SealedFrame",
     "SenderMismatch",
+    "SessionExpired",
     "SessionFrame",
     "SessionKeys",
+    "SessionLimits",
+    "SessionTable",
     "SystemClock",
     "TrailingBytes",
     "UnknownSession",

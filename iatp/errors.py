@@ -27,6 +27,7 @@ counters, audit records and the JSON test vectors (``tests/vectors``)::
             ├── InvalidSessionMAC          code "bad_mac"
             ├── InvalidSeal                code "bad_seal"
             ├── UnknownSession             code "unknown_session"
+            ├── SessionExpired             code "session_expired"
             ├── SenderMismatch             code "sender_mismatch"
             ├── ExpiredEnvelope            code "expired"
             ├── IssuedInFuture             code "issued_in_future"
@@ -167,6 +168,12 @@ class UnknownSession(EnvelopeError):
     """A session frame names no session this receiver holds with its sender."""
 
     code = "unknown_session"
+
+
+class SessionExpired(EnvelopeError):
+    """A session frame names a session past its age or message limit: handshake again."""
+
+    code = "session_expired"
 
 
 class SenderMismatch(EnvelopeError):

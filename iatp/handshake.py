@@ -69,13 +69,20 @@ class PeerOffer:
 
 @dataclass(frozen=True, slots=True)
 class SessionKeys:
-    """The outcome of a completed handshake, identical on both sides but for direction."""
+    """The outcome of a completed handshake, identical on both sides but for direction.
+
+    ``initiator`` (the DID that sent HELLO) and ``issued_at_ms`` (HELLO's time) are
+    the same on both sides, so both order a peer's sessions alike
+    (:class:`iatp.session_table.SessionTable`).
+    """
 
     session_id: bytes
     peer: PeerOffer
     send_key: bytes
     receive_key: bytes
     transcript_hash: bytes
+    initiator: str = ""
+    issued_at_ms: int = 0
 
 
 def _h(data: bytes) -> bytes:
@@ -187,6 +194,7 @@ class HandshakeInitiator:
         credentials: Sequence[bytes] = (),
         limits: HandshakeLimits = HandshakeLimits(),
         random_bytes: Callable[[int], bytes] = os.urandom,
+        issued_at_ms: int | None = None,
     ) -> None:
         self._identity = identity
         self._responder = responder_did
@@ -195,6 +203,9 @@ class HandshakeInitiator:
         self.session_id = random_bytes(SESSION_ID_BYTES)
         self._nonce = random_bytes(NONCE_BYTES)
         self._eph_secret, self._eph_public = _ephemeral(random_bytes)
+        # ``issued_at_ms``: a caller that opens several sessions with one peer may
+        # keep their HELLO times strictly increasing (they order the sessions).
+        self._issued_at = clock.now_ms() if issued_at_ms is None else issued_at_ms
         body = _pack(
             [
                 "hello",
@@ -205,7 +216,7 @@ class HandshakeInitiator:
                 self._eph_public,
                 list(capabilities),
                 list(credentials),
-                clock.now_ms(),
+                self._issued_at,
             ]
         )
         self._hello = _sign(identity, HELLO_DOMAIN, body)
@@ -247,7 +258,13 @@ class HandshakeInitiator:
         )
         self._done = True
         return _sign(self._identity, CONFIRM_DOMAIN, confirm_body), SessionKeys(
-            self.session_id, peer, send_key=i2r, receive_key=r2i, transcript_hash=transcript
+            self.session_id,
+            peer,
+            send_key=i2r,
+            receive_key=r2i,
+            transcript_hash=transcript,
+            initiator=self._identity.did,
+            issued_at_ms=self._issued_at,
         )
 
 
@@ -277,6 +294,7 @@ class HandshakeResponder:
         self._peer_eph: bytes = b""
         self._accept: bytes | None = None
         self._keys: SessionKeys | None = None
+        self._issued_at = 0
 
     def receive_hello(self, hello: bytes) -> PeerOffer:
         """Verify a HELLO and return what the initiator offers (for the refusal hooks).
@@ -305,6 +323,7 @@ class HandshakeResponder:
         except EnvelopeError as exc:  # ReplayedEnvelope / ReplayCacheFull
             raise HandshakeError(f"hello refused: {exc}") from None
         self._hello = hello
+        self._issued_at = issued_at
         self._offer = PeerOffer(
             str(i_did),
             sid,
@@ -343,6 +362,8 @@ class HandshakeResponder:
             send_key=r2i,
             receive_key=i2r,
             transcript_hash=transcript,
+            initiator=self._offer.did,
+            issued_at_ms=self._issued_at,
         )
         return self._accept
 

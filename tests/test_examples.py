@@ -60,6 +60,7 @@ def test_demo_catches_every_impostor_message_embedded() -> None:
     assert_governance_narrated(result.stdout)
     assert result.stdout.index("impostor messages") < result.stdout.index("governance:")
     assert result.stdout.index("governance:") < result.stdout.index("saga order-")
+    assert_next_steps_closes(result.stdout)
 
 
 @pytest.mark.nats
@@ -69,6 +70,27 @@ def test_demo_over_nats(nats_server: NatsServerProcess) -> None:
     assert "caught 4 of 4 impostor messages" in result.stdout
     assert re.search(r"order-handoff-\w+: completed", result.stdout)
     assert_governance_narrated(result.stdout)
+    assert_next_steps_closes(result.stdout)
+
+
+def assert_next_steps_closes(stdout: str) -> None:
+    """The demo ends by saying where to look next: dashboard, metrics, traces, docs."""
+    closing = stdout[stdout.index("where to look next") :]
+    assert "saga order-" not in closing  # printed last
+    assert "impostor" not in closing
+    for line in (
+        "agentmesh dashboard --demo",
+        "http://127.0.0.1:8787",
+        "agentmesh dashboard --nats nats://127.0.0.1:4222",
+        "agentmesh node run ... --metrics-port 9464",
+        "curl http://127.0.0.1:9464/metrics",
+        "agentmesh node run ... --trace-file spans.jsonl",
+        "--otlp-endpoint http://127.0.0.1:4318/v1/traces",
+        "docs/dashboard.md",
+        "docs/metrics.md",
+        "docs/observability.md",
+    ):
+        assert line in closing, line
 
 
 def assert_governance_narrated(stdout: str) -> None:
@@ -92,6 +114,7 @@ def test_demo_without_governance_or_saga() -> None:
     assert "caught 4 of 4 impostor messages" in result.stdout
     assert "governance" not in result.stdout
     assert "saga" not in result.stdout
+    assert_next_steps_closes(result.stdout)
 
 
 EXPECTED_ATTEMPTS = [

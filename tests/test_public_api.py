@@ -56,6 +56,7 @@ PACKAGES = [
     "agentmesh.directory",
     "agentmesh.errors",
     "agentmesh.policy",
+    "agentmesh.resilience",
     "agentmesh.saga",
     "agentmesh.transport",
     "agentmesh.trustnet",

@@ -35,7 +35,8 @@ from iatp.identity import AgentIdentity
 from iatp.replay import ReplayCache
 from iatp.rotation import ROTATION_ACCEPT_DOMAIN, ROTATION_DOMAIN, decode_rotation
 from iatp.sealed import open_sealed_frame, parse_sealed_frame, x25519_public_for_did
-from iatp.session_frame import parse_session_frame, verify_session_frame
+from iatp.session_frame import parse_session_frame
+from iatp.session_table import SessionLimits, SessionTable
 from tests.vectors import generate
 
 VECTOR_DIR = Path(__file__).resolve().parent / "vectors"
@@ -52,7 +53,7 @@ ROTATION = _load("rotation.json")
 SESSIONS = _load("sessions.json")
 SEALED = _load("sealed.json")
 # Codes only the session-frame receive path raises (iatp.md section 15).
-SESSION_ONLY_CODES = {"bad_mac", "unknown_session"}
+SESSION_ONLY_CODES = {"bad_mac", "session_expired", "unknown_session"}
 SEALED_ONLY_CODES = {"bad_seal"}
 
 # The codes the envelope receive path can raise, as the brief of the spec lists them.
@@ -166,18 +167,27 @@ def test_every_envelope_rejection_code_has_a_vector() -> None:
 # ------------------------------------------------------------------ session frames
 
 
-def _session_receiver(document: dict[str, Any], vector: dict[str, Any]) -> Any:
+def _session_receiver(document: dict[str, Any], vector: dict[str, Any]) -> SessionTable:
+    """Bob's sessions: the document's session (unless null) in the vector's state."""
+    table = SessionTable(SessionLimits(**document["session_limits"]))
     if vector["session"] is None:
-        return None
+        return table
     held = document["session"]
     session_id = bytes.fromhex(held["session_id_hex"])
-    return SessionKeys(
+    keys = SessionKeys(
         session_id=session_id,
         peer=PeerOffer(held["peer"], session_id, (), ()),
         send_key=bytes(32),  # Bob's own direction: not used to receive
         receive_key=bytes.fromhex(held["receive_key_hex"]),
         transcript_hash=bytes(32),
+        initiator=held["initiator"],
+        issued_at_ms=held["hello_issued_at_ms"],
     )
+    state = vector.get("session_state", {})
+    record = table.add(keys, now_ms=state.get("held_since_ms", vector["now_ms"]))
+    record.received = state.get("frames_received", 0)
+    record.superseded_at_ms = state.get("superseded_at_ms")
+    return table
 
 
 @pytest.mark.parametrize("vector", SESSIONS["vectors"], ids=lambda v: v["name"])
@@ -190,7 +200,7 @@ def test_session_vector(vector: dict[str, Any]) -> None:
 
     def receive() -> Envelope:
         frame = parse_session_frame(data)
-        opened = verify_session_frame(frame, _session_receiver(SESSIONS, vector))
+        opened = _session_receiver(SESSIONS, vector).open(frame, now_ms=now)
         envelope = decode_payload(opened)
         check_validity(envelope, now_ms=now, audience=vector["audience"])
         replay.remember(envelope.sender, envelope.id, envelope.expires_at_ms, now_ms=now)

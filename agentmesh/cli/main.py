@@ -10,6 +10,7 @@ import typer
 
 from agentmesh.cli import (
     audit,
+    dashboard,
     federation,
     identity,
     mesh,
@@ -35,6 +36,8 @@ app.add_typer(registry.app, name="registry")
 app.add_typer(saga.app, name="saga")
 app.add_typer(mesh.app, name="mesh")
 app.add_typer(federation.app, name="federation")
+# The web server (the "dashboard" extra) is imported only when the dashboard starts.
+app.add_typer(dashboard.app, name="dashboard")
 app.command("quarantine")(quarantine.quarantine)
 app.command("release")(quarantine.release)
 
@@ -65,7 +68,7 @@ def demo(
     """A small agent team joins, handshakes and works; an impostor is caught."""
     import asyncio
 
-    from agentmesh.demo import run_demo
+    from agentmesh.demo import print_next_steps, run_demo
 
     report = asyncio.run(run_demo(nats, governance=governance))
     caught = sum(report.rejections.values())
@@ -78,6 +81,7 @@ def demo(
 
         if not asyncio.run(run_order_showcase(nats)).ok:
             raise typer.Exit(1)
+    print_next_steps()
 
 
 def _add_plugins() -> None:

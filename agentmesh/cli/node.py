@@ -22,6 +22,7 @@ from agentmesh.observability.runtime import ObservabilityOptions, missing_packag
 from agentmesh.policy.engine import CompiledPolicy
 from agentmesh.policy.errors import PolicyLoadError
 from agentmesh.policy.runtime import GovernanceOptions
+from agentmesh.resilience.document import load_resilience
 from agentmesh.transport.factory import make_transport
 from iatp.did import is_did
 from iatp.errors import AgentMeshError, KeystoreError
@@ -167,12 +168,30 @@ def run(
             help="Export OpenTelemetry spans over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces.",
         ),
     ] = None,
+    resilience: Annotated[
+        Path | None,
+        typer.Option(
+            "--resilience",
+            help="Circuit breakers, cascade detection and SLOs (YAML; see docs/resilience.md).",
+        ),
+    ] = None,
+    status_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--status-interval",
+            metavar="SECONDS",
+            min=0.1,
+            help="Broadcast a signed status report (counters, recent refusals) on the mesh "
+            "every SECONDS, for 'agentmesh dashboard'.",
+        ),
+    ] = None,
 ) -> None:
     """Join the mesh, answer `mesh.echo` requests, optionally talk to peers, leave on SIGTERM.
 
     Registers a signed agent card (renewed on a heartbeat) and refuses revoked or
     quarantined agents. Prints one JSON object per line: registered, ready, handshake,
-    request_failed, requests_done, revocation, stats, trust_view (with --trust), left.
+    request_failed, requests_done, revocation, stats, trust_view (with --trust),
+    status (with --status-interval), left.
     """
     peers = tuple(peer or ())
     if admission not in ("registered", "open"):
@@ -193,6 +212,13 @@ def run(
             CompiledPolicy.from_file(policy)
         except PolicyLoadError as exc:
             console.print(f"[red]policy error:[/] {exc}\nFix it (see 'agentmesh policy check').")
+            raise typer.Exit(2) from None
+    guards = None
+    if resilience is not None:
+        try:
+            guards = load_resilience(resilience)
+        except PolicyLoadError as exc:
+            console.print(f"[red]resilience file error:[/] {exc}\nFix it (see docs/resilience.md).")
             raise typer.Exit(2) from None
     try:
         me = load_identity(identity, obtain_passphrase(passphrase_env, confirm=False))
@@ -247,6 +273,8 @@ def run(
                 otlp_endpoint=otlp_endpoint,
                 service_name=name or f"agentmesh-node-{me.did[-8:]}",
             ),
+            status_interval=status_interval,
+            resilience=guards,
             stop=stop,
         )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Callable
 
 from agentmesh.errors import KeyNotFound, NotConnected, TransportError
@@ -20,6 +21,17 @@ from agentmesh.transport.base import KeyValue, KVEntry, KVOperation, Transport
 logger = logging.getLogger(__name__)
 
 EntryHandler = Callable[[KVEntry], None]
+
+# The buckets watched over each transport (started, not closed): what a metrics
+# endpoint reports lag for, without every owner having to hand its bucket over.
+_watching: weakref.WeakKeyDictionary[Transport, weakref.WeakSet[WatchedBucket]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def watched_buckets(transport: Transport) -> list[WatchedBucket]:
+    """The buckets watched over ``transport`` now, sorted by bucket name."""
+    return sorted(_watching.get(transport, ()), key=lambda watched: watched.bucket)
 
 
 def bucket_name(mesh: str, what: str) -> str:
@@ -65,6 +77,10 @@ class WatchedBucket:
         self._history = history
         self._check_every = check_every
         self.resets = 0
+        # The revision last handed to on_entry, and the changes the store still had
+        # to deliver after it (its ``pending``): this view's lag behind the bucket.
+        self.revision = 0
+        self.lag = 0
         self._incarnation: str | None = None
         self._guard: asyncio.Task[None] | None = None
         self._kv: KeyValue | None = None
@@ -78,6 +94,10 @@ class WatchedBucket:
         if self._kv is None:
             raise RuntimeError("the bucket is not open; call start() first")
         return self._kv
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
 
     @property
     def ready(self) -> bool:
@@ -96,6 +116,8 @@ class WatchedBucket:
         if not self._pending:
             self._ready.set()
         self._task = asyncio.create_task(self._follow(), name=f"watch:{self._bucket}")
+        with contextlib.suppress(TypeError):  # a transport without weak references
+            _watching.setdefault(self._transport, weakref.WeakSet()).add(self)
         # Even with no keys, return only once the watch exists: a write made right
         # after start() must reach on_entry (a late consumer would see only the
         # last value of each key).
@@ -159,6 +181,7 @@ class WatchedBucket:
         try:
             async with contextlib.aclosing(self.kv.watch(on_ready=self._subscribed.set)) as changes:
                 async for entry in changes:
+                    self.revision, self.lag = entry.revision, entry.pending
                     try:
                         self._on_entry(entry)
                     except Exception:
@@ -175,6 +198,8 @@ class WatchedBucket:
 
     async def aclose(self) -> None:
         """Stop watching. Idempotent."""
+        with contextlib.suppress(TypeError):
+            _watching.get(self._transport, weakref.WeakSet()).discard(self)
         guard, self._guard = self._guard, None
         task, self._task = self._task, None
         for running in (guard, task):

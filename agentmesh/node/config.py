@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from iatp.envelope import EnvelopeLimits
 from iatp.handshake import HandshakeLimits
+from iatp.session_table import SessionLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,10 @@ class NodeConfig:
     Attributes:
         mesh: subject namespace; nodes of one mesh share it.
         limits: envelope limits applied to every inbound frame.
+        handshake_limits: freshness of handshake messages.
+        session_limits: how long handshake sessions live (age, messages), when the
+            sender rekeys, and how long a superseded session still opens frames
+            (iatp.md 15.1).
         message_lifetime_ms: lifetime of envelopes this node sends.
         verify_workers: threads verifying signatures (PyNaCl releases the GIL).
         inline_verify_below: batches smaller than this are verified on the event
@@ -45,6 +50,7 @@ class NodeConfig:
     mesh: str = "agentmesh"
     limits: EnvelopeLimits = field(default_factory=EnvelopeLimits)
     handshake_limits: HandshakeLimits = field(default_factory=HandshakeLimits)
+    session_limits: SessionLimits = field(default_factory=SessionLimits)
     timeouts: Timeouts = field(default_factory=Timeouts)
     message_lifetime_ms: int = 60_000
     verify_workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))

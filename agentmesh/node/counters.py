@@ -15,6 +15,10 @@ class NodeCounters:
     handler_errors: int = 0
     handshakes: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    # Messages by subject kind (inbox, session, sealed, topic, reply, handshake):
+    # plain dict increments, read by the metrics endpoint at scrape time.
+    received_by: Counter[str] = field(default_factory=Counter)
+    sent_by: Counter[str] = field(default_factory=Counter)
 
     def reject(self, code: str) -> None:
         self.rejected[code] += 1

@@ -66,6 +66,9 @@ class InboundMessage:
     come from signed messages only."""
     sealed: bool = False
     """The signed envelope came encrypted to this node (iatp.md §16): its reply is too."""
+    session_id: bytes | None = None
+    """The handshake session a session-authenticated message came under (its reply goes
+    under the same one, iatp.md §15)."""
 
     @property
     def is_signed(self) -> bool:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -28,7 +29,7 @@ from typing import Self
 
 from agentmesh import telemetry
 from agentmesh.audit import AuditSink, MemoryAuditSink
-from agentmesh.errors import NodeStateError, NoSession
+from agentmesh.errors import CircuitOpen, NodeStateError, NoSession
 from agentmesh.node.addressing import MeshAddressing
 from agentmesh.node.config import NodeConfig
 from agentmesh.node.counters import NodeCounters
@@ -40,6 +41,7 @@ from agentmesh.node.interceptors import (
     Stage,
     Verdict,
 )
+from agentmesh.node.latency import LatencyHistogram
 from agentmesh.node.outbound import NodeSender
 from agentmesh.node.replies import ReplyInbox
 from agentmesh.node.routes import PeerRoutes
@@ -60,7 +62,7 @@ from iatp.handshake import PeerOffer, SessionKeys
 from iatp.identity import AgentIdentity
 from iatp.replay import ReplayCache
 from iatp.sealed import open_sealed_frame, parse_sealed_frame, seal_frame_to
-from iatp.session_frame import parse_session_frame, verify_session_frame
+from iatp.session_frame import OpenedSessionFrame, parse_session_frame
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +77,8 @@ class NodeState(enum.Enum):
     CLOSED = "closed"
 
 
-_Queued = tuple[Message, Frame, "asyncio.Future[EnvelopeError | None]", str, bool]
+# (message, frame, verdict, audience, sealed, arrival time: 0.0 unless timed)
+_Queued = tuple[Message, Frame, "asyncio.Future[EnvelopeError | None]", str, bool, float]
 
 
 class MeshNode(NodeSender):
@@ -107,6 +110,8 @@ class MeshNode(NodeSender):
         self.addressing = MeshAddressing(self.config.mesh)
         self.routes = PeerRoutes()
         self.counters = NodeCounters()
+        # Set by a metrics endpoint: times each signed frame from arrival to verdict.
+        self.verify_latency: LatencyHistogram | None = None
         self._state = NodeState.NEW
         self._handlers: dict[str, Handler] = {}
         self._topic_handlers: dict[str, Handler] = {}
@@ -131,7 +136,12 @@ class MeshNode(NodeSender):
             capabilities=self.config.capabilities,
             check_offer=self._check_handshake,
             report=self._audit_event,
+            session_limits=self.config.session_limits,
         )
+        # Rekeys in flight (one per peer) and, after a failed background rekey, when
+        # the next one may start (ms): sessions are renewed before they end.
+        self._rekeys: dict[str, asyncio.Task[SessionKeys | Exception]] = {}
+        self._rekey_after: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -273,6 +283,7 @@ class MeshNode(NodeSender):
         self._topic_handlers[recipient] = handler
 
         async def on_topic(message: Message) -> None:
+            self.counters.received_by["topic"] += 1
             await self._intake(message, recipient)
 
         self._subscriptions.append(
@@ -296,28 +307,82 @@ class MeshNode(NodeSender):
         assert replies is not None
 
         async def request(data: bytes, accept: Callable[[bytes], Answer]) -> Answer:
-            return await replies.request(subject, data, lambda m: accept(m.data), timeout=wait)
+            self.counters.sent_by["handshake"] += 1
+            answer = await replies.request(subject, data, lambda m: accept(m.data), timeout=wait)
+            self.counters.received_by["handshake"] += 1
+            return answer
 
         keys = await self.sessions.complete(initiator, peer, request)
         self.counters.handshakes += 1
         return keys
 
+    async def _session_for(self, peer: str) -> SessionKeys:
+        """The session for one frame to ``peer``; rekeys before it ends (iatp.md 15.1).
+
+        Near a limit, a new handshake starts in the background and this frame still
+        goes under the current session; with no usable session left (all ended),
+        the frame waits for the new handshake.
+
+        Raises:
+            NoSession: there never was a session with ``peer``.
+            HandshakeRefused, RequestTimeout, NoResponders: the rekey failed.
+        """
+        keys, due = self.sessions.for_sending(peer)
+        if keys is not None:
+            if due and self.clock.now_ms() >= self._rekey_after.get(peer, 0):
+                self._rekey(peer)
+            return keys
+        if not self.sessions.knows(peer):
+            raise NoSession(f"no handshake session with {peer}: await node.handshake(peer) first")
+        outcome = await asyncio.shield(self._rekey(peer))
+        if isinstance(outcome, Exception):
+            raise outcome
+        keys, _ = self.sessions.for_sending(peer)
+        if keys is None:
+            raise NoSession(f"the new session with {peer} ended before it was used")
+        return keys
+
+    def _rekey(self, peer: str) -> asyncio.Task[SessionKeys | Exception]:
+        """The handshake renewing the session with ``peer`` (started unless one runs)."""
+        task = self._rekeys.get(peer)
+        if task is None:
+            assert self._tasks is not None
+            task = self._tasks.create_task(self._run_rekey(peer), name=f"rekey:{peer[-8:]}")
+            self._rekeys[peer] = task
+        return task
+
+    async def _run_rekey(self, peer: str) -> SessionKeys | Exception:
+        try:
+            keys = await self.handshake(peer)
+        except Exception as exc:  # returned, not raised: the node's task group must go on
+            self._rekey_after[peer] = self.clock.now_ms() + 1_000
+            self._audit_event("session", "rekey_failed", peer, f"{type(exc).__name__}: {exc}")
+            return exc
+        finally:
+            self._rekeys.pop(peer, None)
+        self._rekey_after.pop(peer, None)
+        return keys
+
     # -- inbound -----------------------------------------------------------------------------
 
     async def _on_inbox(self, message: Message) -> None:
+        self.counters.received_by["inbox"] += 1
         await self._intake(message, self.did)
 
     async def _on_handshake(self, message: Message) -> None:
+        self.counters.received_by["handshake"] += 1
         reply = await self.sessions.answer(message.data)
         if message.reply:
+            self.counters.sent_by["handshake"] += 1
             await self.transport.publish(message.reply, reply)
 
     async def _on_session(self, message: Message) -> None:
         """A session frame: opened inline (the AEAD costs a few µs), then admitted."""
         self.counters.received += 1
+        self.counters.received_by["session"] += 1
         try:
             frame = parse_session_frame(message.data, self.config.limits)
-            opened = verify_session_frame(frame, self.sessions.sessions.get(frame.sender))
+            opened = self.sessions.open(frame)
         except EnvelopeError as exc:
             self._reject(exc, message.subject)
             return
@@ -325,6 +390,7 @@ class MeshNode(NodeSender):
 
     async def _on_sealed(self, message: Message) -> None:
         """A signed frame encrypted to this node: opened, then the signed path."""
+        self.counters.received_by["sealed"] += 1
         try:
             sealed = parse_sealed_frame(message.data, self.config.limits)
             inner = open_sealed_frame(sealed, self.identity)
@@ -335,6 +401,7 @@ class MeshNode(NodeSender):
         await self._intake(replace(message, data=inner), self.did, sealed=True)
 
     async def _intake(self, message: Message, audience: str, *, sealed: bool = False) -> None:
+        arrived = time.perf_counter() if self.verify_latency is not None else 0.0
         self.counters.received += 1
         try:
             frame = parse_frame(message.data, self.config.limits)
@@ -342,12 +409,16 @@ class MeshNode(NodeSender):
             self._reject(exc, message.subject)
             return
         assert self._verifier is not None
-        await self._queue.put((message, frame, self._verifier.verify(frame), audience, sealed))
+        verdict = self._verifier.verify(frame)
+        await self._queue.put((message, frame, verdict, audience, sealed, arrived))
 
     async def _consume(self) -> None:
         while True:
-            message, frame, verified, audience, sealed = await self._queue.get()
+            message, frame, verified, audience, sealed, arrived = await self._queue.get()
             error = await verified
+            timing = self.verify_latency
+            if timing is not None and arrived:
+                timing.observe(time.perf_counter() - arrived)
             if error is not None:
                 self._reject(error, message.subject)
                 continue
@@ -377,6 +448,7 @@ class MeshNode(NodeSender):
             is_request=message.reply is not None,
             authenticated_by=authenticated_by,
             sealed=sealed,
+            session_id=frame.session_id if isinstance(frame, OpenedSessionFrame) else None,
         )
         active = telemetry.tracer
         handoff: dict[str, str] | None = None
@@ -489,17 +561,24 @@ class MeshNode(NodeSender):
             except Exception as exc:
                 self.counters.handler_errors += 1
                 logger.warning("handler for %s raised %s", inbound.type, type(exc).__name__)
+                # A dependency's open circuit is a typed refusal (where the chain is
+                # broken), not a bug of this agent: see agentmesh.resilience.
+                code, reason = (
+                    (exc.code, exc.reply_reason)
+                    if isinstance(exc, CircuitOpen)
+                    else ("handler_error", type(exc).__name__)
+                )
                 self._audit_event(
                     "handler_error",
-                    "handler_error",
+                    code,
                     inbound.sender,
-                    type(exc).__name__,
+                    reason,
                     inbound.envelope.id,
                     message.subject,
                 )
-                await self._reply_error(message, inbound, "handler_error", type(exc).__name__)
+                await self._reply_error(message, inbound, code, reason)
                 await self._record_outcome(inbound, Outcome.FAILURE)
-                return "handler_error", type(exc).__name__
+                return code, reason
             self.counters.handled += 1
             if message.reply:
                 _, frame = await self._seal(
@@ -509,6 +588,7 @@ class MeshNode(NodeSender):
                     correlation_id=inbound.envelope.id,
                     session=self._reply_session(inbound),
                 )
+                self.counters.sent_by["reply"] += 1
                 await self.transport.publish(message.reply, self._reply_frame(inbound, frame))
             await self._record_outcome(inbound, Outcome.SUCCESS)
         except Exception as exc:
@@ -534,6 +614,7 @@ class MeshNode(NodeSender):
                 # refused; outbound hooks (a quarantine, say) must not silence it.
                 intercept=False,
             )
+            self.counters.sent_by["reply"] += 1
             await self.transport.publish(message.reply, self._reply_frame(inbound, frame))
         except Exception:
             logger.exception("could not send an error reply")
@@ -547,4 +628,4 @@ class MeshNode(NodeSender):
         """Replies travel the way their request came: signed, or under the same session."""
         if inbound.authenticated_by != "session":
             return None
-        return self.sessions.sessions.get(inbound.sender)
+        return self.sessions.reply_session(inbound.sender, inbound.session_id)

@@ -15,8 +15,8 @@ interceptors, replay cache) is set up by ``MeshNode.__init__``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from agentmesh import telemetry
 from agentmesh.audit import AuditEvent, AuditSink
@@ -64,8 +64,26 @@ def refusal_of(exc: BaseException) -> tuple[str, str]:
     return "error", type(exc).__name__
 
 
+class RequestGuard(Protocol):
+    """Wraps every :meth:`NodeSender.request` (circuit breakers: ``agentmesh.resilience``).
+
+    ``call`` runs ``send`` (the request) or refuses without running it (raising
+    ``CircuitOpen``), and sees how it ended.
+    """
+
+    async def call(self, peer: str, send: Callable[[], Awaitable[T]]) -> T: ...
+
+
+def _kind(session: SessionKeys | None, sealed: bool) -> str:
+    """The subject kind a message to a peer goes to (a ``sent_by`` label)."""
+    return "session" if session is not None else "sealed" if sealed else "inbox"
+
+
 class NodeSender:
     """Outbound messaging, rejection counting and audit for a node (a MeshNode base)."""
+
+    breakers: RequestGuard | None = None
+    """Per-peer circuit breakers around :meth:`request` (None: off, one None check)."""
 
     identity: AgentIdentity
     transport: Transport
@@ -85,6 +103,10 @@ class NodeSender:
         return self.identity.did
 
     def _require_running(self) -> None:
+        raise NotImplementedError
+
+    async def _session_for(self, peer: str) -> SessionKeys:
+        """The session for one frame to ``peer`` (MeshNode: rekeys as needed)."""
         raise NotImplementedError
 
     def _remember(self, envelope: Envelope, now_ms: int) -> None:
@@ -188,10 +210,11 @@ class NodeSender:
         via_session: bool,
         sealed: bool,
     ) -> bytes:
-        session, subject = self._route(peer, via_session, sealed)
+        session, subject = await self._route(peer, via_session, sealed)
         envelope, frame = await self._seal(
             peer, message_type, body, headers=headers, session=session
         )
+        self.counters.sent_by[_kind(session, sealed)] += 1
         await self.transport.publish(subject, seal_frame_to(peer, frame) if sealed else frame)
         return envelope.id
 
@@ -210,7 +233,7 @@ class NodeSender:
                 span.refuse(*refusal_of(exc))
                 raise
 
-    def _route(
+    async def _route(
         self, peer: str, via_session: bool, sealed: bool = False
     ) -> tuple[SessionKeys | None, str]:
         """The session (if asked for) and the subject of a message to ``peer``."""
@@ -228,10 +251,7 @@ class NodeSender:
             return None, self.addressing.sealed_inbox(peer)
         if not via_session:
             return None, self.addressing.inbox(peer)
-        session = self.sessions.sessions.get(peer)
-        if session is None:
-            raise NoSession(f"no handshake session with {peer}: await node.handshake(peer) first")
-        return session, self.addressing.session_inbox(peer)
+        return await self._session_for(peer), self.addressing.session_inbox(peer)
 
     async def publish(
         self,
@@ -262,6 +282,7 @@ class NodeSender:
         headers: Mapping[str, str] | None,
     ) -> bytes:
         envelope, frame = await self._seal(recipient, message_type, body, headers=headers)
+        self.counters.sent_by["topic"] += 1
         await self.transport.publish(self.addressing.topic(topic), frame)
         return envelope.id
 
@@ -286,6 +307,8 @@ class NodeSender:
           crypto per round trip than signatures). The AEAD convinces only the two
           parties: use signatures for anything that must be evidence for a third
           party (trust receipts, audit, saga state).
+          The session is renewed (a new handshake) before it reaches its age or
+          message limit (``NodeConfig.session_limits``).
         * ``sealed=True``: both stay signed and are encrypted to the other party's
           DID (an ephemeral X25519 key per frame, iatp.md §16): no session needed,
           and the signature is still evidence for whoever can read the message.
@@ -300,18 +323,23 @@ class NodeSender:
             RequestTimeout, NoResponders: no valid answer.
             RemoteError: the peer answered with a typed error (``remote_code``).
             InterceptorDenied: a local hook refused to send.
+            CircuitOpen: with ``node.breakers`` set, the circuit to ``peer`` (or one
+                further down its call chain) is open: failed fast.
         """
         self._require_running()
-        if telemetry.tracer is None:
-            return await self._request(
-                peer, message_type, body, timeout, headers, via_session, sealed
+        guard = self.breakers
+        if guard is None:
+            work = self._request(peer, message_type, body, timeout, headers, via_session, sealed)
+        else:
+            work = guard.call(
+                peer,
+                lambda: self._request(
+                    peer, message_type, body, timeout, headers, via_session, sealed
+                ),
             )
-        return await self._traced(
-            f"iatp.request {message_type}",
-            "client",
-            peer,
-            self._request(peer, message_type, body, timeout, headers, via_session, sealed),
-        )
+        if telemetry.tracer is None:
+            return await work
+        return await self._traced(f"iatp.request {message_type}", "client", peer, work)
 
     async def _request(
         self,
@@ -323,11 +351,12 @@ class NodeSender:
         via_session: bool,
         sealed: bool,
     ) -> InboundMessage:
-        session, subject = self._route(peer, via_session, sealed)
+        session, subject = await self._route(peer, via_session, sealed)
         envelope, frame = await self._seal(
             peer, message_type, body, headers=headers, session=session
         )
         assert self._replies is not None
+        self.counters.sent_by[_kind(session, sealed)] += 1
         answer = await self._replies.request(
             subject,
             seal_frame_to(peer, frame) if sealed else frame,
@@ -339,7 +368,7 @@ class NodeSender:
                 code, text = decode_error(answer.body)
             except WireFormatError:
                 code, text = "malformed_error", "the peer's error reply is malformed"
-            raise RemoteError(f"{peer} answered {code}: {text}", remote_code=code)
+            raise RemoteError(f"{peer} answered {code}: {text}", remote_code=code, reason=text)
         return answer
 
     def _open_reply(
@@ -350,6 +379,7 @@ class NodeSender:
         session: SessionKeys | None,
         sealed: bool = False,
     ) -> InboundMessage:
+        self.counters.received_by["reply"] += 1
         try:
             frame: AuthenticatedFrame
             if session is None:

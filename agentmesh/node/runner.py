@@ -24,6 +24,9 @@ from agentmesh.node.config import NodeConfig
 from agentmesh.node.interceptors import InboundMessage, Stage
 from agentmesh.node.node import MeshNode
 from agentmesh.policy.runtime import GovernanceOptions, NodeGovernance
+from agentmesh.resilience.cascade import QuarantineCallback
+from agentmesh.resilience.document import ResilienceDocument
+from agentmesh.resilience.runtime import install_resilience
 from agentmesh.transport.base import Transport, TransportState
 from agentmesh.trustnet.service import MeshTrust
 from iatp.clock import SystemClock
@@ -131,6 +134,8 @@ async def run_node(
     trust: TrustOptions | None = None,
     federation: FederationOptions | None = None,
     observability: ObservabilityOptions | None = None,
+    status_interval: float | None = None,
+    resilience: ResilienceDocument | None = None,
     emit: Callable[..., None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> int:
@@ -143,6 +148,10 @@ async def run_node(
     receipt stream, folds everyone's receipts into a ``TrustEngine``, and makes that
     engine a ring source of the policy's ring enforcer. ``observability`` adds
     OpenTelemetry traces and a Prometheus metrics endpoint (the ``observability`` extra).
+    ``status_interval`` broadcasts a signed status report (counters, recent refusals)
+    on the ``ops.status`` topic every that many seconds, for the dashboard.
+    ``resilience`` adds circuit breakers, cascade detection and SLOs (a node of a
+    quarantine authority answers ``cascade.action: quarantine`` with a signed order).
     """
     say = emit or EventPrinter(sys.stdout)
     # "open": no broker credentials (development only); else the identity kind its JWT names.
@@ -179,6 +188,12 @@ async def run_node(
         ),
     )
     audit = governed.audit
+    refusals = None
+    if status_interval is not None:
+        from agentmesh.observability import status as node_status
+
+        refusals = node_status.RecentRefusals()
+        audit = refusals.tap(audit)
     if fed is not None:
         fed.view.audit = audit
     failures = 0
@@ -226,6 +241,13 @@ async def run_node(
             # Every check and the handler are in place before the node subscribes:
             # no message may arrive in a window without revocation or policy checks.
             governed.install(node)
+            guards = (
+                install_resilience(
+                    node, resilience, quarantine=_cascade_quarantine(identity, governed, say)
+                )
+                if resilience is not None
+                else None
+            )
             admitted: Container[str] | None = _admitted(plan, options, trust)
             if fed is not None:
                 fed.directory = membership.directory
@@ -246,7 +268,22 @@ async def run_node(
             node.handle(ECHO_TYPE, _echo)
             await stack.enter_async_context(node)
             if observed is not None:
-                observed.attach(node, governance=governed, trust=mesh_trust)
+                observed.attach(node, governance=governed, trust=mesh_trust, resilience=guards)
+            if refusals is not None and status_interval is not None:
+                await stack.enter_async_context(
+                    node_status.StatusReporter(
+                        node,
+                        interval=status_interval,
+                        refusals=refusals,
+                        name=plan.display_name,
+                        slo_snapshot=(
+                            guards.slos.snapshot
+                            if guards is not None and guards.slos is not None
+                            else None
+                        ),
+                    )
+                )
+                say("status", topic=node_status.STATUS_TOPIC, interval=status_interval)
             say("ready", did=node.did, inbox=node.addressing.inbox(node.did))
             for peer in plan.peers:
                 try:
@@ -289,6 +326,23 @@ async def run_node(
             governed.chain.close()
     say("left", did=identity.did)
     return 0 if failures == 0 else 1
+
+
+def _cascade_quarantine(
+    identity: AgentIdentity, governed: NodeGovernance, say: Callable[..., None]
+) -> QuarantineCallback | None:
+    """A quarantine authority's node quarantines a cascade's root with a signed order."""
+    if identity.did not in governed.options.authorities:
+        return None
+
+    async def quarantine(did: str, reason: str) -> None:
+        switch = governed.kill_switch
+        if switch is None:
+            return
+        await switch.quarantine(identity, did, reason)
+        say("cascade_quarantine", did=did, reason=reason)
+
+    return quarantine
 
 
 async def _report_trust(

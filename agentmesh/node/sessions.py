@@ -1,10 +1,15 @@
-"""The IATP handshake carried over the transport (responder and initiator side)."""
+"""The IATP handshake carried over the transport (responder and initiator side).
+
+Established sessions live in a :class:`~iatp.session_table.SessionTable`: by peer
+and session id, so concurrent handshakes and rekeys never strand a frame that is
+already on its way (iatp.md 15.1).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -33,6 +38,8 @@ from iatp.handshake import (
 )
 from iatp.identity import AgentIdentity
 from iatp.replay import ReplayCache
+from iatp.session_frame import OpenedSessionFrame, SessionFrame
+from iatp.session_table import SessionLimits, SessionTable
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +64,11 @@ Request = Callable[[bytes, Callable[[bytes], Answer]], Awaitable[Answer]]
 
 
 class HandshakeService:
-    """Answers handshakes for one identity and opens them to peers.
+    """Answers handshakes for one identity, opens them to peers, and holds the sessions.
 
-    Established sessions are kept per peer DID (the newest wins).
+    Sessions are held by peer and id in ``table`` (see :mod:`iatp.session_table`):
+    every live one opens frames, superseded ones for a grace window, and
+    :meth:`for_sending` picks the one to send under and says when to rekey.
     """
 
     def __init__(
@@ -72,6 +81,7 @@ class HandshakeService:
         capabilities: Sequence[str],
         check_offer: OfferCheck,
         report: Report,
+        session_limits: SessionLimits | None = None,
     ) -> None:
         self._identity = identity
         self._clock = clock
@@ -82,7 +92,53 @@ class HandshakeService:
         self._report = report
         self._seen_hellos = ReplayCache(max_entries=100_000, clock_skew_ms=limits.clock_skew_ms)
         self._pending: OrderedDict[bytes, tuple[HandshakeResponder, int]] = OrderedDict()
-        self.sessions: dict[str, SessionKeys] = {}
+        self.table = SessionTable(session_limits)
+        # Peers this node ever held a session with: a send to one of them whose
+        # sessions all ended rekeys instead of raising NoSession.
+        self._known: set[str] = set()
+        self._last_hello: dict[str, int] = {}
+
+    @property
+    def sessions(self) -> Mapping[str, SessionKeys]:
+        """Peer DID -> the session a message to that peer goes under now (a snapshot)."""
+        return self.table.sending_view(now_ms=self._clock.now_ms())
+
+    def knows(self, peer: str) -> bool:
+        """Whether a session was ever established with ``peer`` (so it can be rekeyed)."""
+        return peer in self._known
+
+    def open(self, frame: SessionFrame) -> OpenedSessionFrame:
+        """Open a session frame under the session it names.
+
+        Raises:
+            UnknownSession, SessionExpired, InvalidSessionMAC.
+        """
+        return self.table.open(frame, now_ms=self._clock.now_ms())
+
+    def for_sending(self, peer: str) -> tuple[SessionKeys | None, bool]:
+        """The session to send one frame to ``peer`` under (counted), and whether to rekey.
+
+        ``(None, True)``: no usable session (none, or all ended): handshake first.
+        """
+        now = self._clock.now_ms()
+        held = self.table.for_sending(peer, now_ms=now)
+        if held is None:
+            return None, True
+        held.sent += 1
+        return held.keys, held.rekey_due(now, self.table.limits)
+
+    def reply_session(self, peer: str, session_id: bytes | None) -> SessionKeys | None:
+        """The session a request came in under, for its reply (counted); None if gone."""
+        held = None if session_id is None else self.table.get(peer, session_id)
+        if held is None:
+            return None
+        held.sent += 1
+        return held.keys
+
+    def _hold(self, keys: SessionKeys, *, established: bool) -> None:
+        self.table.add(keys, now_ms=self._clock.now_ms(), established=established)
+        if established:
+            self._known.add(keys.peer.did)
 
     # -- responder -------------------------------------------------------------------------
 
@@ -114,6 +170,9 @@ class HandshakeService:
         sid = offer.session_id
         if not verdict.allowed:
             return self._refuse(verdict.code, verdict.reason, offer.did, sid)
+        if self.table.get(offer.did, sid) is not None:
+            # Sessions are found by (peer, id): an id may not name two of them.
+            return self._refuse("handshake_failed", "session id already in use", offer.did, sid)
         self._prune()
         if len(self._pending) >= self._max_pending:
             return self._refuse("busy", "too many handshakes in progress", offer.did, sid)
@@ -135,7 +194,7 @@ class HandshakeService:
         except HandshakeError as exc:
             assert session_id is not None
             return self._refuse(exc.code, str(exc), None, session_id)
-        self.sessions[keys.peer.did] = keys
+        self._hold(keys, established=True)
         self._report("handshake", "established", keys.peer.did, "as responder")
         return encode_ok(self._identity, keys.session_id)
 
@@ -151,12 +210,17 @@ class HandshakeService:
     # -- initiator -------------------------------------------------------------------------
 
     def start(self, peer: str) -> HandshakeInitiator:
+        # HELLO times strictly increase per peer: a later handshake makes a newer
+        # session even within one millisecond (sessions are ordered by them).
+        issued_at = max(self._clock.now_ms(), self._last_hello.get(peer, 0) + 1)
+        self._last_hello[peer] = issued_at
         return HandshakeInitiator(
             self._identity,
             peer,
             clock=self._clock,
             capabilities=self._capabilities,
             limits=self._limits,
+            issued_at_ms=issued_at,
         )
 
     async def complete(
@@ -168,6 +232,12 @@ class HandshakeService:
         for this HELLO, or an ``ok`` / ``refused`` signed by the peer for this
         session. Anything else on the reply subject is junk: reported
         (``handshake_junk_reply``) and ignored, and the wait goes on.
+
+        The keys are held (to open frames, not yet to send under) as soon as the
+        ACCEPT verifies: the responder holds the session once it takes the CONFIRM
+        and may send under it before the ``ok`` arrives here. A signed refusal of
+        the CONFIRM forgets them; a lost ``ok`` does not (the responder may hold
+        the session), they then expire.
 
         Raises:
             HandshakeRefused: the peer refused (``remote_code`` says why), signed.
@@ -197,12 +267,16 @@ class HandshakeService:
                 f"{peer} refused the handshake: {answer.reason}", remote_code=answer.code
             )
         keys = answer.keys
+        self._hold(keys, established=False)
         answer = await request(encode_step("confirm", answer.confirm), confirm_answer)
         if answer.kind != "ok":
+            self.table.discard(peer, sid)
             raise HandshakeRefused(
                 f"{peer} refused the confirm: {answer.reason}", remote_code=answer.code
             )
-        self.sessions[peer] = keys
+        if self.table.establish(peer, sid) is None:  # dropped meanwhile (per-peer cap)
+            self._hold(keys, established=True)
+        self._known.add(peer)
         self._report("handshake", "established", peer, "as initiator")
         return keys
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from agentmesh.node.node import MeshNode
     from agentmesh.observability.tracing import MeshTracer
     from agentmesh.policy.runtime import NodeGovernance
+    from agentmesh.resilience.runtime import NodeResilience
     from agentmesh.trustnet.service import MeshTrust
 
 
@@ -30,6 +31,8 @@ class ObservabilityOptions:
     Attributes:
         metrics_port: serve Prometheus metrics on this port (0: any free port).
         metrics_host: the address the metrics endpoint binds (loopback by default).
+        metrics_top_peers: per-peer trust scores are exported for this many of the
+            best-scored peers only (bounded cardinality, see docs/metrics.md).
         trace_file: append finished spans to this file, one JSON object per line.
         otlp_endpoint: export spans over OTLP/HTTP to this collector URL.
         service_name: the OpenTelemetry ``service.name`` of this process.
@@ -37,6 +40,7 @@ class ObservabilityOptions:
 
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    metrics_top_peers: int = 50
     trace_file: str | None = None
     otlp_endpoint: str | None = None
     service_name: str = "agentmesh-node"
@@ -100,6 +104,7 @@ class NodeObservability:
         *,
         governance: NodeGovernance | None = None,
         trust: MeshTrust | None = None,
+        resilience: NodeResilience | None = None,
     ) -> None:
         """Register the node's metrics and start the metrics endpoint (if asked for)."""
         if self.options.metrics_port is None:
@@ -110,8 +115,10 @@ class NodeObservability:
             node,
             governance=governance,
             trust=trust,
+            resilience=resilience,
             host=self.options.metrics_host,
             port=self.options.metrics_port,
+            top_peers=self.options.metrics_top_peers,
         )
         self._stack.callback(server.close)
         self.metrics_port = server.port

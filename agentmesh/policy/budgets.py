@@ -87,6 +87,31 @@ class BudgetLedger:
                 spend.tokens += tokens
                 spend.cost += cost
 
+    def adopt(self, previous: BudgetLedger) -> int:
+        """Take over ``previous``'s spend for budgets that still exist (a policy reload).
+
+        A budget still exists when this ledger has one with the same action
+        patterns and window (its limits may differ: they apply to what was
+        already spent). Returns how many spend records were taken over.
+        """
+        index_of: dict[tuple[tuple[str, ...], int], int] = {}
+        for index, (_, budget) in enumerate(self._budgets):
+            index_of.setdefault((budget.actions, budget.window_ms), index)
+        with previous._lock:
+            spends = list(previous._spend.items())
+        kept = 0
+        with self._lock:
+            for (agent, old_index), spend in spends:
+                budget = previous._budgets[old_index][1]
+                new_index = index_of.get((budget.actions, budget.window_ms))
+                if new_index is None:
+                    continue
+                self._spend[(agent, new_index)] = Spend(
+                    spend.window, spend.calls, spend.tokens, spend.cost
+                )
+                kept += 1
+        return kept
+
     def spent(self, agent: str, action: str) -> Spend | None:
         """The first matching budget's spend for ``agent`` in the current window."""
         now = self._clock.now_ms()

@@ -5,7 +5,9 @@ gives the ring capabilities and policy-assigned rings (caps on top of the trust
 engine's ring); ``rate_limits`` and ``budgets`` build the limiter and ledger.
 :meth:`Governance.reload` swaps all of them between two decisions: no message
 is dropped, and a ring change in the new document applies from the next message.
-Rate-limit buckets and budget spend restart on reload.
+Rate-limit buckets and budget spend carry over a reload for every entry that still
+exists (same action patterns; for a budget also the same window), with the new
+rates and limits applied to them: a reload never hands out fresh tokens or budget.
 """
 
 from __future__ import annotations
@@ -114,8 +116,13 @@ class Governance:
         if section is not None:
             self.rings.set_capabilities(section.capabilities)
         self.governor.rings = self.rings if section is not None else None
-        self.governor.limiter = _limiter(policy)
-        self.governor.budgets = _ledger(policy, self.clock)
+        limiter, ledger = _limiter(policy), _ledger(policy, self.clock)
+        if limiter is not None and self.governor.limiter is not None:
+            limiter.adopt(self.governor.limiter)
+        if ledger is not None and self.governor.budgets is not None:
+            ledger.adopt(self.governor.budgets)
+        self.governor.limiter = limiter
+        self.governor.budgets = ledger
 
     def reload(self, policy: CompiledPolicy) -> None:
         """Switch everything to ``policy`` (already compiled, so it cannot fail half-way)."""

@@ -12,6 +12,7 @@ synchronous, so message interceptors and tool wrappers share it.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -93,6 +94,10 @@ class Governor:
         self.node = node
         self.clock: Clock = clock or SystemClock()
         self.audit_allows = audit_allows
+        # (rule, outcome) -> count; outcome is "allowed" or the refusal's code. Rules
+        # are the policy's rule ids, the checks' names (quarantine, ring-N, ...) or
+        # "default": bounded by the loaded documents. Read by the metrics endpoint.
+        self.decisions: Counter[tuple[str, str]] = Counter()
 
     def enrich(self, request: DecisionRequest) -> DecisionRequest:
         """Fill the request's ring, trust and org from the enforcer and lookups."""
@@ -131,11 +136,13 @@ class Governor:
             request = self.enrich(request)
             decision = self._authorize(request, usage or Usage(), check_ring, meter)
         except PolicyDenied as denied:
+            self.decisions[(denied.rule or "default", denied.code)] += 1
             if record:
                 self._record("denied", denied.code, request, str(denied), denied.rule)
             if telemetry.tracer is not None:
                 _annotate(telemetry.tracer, request, denied.code, denied.rule, str(denied))
             raise
+        self.decisions[(decision.rule or "default", "allowed")] += 1
         if record and self.audit_allows and request.kind == "tool":
             self._record("allowed", "allowed", request, decision.reason, decision.rule)
         if telemetry.tracer is not None:
@@ -180,6 +187,7 @@ class Governor:
 
     def record_refusal(self, request: DecisionRequest, denied: PolicyDenied) -> None:
         """Audit a refusal decided before :meth:`authorize` could run (no identity, bad args)."""
+        self.decisions[(denied.rule or "default", denied.code)] += 1
         self._record("denied", denied.code, request, str(denied), denied.rule)
 
     def _record(

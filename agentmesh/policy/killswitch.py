@@ -85,6 +85,8 @@ class KillSwitch:
         self.clock: Clock = clock or SystemClock()
         self.rejected: Counter[str] = Counter()
         self.received = 0
+        # "quarantined" / "released": an agent became blocked / unblocked on this node.
+        self.transitions: Counter[str] = Counter()
         self._ledger = RevocationLedger()
         self._quarantine_hooks: list[QuarantineHook] = []
         self._release_hooks: list[QuarantineHook] = []
@@ -118,6 +120,11 @@ class KillSwitch:
     def is_blocked(self, did: str) -> bool:
         """True while ``did`` is quarantined or revoked by either path (fail closed)."""
         return self._ledger.status(did) in BLOCKING_KINDS or self.revocations.is_blocked(did)
+
+    def listed(self) -> dict[str, RevocationKind]:
+        """Every agent with an order or a revocation on this node, and its status now."""
+        dids = {*self._ledger.subjects(), *self.revocations.listed()}
+        return {did: status for did in dids if (status := self.status(did)) is not None}
 
     def on_quarantine(self, callback: QuarantineHook) -> None:
         """Call ``callback(did, order)`` when an agent becomes blocked (sync or async)."""
@@ -218,8 +225,10 @@ class KillSwitch:
             f"via {source} by {entry.issuer}: {entry.reason[:160]}",
         )
         if blocked and not was_blocked:
+            self.transitions["quarantined"] += 1
             self._run_hooks(self._quarantine_hooks, entry)
         elif was_blocked and not blocked:
+            self.transitions["released"] += 1
             self._run_hooks(self._release_hooks, entry)
 
     def _run_hooks(self, hooks: list[QuarantineHook], entry: RevocationEntry) -> None:

@@ -109,6 +109,30 @@ class RateLimiter:
                 rule="rate-limit",
             )
 
+    def adopt(self, previous: RateLimiter) -> int:
+        """Take over ``previous``'s buckets whose limit still exists (a policy reload).
+
+        A limit still exists when this limiter's first matching limit for the
+        action names the same action patterns as the one that made the bucket;
+        the bucket keeps its tokens (at most the new burst) and takes the new
+        rate. Returns how many buckets were taken over.
+        """
+        now = self._clock()
+        with previous._lock:
+            buckets = list(previous._buckets.items())
+        kept = 0
+        with self._lock:
+            for (agent, action), bucket in buckets:
+                before, after = previous.limit_for(action), self.limit_for(action)
+                if before is None or after is None or before.actions != after.actions:
+                    continue
+                tokens = bucket.tokens + max(0.0, now - bucket.updated) * bucket.rate
+                carried = TokenBucket(after.rate, after.burst, now)
+                carried.tokens = min(carried.burst, bucket.burst, tokens)
+                self._buckets[(agent, action)] = carried
+                kept += 1
+        return kept
+
     def _forget_idle(self, now: float) -> None:
         for key, bucket in list(self._buckets.items()):
             if bucket.tokens + (now - bucket.updated) * bucket.rate >= bucket.burst:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -134,6 +135,9 @@ class RingEnforcer:
         self._max_elevation_ms = max_elevation_ms
         self._elevations: dict[str, ElevationGrant] = {}
         self._lock = threading.Lock()
+        # Elevation events by code (elevated, elevation_refused, elevation_ended,
+        # elevation_expired): read by the metrics endpoint.
+        self.events: Counter[str] = Counter()
 
     def set_capabilities(self, capabilities: Mapping[int, Iterable[str]]) -> None:
         """Replace the capability table (a policy reload); applies from the next check."""
@@ -221,6 +225,7 @@ class RingEnforcer:
         return ""
 
     def _record(self, code: str, did: str, detail: str) -> None:
+        self.events[code] += 1
         if self._audit is not None:
             self._audit.append(
                 AuditEvent(

@@ -100,6 +100,11 @@ class SagaCoordinator(StepDriver):
         """Whether this replica is driving any saga right now."""
         return bool(self._active)
 
+    @property
+    def driving(self) -> int:
+        """How many sagas this replica is driving right now."""
+        return len(self._active)
+
     async def __aenter__(self) -> SagaCoordinator:
         return self
 
@@ -261,6 +266,10 @@ class SagaCoordinator(StepDriver):
         while True:
             await asyncio.sleep(self.config.lease_ttl / 3)
             run.lease = await self.log.renew(run.lease, ttl=self.config.lease_ttl)
+            # Only a cancellation stops this loop, and a store call may lose one
+            # (asyncio.wait_for on 3.11 when the reply lands with it): the saga's
+            # task group then waited for the keeper forever.
+            raise_if_cancelled()
 
     async def _drive(self, run: SagaRun) -> None:
         while (action := run.state.plan()) is not None:

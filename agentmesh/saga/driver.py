@@ -20,6 +20,7 @@ from typing import Any
 from agentmesh import telemetry
 from agentmesh.audit import AuditEvent, AuditSink
 from agentmesh.errors import (
+    CircuitOpen,
     InterceptorDenied,
     NoResponders,
     RemoteError,
@@ -348,6 +349,13 @@ class StepDriver:
             return StepOutcome(code="refused" if clean else "agent_error", detail=exc.remote_code)
         except InterceptorDenied as exc:
             return StepOutcome(code="denied_locally", detail=exc.denial_code)
+        except CircuitOpen as exc:
+            # Our own breaker on the agent is open: nothing was sent (a clean failure,
+            # hand the step to a substitute). Further down the chain: the agent took the
+            # request and a dependency of its failed, so the step may have run.
+            if exc.depth <= 1:
+                return StepOutcome(code="circuit_open", detail=f"retry at {exc.retry_at_ms}")
+            return StepOutcome(code="agent_error", detail=f"circuit_open at {exc.root}")
         except (EnvelopeError, SagaError) as exc:
             return StepOutcome(code="bad_reply", detail=exc.code)
         except TransportError as exc:

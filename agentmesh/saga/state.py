@@ -61,7 +61,9 @@ class CompensationStatus(enum.StrEnum):
     NOT_NEEDED = "not-needed"
 
 
-CLEAN_FAILURES = frozenset({"no_responders", "refused", "denied_locally", "agent_ineligible"})
+CLEAN_FAILURES = frozenset(
+    {"no_responders", "refused", "denied_locally", "agent_ineligible", "circuit_open"}
+)
 """Attempt failures that prove the agent did not run the action."""
 
 

@@ -78,13 +78,19 @@ class KVOperation(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class KVEntry:
-    """A key's value at one revision. Deletions arrive with ``operation=DELETE``."""
+    """A key's value at one revision. Deletions arrive with ``operation=DELETE``.
+
+    ``pending`` (watches only): how many later changes the store still had to
+    deliver to this watch when it sent this one (JetStream's consumer
+    ``num_pending``): the watcher's lag behind the bucket. Not part of equality.
+    """
 
     bucket: str
     key: str
     value: bytes
     revision: int
     operation: KVOperation = KVOperation.PUT
+    pending: int = field(default=0, compare=False)
 
 
 @runtime_checkable

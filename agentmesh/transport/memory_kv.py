@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from agentmesh.errors import KeyExists, KeyNotFound, PayloadTooLarge, RevisionMismatch
 from agentmesh.transport.base import KVEntry, KVOperation, StoreLimits
@@ -271,13 +271,13 @@ class InMemoryKeyValue:
         if on_ready is not None:
             on_ready()
         try:
-            for entry in snapshot:
-                yield entry
+            for index, entry in enumerate(snapshot):
+                yield replace(entry, pending=len(snapshot) - index - 1 + queue.qsize())
             while True:
                 item = await queue.get()
                 if item is None:
                     return
-                yield item
+                yield replace(item, pending=queue.qsize()) if queue.qsize() else item
         finally:
             self._state.unwatch(watcher)
             self._link.discard(token)

@@ -6,10 +6,18 @@ Every call into nats-py from the NATS transport runs inside
 (the first ``isinstance`` match wins) and names every exception class nats-py
 defines; a test checks that no row is shadowed by an earlier one and that a new
 nats-py exception class does not slip through unmapped.
+
+It also gives back cancellations that Python 3.11 loses there: ``asyncio.wait_for``
+(ours around JetStream calls, and nats-py's inside every request and flush)
+returns the call's result when its task is cancelled in the loop iteration in
+which that result lands (CPython gh-86296). The task is then marked as cancelling
+but goes on running: a lease keeper or a bucket guard cancelled that way looped
+forever, and whoever awaited it after cancelling it hung with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 
@@ -145,15 +153,38 @@ def translated_errors(
 
     Raises:
         TransportError: The translated exception, chained to the original.
+        asyncio.CancelledError: The task was cancelled during the block, and the
+            block returned or failed instead of ending with the cancellation.
     """
+    task = _current_task()
+    cancels = task.cancelling() if task is not None else 0
     try:
         yield
-    except TransportError:
-        raise
-    except TRANSLATED as error:
-        translated = translate_error(error)
-        if isinstance(translated, RevisionMismatch):
-            if on_key_exists:
-                raise KeyExists(str(translated)) from error
-            translated.expected = expected_revision
+    except Exception as error:
+        if task is not None and task.cancelling() > cancels:
+            raise asyncio.CancelledError from error
+        translated = _translated(error, on_key_exists, expected_revision)
+        if translated is error:
+            raise
         raise translated from error
+    if task is not None and task.cancelling() > cancels:
+        raise asyncio.CancelledError
+
+
+def _translated(error: Exception, on_key_exists: bool, expected_revision: int | None) -> Exception:
+    """What :func:`translated_errors` raises for ``error`` (itself when not ours to map)."""
+    if isinstance(error, TransportError) or not isinstance(error, TRANSLATED):
+        return error
+    translated = translate_error(error)
+    if isinstance(translated, RevisionMismatch):
+        if on_key_exists:
+            return KeyExists(str(translated))
+        translated.expected = expected_revision
+    return translated
+
+
+def _current_task() -> asyncio.Task[object] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop (a block of synchronous calls)
+        return None

@@ -333,11 +333,14 @@ class NatsKeyValue:
                 return
             operation = msg.headers.get(_KV_OPERATION_HEADER) if msg.headers else None
             key = msg.subject[prefix_len:]
+            pending = msg.metadata.num_pending or 0
             if operation in _KV_DELETE_OPERATIONS:
                 if seq > boundary:
-                    queue.put_nowait(KVEntry(self._bucket, key, b"", seq, KVOperation.DELETE))
+                    queue.put_nowait(
+                        KVEntry(self._bucket, key, b"", seq, KVOperation.DELETE, pending)
+                    )
             else:
-                queue.put_nowait(KVEntry(self._bucket, key, msg.data, seq))
+                queue.put_nowait(KVEntry(self._bucket, key, msg.data, seq, pending=pending))
 
         async def subscribe(start_seq: int | None) -> Unsubscribable:
             # First the live values, then (after a reconnect) everything after the last seen.

@@ -9,10 +9,11 @@ from agentmesh.audit import MemoryAuditSink
 from agentmesh.errors import NoSession
 from agentmesh.node.interceptors import InboundMessage
 from agentmesh.node.node import MeshNode
-from iatp.clock import SystemClock
+from iatp.clock import ManualClock, SystemClock
 from iatp.envelope import encode_payload, new_envelope, seal_envelope
 from iatp.identity import AgentIdentity
 from iatp.session_frame import seal_session_frame, seal_session_payload
+from iatp.session_table import SessionLimits
 from tests.agentmesh.node.conftest import NodeMaker
 from tests.agentmesh.transport.waiting import eventually
 from tests.conftest import TransportFactory
@@ -104,18 +105,25 @@ async def test_session_attacks_are_rejected_counted_and_audited(
 
 
 async def test_a_newer_handshake_replaces_the_session(make_node: NodeMaker) -> None:
-    client, server = await pair(make_node)
+    # Without a grace window, the old session ends as soon as the new one is used
+    # (test_session_rekey.py covers the window).
+    clock = ManualClock(SystemClock().now_ms())
+    client = await make_node(clock=clock, session_limits=SessionLimits(grace_ms=0))
+    server = await make_node(clock=clock, session_limits=SessionLimits(grace_ms=0))
+    server.handle("echo", echo)
+    await client.handshake(server.did)
     old = client.sessions.sessions[server.did]
     await client.handshake(server.did)
     assert client.sessions.sessions[server.did].session_id != old.session_id
     assert (await client.request(server.did, "echo", b"new", via_session=True)).body == b"new"
+    clock.advance(1)
     raw_frame = seal_session_frame(
         new_envelope(
             sender=client.did,
             type="echo",
             recipient=server.did,
             body=b"old",
-            now_ms=SystemClock().now_ms(),
+            now_ms=clock.now_ms(),
         ),
         old,
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from agentmesh.audit import MemoryAuditSink
 from agentmesh.directory.revocations import RevocationList
 from agentmesh.policy.killswitch import KillSwitch
@@ -236,4 +238,36 @@ async def test_kill_switch_order_hands_off_in_flight(
     finally:
         await switch.aclose()
         await revocations.aclose()
+        await team.aclose()
+
+
+async def test_open_circuit_hands_the_step_to_a_substitute_cleanly(
+    transport_factory: TransportFactory, uid: str
+) -> None:
+    """A coordinator with circuit breakers: its breaker on the bank is open, so the charge
+    step is never sent there (a clean failure, not in doubt) and goes to the other bank."""
+    from agentmesh.errors import RequestTimeout
+    from agentmesh.node.interceptors import InboundMessage
+    from agentmesh.resilience import BreakerConfig, PeerBreakers
+
+    team = await standard_team(transport_factory, uid)
+    try:
+        coordinator = await team.coordinator()
+        PeerBreakers(BreakerConfig(failure_threshold=1, cool_down_ms=60_000)).install(
+            coordinator.node
+        )
+        bank = team.agents["bank"]
+
+        async def hang(message: InboundMessage) -> bytes:
+            await asyncio.sleep(1.0)
+            return b""
+
+        bank.node.handle("slow", hang)
+        with pytest.raises(RequestTimeout):
+            await coordinator.node.request(bank.node.did, "slow", b"", timeout=0.05)
+        state = await coordinator.run(order_saga(), saga_id="cb1")
+        assert state.status is SagaStatus.COMPLETED
+        assert charged_by(team, "cb1") == ["bank2"]
+        assert handoffs(state.records) == [("charge", "circuit_open", False)]
+    finally:
         await team.aclose()
