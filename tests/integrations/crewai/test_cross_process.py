@@ -27,7 +27,7 @@ from agentmesh.transport.factory import make_transport
 from iatp.envelope import SIGNING_DOMAIN, encode_frame, encode_payload, new_envelope
 from iatp.identity import AgentIdentity
 from tests.integrations.crewai.conftest import crewai_environment
-from tests.integrations.crewai.helpers import agent, config, crew, mesh_name, wait_for
+from tests.integrations.crewai.crews import agent, config, crew, mesh_name, wait_for
 from tests.natsserver import NatsServerProcess
 
 pytestmark = pytest.mark.nats

@@ -26,7 +26,7 @@ from agentmesh.integrations.crewai.demo import analyst_llm
 from agentmesh.integrations.crewai.tasks import TASK_MESSAGE
 from agentmesh.transport.memory import InMemoryBus
 from iatp.identity import AgentIdentity
-from tests.integrations.crewai.helpers import (
+from tests.integrations.crewai.crews import (
     BlockingTool,
     CountingTool,
     agent,

@@ -30,7 +30,7 @@ from agentmesh.integrations.crewai.scripted_llm import Answer
 from agentmesh.policy.engine import CompiledPolicy
 from agentmesh.transport.memory import InMemoryBus
 from iatp.identity import AgentIdentity
-from tests.integrations.crewai.helpers import CountingTool, agent, config, crew, mesh_name, named
+from tests.integrations.crewai.crews import CountingTool, agent, config, crew, mesh_name, named
 
 ANSWER_WITH_RESULT = Answer("tool said: {last_tool_result}")
 

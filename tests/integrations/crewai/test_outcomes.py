@@ -7,7 +7,7 @@ import asyncio
 from agentmesh.integrations.crewai import MeshCrew
 from agentmesh.integrations.crewai.outcomes import COLLECT_INTERVAL
 from agentmesh.transport.memory import InMemoryBus
-from tests.integrations.crewai.helpers import agent, config, crew, mesh_name, wait_for
+from tests.integrations.crewai.crews import agent, config, crew, mesh_name, wait_for
 from tests.integrations.crewai.test_hooks import ANSWER_WITH_RESULT, script
 from trust.evidence import Outcome
 

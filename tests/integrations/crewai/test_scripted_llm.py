@@ -17,7 +17,7 @@ from agentmesh.integrations.crewai import (
     script_from_data,
 )
 from agentmesh.integrations.crewai.scripted_llm import last_tool_result
-from tests.integrations.crewai.helpers import CountingTool, agent, crew
+from tests.integrations.crewai.crews import CountingTool, agent, crew
 
 TOOLS = [{"type": "function", "function": {"name": "word_count"}}]
 

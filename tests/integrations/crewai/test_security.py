@@ -28,7 +28,7 @@ from agentmesh.transport.memory import InMemoryBus
 from agentmesh.trustnet.ledger import receipt_subject, receipt_subjects, stream_name
 from iatp.envelope import SIGNING_DOMAIN, encode_frame, encode_payload, new_envelope
 from iatp.identity import AgentIdentity
-from tests.integrations.crewai.helpers import CountingTool, agent, config, crew, mesh_name, wait_for
+from tests.integrations.crewai.crews import CountingTool, agent, config, crew, mesh_name, wait_for
 from tests.natsserver import NatsServerProcess
 from trust.evidence import RECEIPT_DOMAIN, Outcome, Receipt, SignedReceipt
 
