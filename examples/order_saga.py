@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import sys
 
-from agentmesh.saga.showcase import run_order_showcase
+from agentmesh.demo.order_saga import run_order_showcase
 
 
 def main() -> int:

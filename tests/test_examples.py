@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from agentmesh.demo_governance import Attempt, GovernanceReport, run_governance_act
+from agentmesh.demo.governance import Attempt, GovernanceReport, run_governance_act
 from tests.natsserver import NatsServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -77,7 +77,7 @@ def demo(
     if report.governance is not None and not report.governance.ok:
         raise typer.Exit(1)
     if saga:
-        from agentmesh.saga.showcase import run_order_showcase
+        from agentmesh.demo.order_saga import run_order_showcase
 
         if not asyncio.run(run_order_showcase(nats)).ok:
             raise typer.Exit(1)

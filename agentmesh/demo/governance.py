@@ -32,8 +32,8 @@ from rich.console import Console
 from rich.table import Table
 
 from agentmesh.audit import MemoryAuditSink
-from agentmesh.demo import _wait_for
-from agentmesh.demo_governance_report import Attempt, GovernanceReport
+from agentmesh.demo.governance_report import Attempt, GovernanceReport
+from agentmesh.demo.waiting import wait_for
 from agentmesh.directory.directory import Directory
 from agentmesh.errors import RemoteError
 from agentmesh.node.config import NodeConfig
@@ -171,7 +171,7 @@ class _Cast:
     async def settle(self, receipts: int) -> None:
         """Wait until ``receipts`` receipts were published and both engines folded them."""
         interceptor = self.trust["planner"].interceptor
-        await _wait_for(
+        await wait_for(
             lambda: (
                 interceptor.published + interceptor.failed_publishes + interceptor.dropped
                 >= receipts
@@ -301,7 +301,7 @@ async def run_governance_act(
         def verified() -> int:  # this run's cards only (a crashed run's may still be live)
             return sum(card.did in cast.names for card in planner_directory.cards())
 
-        await _wait_for(lambda: verified() >= len(ROSTER), 5.0)
+        await wait_for(lambda: verified() >= len(ROSTER), 5.0)
         report.cards = verified()
         _say(
             out,

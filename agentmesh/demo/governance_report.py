@@ -1,4 +1,4 @@
-"""What the governance act of ``agentmesh demo`` did (:mod:`agentmesh.demo_governance`).
+"""What the governance act of ``agentmesh demo`` did (:mod:`agentmesh.demo.governance`).
 
 Kept apart from the act so that tests and the CLI read outcomes, not narration.
 """

@@ -6,7 +6,6 @@ real ``nats-server`` with ``--nats URL`` (each agent its own connection).
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +15,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from agentmesh.audit import MemoryAuditSink
-from agentmesh.demo_governance_report import GovernanceReport
+from agentmesh.demo.governance_report import GovernanceReport
+from agentmesh.demo.waiting import wait_for
 from agentmesh.node.config import NodeConfig
 from agentmesh.node.interceptors import InboundMessage
 from agentmesh.node.node import MeshNode
@@ -49,15 +49,6 @@ def _short(did: str) -> str:
     return did[:16] + "…" + did[-6:]
 
 
-async def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
-
-
 def _forge(victim_did: str, target_did: str, attacker: AgentIdentity, now_ms: int) -> bytes:
     """An envelope that claims to come from ``victim_did`` but is signed by ``attacker``."""
     envelope = new_envelope(
@@ -76,9 +67,9 @@ async def run_demo(
 ) -> DemoReport:
     """Run the scenario; returns a :class:`DemoReport` (and narrates to ``console``).
 
-    Unless ``governance=False``, the governance act (:mod:`agentmesh.demo_governance`:
+    Unless ``governance=False``, the governance act (:mod:`agentmesh.demo.governance`:
     signed cards, trust rings, drift, policy on the next message) follows on its own
-    mesh, and its :class:`~agentmesh.demo_governance.GovernanceReport` is
+    mesh, and its :class:`~agentmesh.demo.governance.GovernanceReport` is
     ``report.governance``.
     """
     out = console or Console(emoji=False, highlight=False)
@@ -180,7 +171,7 @@ async def run_demo(
         def total_rejected() -> int:
             return sum(n.counters.rejected_total for n in nodes.values())
 
-        await _wait_for(lambda: total_rejected() >= report.impostor_attempts, 3.0)
+        await wait_for(lambda: total_rejected() >= report.impostor_attempts, 3.0)
         for node in nodes.values():
             for code, count in node.counters.rejected.items():
                 report.rejections[code] = report.rejections.get(code, 0) + count
@@ -211,7 +202,7 @@ async def run_demo(
         for node in nodes.values():
             await node.aclose()
     if governance:
-        from agentmesh.demo_governance import run_governance_act
+        from agentmesh.demo.governance import run_governance_act
 
         report.governance = await run_governance_act(nats_url, console=out)
     return report
@@ -240,7 +231,3 @@ def print_next_steps(console: Console | None = None) -> None:
     out = console or Console(emoji=False, highlight=False)
     out.print()
     out.print(Panel(NEXT_STEPS, title="where to look next", title_align="left", expand=False))
-
-
-def main(nats_url: str | None = None) -> None:
-    asyncio.run(run_demo(nats_url))
