@@ -16,6 +16,7 @@ import fnmatch
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from agentmesh.policy.decision import DecisionRequest
@@ -57,7 +58,13 @@ class PatternSet:
 
 
 def _is_number(value: object) -> bool:
+    kind = type(value)
+    if kind is int or kind is float:  # the usual case, without the isinstance calls
+        return True
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_PLAIN_MAPPINGS = (dict, MappingProxyType)
 
 
 def _mismatch(path: str, op: str, value: object) -> PolicyEvaluationError:
@@ -157,7 +164,8 @@ def _getter(path: str, fail: Callable[[str], PolicyLoadError]) -> Callable[[Deci
         def nested(request: DecisionRequest) -> Any:
             value: Any = getattr(request, root)
             for key in keys:
-                if not isinstance(value, Mapping):
+                # Exact types first: an ABC isinstance check costs more than the lookup.
+                if type(value) not in _PLAIN_MAPPINGS and not isinstance(value, Mapping):
                     return _MISSING
                 value = value.get(key, _MISSING)
                 if value is _MISSING:
@@ -208,7 +216,10 @@ def compile_condition(path: str, spec: object, fail: Callable[[str], PolicyLoadE
             return exists is False
         if exists is False:
             return False
-        return all(check(value) for check in checks)
+        for check in checks:  # noqa: SIM110 - a plain loop: no generator on the hot path
+            if not check(value):
+                return False
+        return True
 
     return condition
 

@@ -92,6 +92,10 @@ def _number(arguments: Mapping[str, Any], name: str | None, did: str) -> float:
     return float(value)
 
 
+_SIMPLE = inspect.Parameter.POSITIONAL_OR_KEYWORD
+_IMPLICIT = ("self", "cls")
+
+
 class _Checker:
     """Builds the request for one call and asks the governor."""
 
@@ -99,19 +103,46 @@ class _Checker:
         self.governor = governor
         self.spec = spec
         self.signature = inspect.signature(function)
+        parameters = list(self.signature.parameters.values())
+        # Plain ``def f(a, b=1)`` signatures (nearly every tool) are bound without
+        # inspect's general machinery; anything else, and every call that does not
+        # fit, goes through Signature.bind, which also words the error.
+        self._names: tuple[str, ...] | None = (
+            tuple(p.name for p in parameters)
+            if all(p.kind is _SIMPLE for p in parameters)
+            else None
+        )
+        self._required = frozenset(p.name for p in parameters if p.default is p.empty)
+        self._implicit = tuple(name for name in _IMPLICIT if name in self.signature.parameters)
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        spec = self.spec
         agent = _CURRENT.get()
-        request = DecisionRequest(
-            spec.action, kind="tool", direction="outbound", peer=agent.did if agent else None
-        )
         try:
             request, usage = self._read_call(agent, args, kwargs)
         except PolicyDenied as denied:
+            spec = self.spec
+            request = DecisionRequest(
+                spec.action, kind="tool", direction="outbound", peer=agent.did if agent else None
+            )
             self.governor.record_refusal(request, denied)
             raise
-        self.governor.authorize(request, usage)
+        self.governor.authorize(request, usage, enriched=True)
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        """The call's arguments by name, or ``None`` when the fast path does not apply."""
+        names = self._names
+        if names is None or len(args) > len(names):
+            return None
+        arguments = dict(zip(names, args, strict=False))
+        for key, value in kwargs.items():
+            if key in arguments or key not in self.signature.parameters:
+                return None
+            arguments[key] = value
+        if not self._required.issubset(arguments):
+            return None
+        for name in self._implicit:
+            arguments.pop(name, None)
+        return arguments
 
     def _read_call(
         self, agent: AgentContext | None, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -123,31 +154,38 @@ class _Checker:
                 action=spec.action,
                 rule="identity",
             )
-        try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise PolicyDenied(
-                f"{spec.action}: arguments do not fit the tool: {exc}",
-                did=agent.did,
-                action=spec.action,
-                rule="arguments",
-            ) from None
-        arguments = {k: v for k, v in bound.arguments.items() if k not in ("self", "cls")}
+        arguments = self._bind(args, kwargs)
+        if arguments is None:
+            try:
+                bound = self.signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise PolicyDenied(
+                    f"{spec.action}: arguments do not fit the tool: {exc}",
+                    did=agent.did,
+                    action=spec.action,
+                    rule="arguments",
+                ) from None
+            arguments = {k: v for k, v in bound.arguments.items() if k not in _IMPLICIT}
         resource = arguments.get(spec.resource_arg) if spec.resource_arg else None
-        urls = tuple(str(arguments[name]) for name in spec.url_args if arguments.get(name))
-        tokens = _number(arguments, spec.tokens_arg, agent.did)
-        cost = _number(arguments, spec.cost_arg, agent.did)
-        request = DecisionRequest(
+        if spec.url_args or spec.tokens_arg or spec.cost_arg:
+            urls = tuple(str(arguments[name]) for name in spec.url_args if arguments.get(name))
+            tokens = _number(arguments, spec.tokens_arg, agent.did)
+            cost = _number(arguments, spec.cost_arg, agent.did)
+            usage = Usage(tokens=int(tokens), cost=cost, urls=urls)
+        else:
+            usage = _NO_USAGE
+        request = self.governor.tool_request(
             spec.action,
-            kind="tool",
-            direction="outbound",
-            peer=agent.did,
+            agent.did,
             org=agent.org,
             resource=None if resource is None else str(resource),
             args=MappingProxyType(arguments),
             context=agent.context,
         )
-        return request, Usage(tokens=int(tokens), cost=cost, urls=urls)
+        return request, usage
+
+
+_NO_USAGE = Usage()
 
 
 def _tool_span(active: telemetry.Tracer, action: str) -> AbstractContextManager[telemetry.Span]:

@@ -13,8 +13,10 @@ synchronous, so message interceptors and tool wrappers share it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
 from agentmesh import telemetry
 from agentmesh.audit import AuditEvent, AuditSink
@@ -30,7 +32,7 @@ from agentmesh.policy.errors import (
     RingDenied,
 )
 from agentmesh.policy.ratelimit import RateLimiter
-from agentmesh.policy.rings import RingEnforcer
+from agentmesh.policy.rings import SANDBOX_RING, RingEnforcer
 from iatp.clock import Clock, SystemClock
 
 BlockedCheck = Callable[[str], bool]
@@ -45,6 +47,11 @@ class Usage:
     tokens: int = 0
     cost: float = 0.0
     urls: Sequence[str] = ()
+
+
+_NO_USAGE = Usage()
+_KINDS = {"allowed": "policy_allowed", "denied": "policy_denied"}
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 class Governor:
@@ -111,7 +118,42 @@ class Governor:
             org = self.orgs(did)
         if ring == request.ring and trust == request.trust and org == request.org:
             return request
-        return replace(request, ring=ring, trust=trust, org=org)
+        # Positional construction: twice as fast as dataclasses.replace on the hot path.
+        return DecisionRequest(
+            request.action,
+            request.kind,
+            request.direction,
+            did,
+            org,
+            ring,
+            trust,
+            request.resource,
+            request.args,
+            request.context,
+        )
+
+    def tool_request(
+        self,
+        action: str,
+        did: str,
+        *,
+        org: str | None = None,
+        resource: str | None = None,
+        args: Mapping[str, Any] = _EMPTY,
+        context: Mapping[str, Any] = _EMPTY,
+    ) -> DecisionRequest:
+        """The enriched request for agent ``did`` calling tool ``action``, built in one step.
+
+        What :meth:`enrich` would make of it; ``@governed`` tools pass it to
+        :meth:`authorize` with ``enriched=True``.
+        """
+        ring = self.rings.ring(did) if self.rings is not None else SANDBOX_RING
+        trust = self.trust(did) if self.trust is not None else 0.0
+        if org is None and self.orgs is not None:
+            org = self.orgs(did)
+        return DecisionRequest(
+            action, "tool", "outbound", did, org, ring, trust, resource, args, context
+        )
 
     def authorize(
         self,
@@ -121,20 +163,23 @@ class Governor:
         check_ring: bool = True,
         meter: bool = True,
         record: bool = True,
+        enriched: bool = False,
     ) -> Decision:
         """Run every check; return the policy's allow decision.
 
         ``check_ring=False`` skips the ring capability check and ``meter=False`` the rate
         limits and budgets (outbound messages: the peer is the recipient, not the actor).
         ``record=False`` leaves auditing to the caller (the node audits its own rejections).
+        ``enriched=True``: the request comes from :meth:`tool_request` (or :meth:`enrich`).
 
         Raises:
             AgentQuarantined, RingDenied, PolicyDenied, ApprovalRequired,
             EgressDenied, RateLimited, BudgetExceeded.
         """
         try:
-            request = self.enrich(request)
-            decision = self._authorize(request, usage or Usage(), check_ring, meter)
+            if not enriched:
+                request = self.enrich(request)
+            decision = self._authorize(request, usage or _NO_USAGE, check_ring, meter)
         except PolicyDenied as denied:
             self.decisions[(denied.rule or "default", denied.code)] += 1
             if record:
@@ -160,7 +205,7 @@ class Governor:
         if check_ring and self.rings is not None:
             if did is None:
                 raise RingDenied("no agent identity: ring unknown", action=request.action)
-            self.rings.check(did, request.action)
+            self.rings.require(did, request.ring, request.action)  # enrich() looked it up
         decision = self.engine.decide(request)
         if decision.effect is not Effect.ALLOW:
             error = ApprovalRequired if decision.effect is Effect.REQUIRE_APPROVAL else PolicyDenied
@@ -193,18 +238,21 @@ class Governor:
     def _record(
         self, kind: str, code: str, request: DecisionRequest, detail: str, rule: str | None
     ) -> None:
-        if self.audit is None:
+        audit = self.audit
+        if audit is None:
             return
-        self.audit.append(
+        audit.append(
             AuditEvent(
-                at_ms=self.clock.now_ms(),
-                node=self.node,
-                kind=f"policy_{kind}",
-                code=code,
-                peer=request.peer,
-                subject=request.action,
-                detail=f"{request.kind} {request.direction} ring={request.ring} "
-                f"rule={rule}: {detail}"[:300],
+                self.clock.now_ms(),
+                self.node,
+                _KINDS[kind],
+                code,
+                request.peer,
+                None,
+                request.action,
+                f"{request.kind} {request.direction} ring={request.ring} rule={rule}: {detail}"[
+                    :300
+                ],
             )
         )
 

@@ -17,6 +17,8 @@ from agentmesh.policy.errors import RateLimited
 
 MonotonicClock = Callable[[], float]
 
+_ACTIONS_CACHED = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
@@ -75,12 +77,18 @@ class RateLimiter:
         self._max = max_buckets
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self._lock = threading.Lock()
+        self._limit_of: dict[str, RateLimit | None] = {}  # action -> first matching limit
 
     def limit_for(self, action: str) -> RateLimit | None:
-        for patterns, limit in self._limits:
-            if patterns.matches(action):
-                return limit
-        return None
+        try:
+            return self._limit_of[action]
+        except KeyError:
+            pass
+        found = next((limit for patterns, limit in self._limits if patterns.matches(action)), None)
+        if len(self._limit_of) >= _ACTIONS_CACHED:
+            self._limit_of.clear()  # actions come from callers: keep the cache bounded
+        self._limit_of[action] = found
+        return found
 
     def acquire(self, agent: str, action: str, *, cost: float = 1.0) -> None:
         """Take ``cost`` tokens from ``agent``'s bucket for ``action``.

@@ -144,7 +144,11 @@ class RingEnforcer:
         self._capabilities = {ring: PatternSet(c) for ring, c in capabilities.items()}
 
     def base_ring(self, did: str) -> int:
-        ring = max(source.ring(did) for source in self._sources)
+        sources = self._sources
+        if len(sources) == 1:
+            ring = sources[0].ring(did)
+        else:
+            ring = max(source.ring(did) for source in sources)
         return max(ring, 1) if ring <= KERNEL_RING else min(ring, SANDBOX_RING)
 
     def ring(self, did: str) -> int:
@@ -171,8 +175,16 @@ class RingEnforcer:
         Raises:
             RingDenied: with the ring and the capability.
         """
-        ring = self.ring(did)
-        if not self.allows(ring, capability):
+        return self.require(did, self.ring(did), capability)
+
+    def require(self, did: str, ring: int, capability: str) -> int:
+        """Return ``ring`` if it holds ``capability`` (``ring`` already looked up: :meth:`ring`).
+
+        Raises:
+            RingDenied: with the ring and the capability.
+        """
+        patterns = self._capabilities.get(ring)
+        if patterns is None or not patterns.matches(capability):
             raise RingDenied(
                 f"ring {ring} does not allow {capability!r}",
                 did=did,

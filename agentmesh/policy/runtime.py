@@ -7,11 +7,12 @@ Used by ``agentmesh node run``::
             governance.install(node)
             ...
 
-It provides: the chained audit log with signed checkpoints published on the mesh
-(every ``checkpoint_every`` records, every ``checkpoint_interval`` seconds when
-the chain moved, and at close); the revocation list and kill switch with the
-quarantine interceptor; the policy (engine, rings, limits, budgets) with its
-interceptor, reloaded on :meth:`NodeGovernance.reload` (``SIGHUP`` in the CLI).
+It provides: the chained audit log (allowed tool calls' records group-committed)
+with signed checkpoints published on the mesh (every ``checkpoint_every``
+records, every ``checkpoint_interval`` seconds when the chain moved, and at
+close); the revocation list and kill switch with the quarantine interceptor;
+the policy (engine, rings, limits, budgets) with its interceptor, reloaded on
+:meth:`NodeGovernance.reload` (``SIGHUP`` in the CLI).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from agentmesh.audit import AuditEvent, AuditSink, MemoryAuditSink
-from agentmesh.auditlog.chain import ChainedAuditLog, ChainHead
+from agentmesh.auditlog.chain import ChainedAuditLog, ChainHead, GroupCommit
 from agentmesh.auditlog.checkpoint import CheckpointSigner, checkpoint_path
 from agentmesh.auditlog.witness import CheckpointPublisher
 from agentmesh.directory.revocations import RevocationList
@@ -47,6 +48,9 @@ logger = logging.getLogger(__name__)
 Emit = Callable[..., None]
 
 
+DEFAULT_GROUP_COMMIT = GroupCommit()
+
+
 @dataclass(frozen=True, slots=True)
 class GovernanceOptions:
     """What ``agentmesh node run`` was told about governance."""
@@ -57,6 +61,9 @@ class GovernanceOptions:
     checkpoint_every: int = 1000
     checkpoint_interval: float = 5.0
     reload_on_sighup: bool = False
+    # Allowed tool calls' records are group-committed (docs/policy.md, "Audit log",
+    # states what a crash can lose); None writes every record before the call goes on.
+    audit_group_commit: GroupCommit | None = DEFAULT_GROUP_COMMIT
 
 
 def _ignore(event: str, **fields: object) -> None:
@@ -91,7 +98,10 @@ class NodeGovernance:
                 identity, checkpoint_path(options.audit_log), clock=self.clock
             )
             self.chain = ChainedAuditLog(
-                options.audit_log, on_head=self._sign, checkpoint_every=options.checkpoint_every
+                options.audit_log,
+                on_head=self._sign,
+                checkpoint_every=options.checkpoint_every,
+                group_commit=options.audit_group_commit,
             )
             self.audit = self.chain
         self.governance: Governance | None = None
@@ -195,9 +205,10 @@ class NodeGovernance:
         return True
 
     def checkpoint(self) -> None:
-        """Sign the current head now if the chain moved since the last checkpoint."""
+        """Commit pending records, then sign the head if the chain moved since the last one."""
         if self.chain is None or self.signer is None:
             return
+        self.chain.flush()
         head = self.chain.head
         if head.seq > self._checkpointed_seq:
             self._sign(head)
