@@ -20,6 +20,7 @@ from agentmesh.saga.definition import (
     StepRequest,
 )
 from agentmesh.saga.errors import (
+    IdempotencyStoreUnavailable,
     IllegalTransition,
     NoSubstitute,
     SagaDefinitionError,
@@ -50,6 +51,7 @@ __all__ = [
     "CoordinatorConfig",
     "CoordinatorCounters",
     "EligibilityGuard",
+    "IdempotencyStoreUnavailable",
     "IllegalTransition",
     "InFlightAlarm",
     "NoSubstitute",

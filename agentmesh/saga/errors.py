@@ -9,6 +9,10 @@
         ├── SagaOwnershipLost           saga_ownership_lost      (another replica owns the saga)
         ├── NoSubstitute                saga_no_substitute       (handoff found nobody eligible)
         ├── StepMessageError            saga_bad_step_message    (a step request/reply is malformed)
+        ├── IdempotencyStoreUnavailable saga_idempotency_store_unavailable
+        │                                                        (the agent's idempotency store
+        │                                                         failed past its retry bound;
+        │                                                         fields key, seconds)
         └── StepActionFailed            saga_step_failed         (an action's business failure;
                                                                   field reason_code)
 
@@ -64,6 +68,22 @@ class StepMessageError(SagaError):
     code = "saga_bad_step_message"
 
 
+class IdempotencyStoreUnavailable(SagaError):
+    """The agent's idempotency store stayed unavailable past the executor's retry bound.
+
+    Raised (and answered, audited and counted by the executor) instead of the
+    store's own timeout, so the caller learns which record could not be written
+    and for how long it was retried.
+    """
+
+    code = "saga_idempotency_store_unavailable"
+
+    def __init__(self, message: str, *, key: str, seconds: float) -> None:
+        super().__init__(message)
+        self.key = key
+        self.seconds = seconds
+
+
 class StepActionFailed(SagaError):
     """Raise from a step action to fail the step on purpose (e.g. payment declined).
 
@@ -78,6 +98,7 @@ class StepActionFailed(SagaError):
 
 
 __all__ = [
+    "IdempotencyStoreUnavailable",
     "IllegalTransition",
     "NoSubstitute",
     "SagaDefinitionError",

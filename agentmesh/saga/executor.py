@@ -8,11 +8,30 @@ replica. The stored request digest must match: the same key with other
 parameters is refused (``idempotency_conflict``), never executed.
 
 Crash semantics: the executor writes ``running`` before the action and ``done``
-with the reply after it. A delivery that finds ``running`` from an earlier process
-of this agent answers ``in_doubt`` (the action may or may not have happened);
-the coordinator then compensates it. A compensation for a forward action that
-never ran here answers ``ok`` (nothing to undo) and fences the forward key, so a
-late forward delivery can never run after its compensation.
+with the reply after it. Each executor draws a random *incarnation* id when it is
+created (once per process start of the agent) and stores it in every record. A
+delivery that finds ``running``:
+
+* from this incarnation, for a run that is still live here (a retry that arrives
+  while the action runs, or while its ``done`` write waits out a broker restart; or
+  the compensation of that very action): waits for the run and answers its real
+  outcome, and writes the ``done`` record the run could not write yet;
+* from another incarnation (an earlier process of this agent, which died
+  mid-action), or from a record without an incarnation (written before it was
+  recorded), or from a run of this incarnation that was abandoned (cancelled):
+  answers ``in_doubt`` (the action may or may not have happened); the coordinator
+  then compensates it.
+
+Store writes are retried while the store is briefly unavailable (a broker restart,
+a cluster electing a leader), for at most ``store_retry_s`` seconds; past that the
+executor raises :class:`~agentmesh.saga.errors.IdempotencyStoreUnavailable`. Before
+the action that refuses the step (nothing ran); after it, the reply is still the
+action's real outcome and the run stays in memory, so the next delivery of the key
+answers the same outcome and writes ``done`` again.
+
+A compensation for a forward action that never ran here answers ``ok`` (nothing to
+undo) and fences the forward key, so a late forward delivery can never run after
+its compensation.
 """
 
 from __future__ import annotations
@@ -23,7 +42,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from agentmesh.audit import AuditEvent
@@ -38,7 +57,11 @@ from agentmesh.errors import (
 from agentmesh.node.addressing import MeshAddressing
 from agentmesh.node.interceptors import InboundMessage
 from agentmesh.node.node import MeshNode
-from agentmesh.saga.errors import StepActionFailed, StepMessageError
+from agentmesh.saga.errors import (
+    IdempotencyStoreUnavailable,
+    StepActionFailed,
+    StepMessageError,
+)
 from agentmesh.saga.records import pack, unpack
 from agentmesh.saga.wire import (
     STEP_TYPE,
@@ -95,6 +118,17 @@ Action = Callable[[StepCall], Awaitable[Mapping[str, Any] | None]]
 
 @dataclass
 class ExecutorCounters:
+    """What the executor did.
+
+    Attributes:
+        joined: deliveries that found a ``running`` record of a run still live in
+            this incarnation and answered its real outcome.
+        unsettled: ``done`` records not written within the retry bound (the run's
+            outcome was kept in memory for the next delivery).
+        store_unavailable: deliveries refused because the store stayed unavailable
+            before the action ran.
+    """
+
     executed: int = 0
     duplicates: int = 0
     conflicts: int = 0
@@ -103,7 +137,20 @@ class ExecutorCounters:
     tampered: int = 0
     failures: int = 0
     store_retries: int = 0
+    joined: int = 0
+    unsettled: int = 0
+    store_unavailable: int = 0
     per_action: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _LiveRun:
+    """An action this incarnation started, kept until its "done" record is stored."""
+
+    digest: str
+    revision: int  # of its "running" record
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    reply: StepReplyBody | None = None  # still None once finished: abandoned (cancelled)
 
 
 _T = TypeVar("_T")
@@ -120,32 +167,54 @@ class StepExecutor:
         node: the agent's node (its DID scopes the idempotency records).
         store: the KV bucket holding idempotency records.
         actions: handler per action name; raise :class:`StepActionFailed` to fail.
+        store_retry_s: how long a store operation is retried while the store is
+            unavailable before :class:`IdempotencyStoreUnavailable`.
+
+    Attributes:
+        incarnation: random id of this executor (one per process start of the
+            agent), stored in its records to tell its own live runs from the
+            leftovers of a dead process.
     """
 
     def __init__(
-        self, node: MeshNode, store: KeyValue, *, actions: Mapping[str, Action] | None = None
+        self,
+        node: MeshNode,
+        store: KeyValue,
+        *,
+        actions: Mapping[str, Action] | None = None,
+        store_retry_s: float = STORE_RETRY_SECONDS,
     ) -> None:
+        if store_retry_s <= 0:
+            raise ValueError("store_retry_s must be positive")
         self.node = node
         self.store = store
         self.actions: dict[str, Action] = dict(actions or {})
         self.counters = ExecutorCounters()
-        self._boot = os.urandom(8).hex()
+        self.store_retry_s = store_retry_s
+        self.incarnation = os.urandom(8).hex()
         # Records live under the agent's own key: a secured broker lets each agent
         # write only there (docs/broker.md).
         self._tag = MeshAddressing.agent_key(node.did)
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._runs: dict[str, _LiveRun] = {}
 
     @classmethod
     async def attach(
-        cls, node: MeshNode, *, actions: Mapping[str, Action] | None = None, mesh: str | None = None
+        cls,
+        node: MeshNode,
+        *,
+        actions: Mapping[str, Action] | None = None,
+        mesh: str | None = None,
+        store_retry_s: float = STORE_RETRY_SECONDS,
     ) -> StepExecutor:
         """Open the idempotency bucket of ``mesh`` and handle ``saga.step`` on ``node``.
 
         Raises:
             TransportError: the bucket could not be opened.
+            ValueError: ``store_retry_s`` is not positive.
         """
         store = await node.transport.key_value(idempotency_bucket(mesh or node.config.mesh))
-        executor = cls(node, store, actions=actions)
+        executor = cls(node, store, actions=actions, store_retry_s=store_retry_s)
         node.handle(STEP_TYPE, executor.handle)
         return executor
 
@@ -183,23 +252,36 @@ class StepExecutor:
                         code="idempotency_record_invalid",
                         detail="the stored idempotency record is not signed by this agent",
                     )
+                except IdempotencyStoreUnavailable as exc:  # before the action: nothing ran
+                    self.counters.store_unavailable += 1
+                    self._audit(exc.code, message.sender, f"{store_key}: {exc}")
+                    reply = StepReplyBody(ReplyStatus.REJECTED, code=exc.code, detail=str(exc))
         finally:
             users[0] -= 1
             if users[0] == 0:
                 self._locks.pop(store_key, None)
         return encode_reply(reply)
 
-    async def _durably(self, operation: Callable[[], Awaitable[_T]]) -> _T:
-        """``operation`` on the store, retried while the store is briefly unavailable."""
+    async def _durably(self, key: str, operation: Callable[[], Awaitable[_T]]) -> _T:
+        """``operation`` on the store, retried while the store is briefly unavailable.
+
+        Raises:
+            IdempotencyStoreUnavailable: still unavailable after ``store_retry_s``.
+        """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + STORE_RETRY_SECONDS
+        deadline = loop.time() + self.store_retry_s
         pause = 0.1
         while True:
             try:
                 return await operation()
-            except _TRANSIENT:
+            except _TRANSIENT as exc:
                 if loop.time() + pause > deadline:
-                    raise
+                    raise IdempotencyStoreUnavailable(
+                        f"the idempotency store did not answer for {self.store_retry_s:g}s "
+                        f"({type(exc).__name__})",
+                        key=key,
+                        seconds=self.store_retry_s,
+                    ) from exc
                 self.counters.store_retries += 1
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
@@ -211,7 +293,7 @@ class StepExecutor:
             _TamperedRecord: the stored value is not a record this agent signed.
         """
         try:
-            entry = await self._durably(lambda: self.store.get(key))
+            entry = await self._durably(key, lambda: self.store.get(key))
         except KeyNotFound:
             return None
         try:
@@ -241,18 +323,57 @@ class StepExecutor:
                 await self._remember_new(key, request, forward)
                 return forward
             forward_state = forward
-        running = self._record(key, request, "running")
+        running = self._record(key, request.digest(), "running")
         try:
             revision = await self._create(key, running)
         except KeyExists:
             found = await self._get(key)
             assert found is not None
             return await self._replay(request, key, *found)
-        reply = await self._execute(request, sender, forward_state)
-        done = self._record(key, request, "done", reply)
-        with contextlib.suppress(RevisionMismatch):
-            await self._durably(lambda: self.store.update(key, done, last_revision=revision))
-        return reply
+        run = _LiveRun(request.digest(), revision)
+        self._runs[key] = run
+        try:
+            run.reply = await self._execute(request, sender, forward_state)
+        finally:
+            run.finished.set()
+            if run.reply is None and self._runs.get(key) is run:
+                del self._runs[key]  # cancelled mid-action: its outcome is unknown
+        await self._store_done(key, run)
+        return run.reply
+
+    async def _store_done(self, key: str, run: _LiveRun) -> None:
+        """Write ``run``'s "done" record; while the store refuses, keep the run in memory.
+
+        A run whose record could not be written within the retry bound stays in
+        ``_runs``: the next delivery of its key answers its outcome and writes again.
+        """
+        assert run.reply is not None
+        done = self._record(key, run.digest, "done", run.reply)
+        try:
+            await self._durably(
+                key, lambda: self.store.update(key, done, last_revision=run.revision)
+            )
+        except RevisionMismatch:
+            pass  # written by an earlier try whose answer was lost (or marked by another process)
+        except IdempotencyStoreUnavailable as exc:
+            self.counters.unsettled += 1
+            self._audit("idempotency_record_unsettled", None, f"{key}: {exc}")
+            logger.warning("saga idempotency record %s not stored: %s", key, exc)
+            return
+        if self._runs.get(key) is run:
+            del self._runs[key]
+
+    def _live_run(self, key: str, record: dict[str, Any], revision: int) -> _LiveRun | None:
+        """The run of this incarnation that wrote ``record`` ("running"), if it is known here."""
+        run = self._runs.get(key)
+        if (
+            run is None
+            or record.get("incarnation") != self.incarnation
+            or record["digest"] != run.digest
+            or revision != run.revision
+        ):
+            return None
+        return run
 
     async def _create(self, key: str, running: bytes) -> int:
         """Store the "running" record; its revision.
@@ -281,7 +402,7 @@ class StepExecutor:
                 uncertain = True
                 raise
 
-        return await self._durably(attempt)
+        return await self._durably(key, attempt)
 
     async def _settle_forward(self, request: StepRequestBody, sender: str) -> StepReplyBody | str:
         """For a compensation: a no-op reply when the forward never ran, else its state."""
@@ -296,15 +417,7 @@ class StepExecutor:
             try:
                 await self.store.create(
                     forward_key,
-                    self._seal(
-                        forward_key,
-                        {
-                            "state": "done",
-                            "digest": _ANY_DIGEST,
-                            "boot": self._boot,
-                            "reply": _reply_map(fence),
-                        },
-                    ),
+                    self._record(forward_key, _ANY_DIGEST, "done", fence),
                 )
             except KeyExists:
                 found = await self._get(forward_key)
@@ -312,10 +425,20 @@ class StepExecutor:
                 self.counters.noop_compensations += 1
                 self._audit("compensation_noop", sender, f"{request.saga_id}/{request.step}")
                 return StepReplyBody(ReplyStatus.OK, result={"noop": True})
-        record = found[0]
-        if record["state"] != "done":
-            return "in_doubt"  # running: interrupted, or still running in another process
-        status = record["reply"]["status"]
+        record, revision = found
+        if record["state"] == "done":
+            status = record["reply"]["status"]
+        else:
+            # "running": still running here (wait for its outcome), or interrupted
+            # in an earlier process (or running in another one): in doubt.
+            run = self._live_run(forward_key, record, revision)
+            if run is None:
+                return "in_doubt"
+            await run.finished.wait()
+            if run.reply is None:
+                return "in_doubt"
+            self.counters.joined += 1
+            status = run.reply.status.value
         if status == ReplyStatus.OK.value:
             return "done"
         if status == ReplyStatus.IN_DOUBT.value:
@@ -325,7 +448,7 @@ class StepExecutor:
 
     async def _remember_new(self, key: str, request: StepRequestBody, reply: StepReplyBody) -> None:
         with contextlib.suppress(KeyExists):
-            await self.store.create(key, self._record(key, request, "done", reply))
+            await self.store.create(key, self._record(key, request.digest(), "done", reply))
 
     async def _replay(
         self, request: StepRequestBody, key: str, record: dict[str, Any], revision: int
@@ -348,7 +471,15 @@ class StepExecutor:
                 stored["detail"],
                 duplicate=True,
             )
-        # "running" from an earlier process of this agent: it died mid-action.
+        run = self._live_run(key, record, revision)
+        if run is not None:  # still running here (or its "done" write failed): join it
+            await run.finished.wait()
+            if run.reply is not None:
+                self.counters.joined += 1
+                await self._store_done(key, run)
+                return replace(run.reply, duplicate=True)
+        # "running" from an earlier process of this agent (it died mid-action), or a
+        # run of this one that was abandoned: the action may or may not have happened.
         self.counters.in_doubt += 1
         reply = StepReplyBody(
             ReplyStatus.IN_DOUBT,
@@ -356,9 +487,9 @@ class StepExecutor:
             detail="the agent restarted while running this action; it may have happened",
         )
         self._audit("step_in_doubt", None, f"{request.saga_id}/{request.step}")
-        with contextlib.suppress(RevisionMismatch):
+        with contextlib.suppress(RevisionMismatch, *_TRANSIENT):  # marked by a later delivery
             await self.store.update(
-                key, self._record(key, request, "done", reply), last_revision=revision
+                key, self._record(key, request.digest(), "done", reply), last_revision=revision
             )
         return reply
 
@@ -398,14 +529,14 @@ class StepExecutor:
         return StepReplyBody(ReplyStatus.OK, result=dict(result or {}))
 
     def _record(
-        self, key: str, request: StepRequestBody, state: str, reply: StepReplyBody | None = None
+        self, key: str, digest: str, state: str, reply: StepReplyBody | None = None
     ) -> bytes:
         return self._seal(
             key,
             {
                 "state": state,
-                "digest": request.digest(),
-                "boot": self._boot,
+                "digest": digest,
+                "incarnation": self.incarnation,
                 "reply": _reply_map(reply) if reply is not None else None,
             },
         )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+import pytest
 
 from agentmesh.node.config import NodeConfig
 from agentmesh.node.node import MeshNode
@@ -243,3 +246,145 @@ async def test_forged_idempotency_records_are_refused_never_trusted(
     finally:
         await caller.aclose()
         await agent.aclose()
+
+
+async def test_retry_while_the_same_incarnation_runs_gets_the_real_outcome(
+    transport_factory: TransportFactory, uid: str
+) -> None:
+    """A coordinator retries (its first request timed out) while the action still runs."""
+    bank, agent, caller, executor = await setup(transport_factory, uid)
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_charge(call: StepCall) -> dict[str, Any]:
+        started.set()
+        await release.wait()
+        charged: dict[str, Any] = await bank.charge(call)
+        return charged
+
+    executor.actions["charge"] = slow_charge
+    try:
+        first = asyncio.create_task(send(caller, agent, request()))
+        await started.wait()
+        retry = asyncio.create_task(send(caller, agent, request()))
+        await asyncio.sleep(0.05)
+        assert not retry.done()  # it waits for the live run, it does not answer in doubt
+        release.set()
+        original, again = await first, await retry
+        assert original.status is again.status is ReplyStatus.OK
+        assert again.result == original.result == {"charge_id": "ch-1"}
+        assert again.duplicate
+        assert bank.charges == ["o1.charge"]
+        assert executor.counters.in_doubt == 0
+    finally:
+        release.set()
+        await caller.aclose()
+        await agent.aclose()
+
+
+async def test_compensation_of_a_live_forward_run_waits_for_its_real_outcome(
+    transport_factory: TransportFactory, uid: str
+) -> None:
+    """The coordinator gave the forward up (timeout) and compensates while it still runs
+    here: the compensation joins the live run and is told it is done, after it ended."""
+    bank, agent, caller, executor = await setup(transport_factory, uid)
+    started = asyncio.Event()
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def slow_charge(call: StepCall) -> dict[str, Any]:
+        started.set()
+        await release.wait()
+        order.append("charge")
+        charged: dict[str, Any] = await bank.charge(call)
+        return charged
+
+    async def refund(call: StepCall) -> dict[str, Any]:
+        order.append("refund")
+        refunded: dict[str, Any] = await bank.refund(call)
+        return refunded
+
+    executor.actions["charge"] = slow_charge
+    executor.actions["refund"] = refund
+    try:
+        forward = asyncio.create_task(send(caller, agent, request()))
+        await started.wait()
+        undo = asyncio.create_task(send(caller, agent, request(StepKind.COMPENSATE)))
+        await asyncio.sleep(0.05)
+        assert not undo.done()
+        release.set()
+        assert (await forward).status is ReplyStatus.OK
+        compensated = await undo
+        assert compensated.status is ReplyStatus.OK
+        assert compensated.result["state"] == "done"  # not "in_doubt": it ran here, live
+        assert order == ["charge", "refund"]
+        assert executor.counters.joined == 1
+        assert executor.counters.in_doubt == 0
+    finally:
+        release.set()
+        await caller.aclose()
+        await agent.aclose()
+
+
+async def test_running_record_of_another_incarnation_is_in_doubt(
+    transport_factory: TransportFactory, uid: str
+) -> None:
+    """A real first incarnation is stopped mid-action; the agent's next one (same DID)
+    answers the retry in doubt and never runs the action again."""
+    identity = AgentIdentity.generate()
+    bank, agent, caller, executor = await setup(transport_factory, uid, identity)
+    started = asyncio.Event()
+
+    async def hanging_charge(call: StepCall) -> dict[str, Any]:
+        started.set()
+        await asyncio.Event().wait()  # never ends: the process dies first
+        raise AssertionError("unreachable")
+
+    executor.actions["charge"] = hanging_charge
+    pending = asyncio.create_task(send(caller, agent, request()))
+    await started.wait()
+    await agent.aclose()  # the first incarnation goes away mid-action
+    pending.cancel()
+    agent = MeshNode(identity, await transport_factory.new("agent2"), config=NodeConfig(mesh=uid))
+    await agent.start()
+    fresh = Bank()
+    second = await StepExecutor.attach(agent, actions={"charge": fresh.charge})
+    try:
+        assert second.incarnation != executor.incarnation
+        key = second._key(StepKind.FORWARD, "o1.charge")
+        stored = await second._get(key)
+        assert stored is not None
+        assert stored[0]["state"] == "running"
+        assert stored[0]["incarnation"] == executor.incarnation
+        reply = await send(caller, agent, request())
+        assert reply.status is ReplyStatus.IN_DOUBT
+        assert reply.code == "interrupted"
+        assert fresh.charges == []
+        assert bank.charges == []
+        assert second.counters.in_doubt == 1
+        assert second.counters.joined == 0
+    finally:
+        await caller.aclose()
+        await agent.aclose()
+
+
+async def test_abandoned_run_of_this_incarnation_is_in_doubt(
+    transport_factory: TransportFactory, uid: str
+) -> None:
+    """Same incarnation but no live run (its handler was cancelled): in doubt, as a crash."""
+    bank, agent, caller, executor = await setup(transport_factory, uid)
+    body = request()
+    key = executor._key(StepKind.FORWARD, body.key)
+    await executor.store.put(key, executor._record(key, body.digest(), "running"))
+    try:
+        reply = await send(caller, agent, body)
+        assert reply.status is ReplyStatus.IN_DOUBT
+        assert bank.charges == []
+    finally:
+        await caller.aclose()
+        await agent.aclose()
+
+
+def test_store_retry_bound_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="store_retry_s"):
+        StepExecutor(None, None, store_retry_s=0)  # type: ignore[arg-type]
