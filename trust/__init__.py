@@ -9,14 +9,23 @@ from trust.drift import ACTION_DRIFT, OUTCOME_DRIFT, js_divergence
 from trust.edges import LocalTrust
 from trust.engine import TrustEngine
 from trust.errors import (
+    CorruptSnapshot,
     EvidenceFromFuture,
     ForgedReceipt,
+    ForgedSnapshot,
     InvalidEvidence,
     InvalidTrustConfig,
     MalformedReceipt,
+    MalformedSnapshot,
     SelfEvidence,
     SignerMismatch,
+    SnapshotError,
+    SnapshotMismatch,
+    SnapshotWrongMesh,
+    StaleReceipt,
     TrustError,
+    UnsupportedSnapshot,
+    UntrustedSnapshotSigner,
 )
 from trust.events import DriftDetected, RingChanged, TrustEvent, TrustListener
 from trust.evidence import (
@@ -30,6 +39,16 @@ from trust.evidence import (
 )
 from trust.explain import Endorsement, Explanation, ReceiptImpact
 from trust.rings import RING_KERNEL, RING_PRIVILEGED, RING_SANDBOX, RING_STANDARD
+from trust.snapshot import (
+    SNAPSHOT_DOMAIN,
+    SnapshotManifest,
+    check_body,
+    decode_manifest,
+    seal_snapshot,
+    verify_manifest,
+)
+from trust.state import EngineState, pack_state, unpack_state
+from trust.window import ReceiptWindow
 
 __all__ = [
     "ACTION_DRIFT",
@@ -39,29 +58,48 @@ __all__ = [
     "RING_PRIVILEGED",
     "RING_SANDBOX",
     "RING_STANDARD",
+    "SNAPSHOT_DOMAIN",
+    "CorruptSnapshot",
     "DriftDetected",
     "Endorsement",
+    "EngineState",
     "EvidenceFromFuture",
     "Explanation",
     "ForgedReceipt",
+    "ForgedSnapshot",
     "InvalidEvidence",
     "InvalidTrustConfig",
     "LocalTrust",
     "MalformedReceipt",
+    "MalformedSnapshot",
     "Outcome",
     "Receipt",
     "ReceiptImpact",
+    "ReceiptWindow",
     "RingChanged",
     "SelfEvidence",
     "SignedReceipt",
     "SignerMismatch",
+    "SnapshotError",
+    "SnapshotManifest",
+    "SnapshotMismatch",
+    "SnapshotWrongMesh",
+    "StaleReceipt",
     "TrustConfig",
     "TrustEngine",
     "TrustError",
     "TrustEvent",
     "TrustListener",
+    "UnsupportedSnapshot",
+    "UntrustedSnapshotSigner",
+    "check_body",
+    "decode_manifest",
     "decode_signed_receipt",
     "js_divergence",
+    "pack_state",
+    "seal_snapshot",
     "sign_receipt",
+    "unpack_state",
+    "verify_manifest",
     "verify_receipt",
 ]

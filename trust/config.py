@@ -41,6 +41,12 @@ class TrustConfig:
         max_future_skew_ms: receipts further ahead of the clock are refused.
         explain_top: receipts kept per agent for :meth:`TrustEngine.explain`.
         validate_dids: check that every new agent name is a well-formed did:key.
+        receipt_horizon_ms: replay-protection horizon: receipt ids are remembered only
+            while their ``at_ms`` is within this of the newest receipt folded, and older
+            receipts are refused (``stale_receipt``), so memory does not grow with
+            history. ``None`` remembers every id forever (simulations, analysis); a mesh
+            deployment sets it (``docs/trust.md`` section 10). Must exceed
+            ``max_future_skew_ms``.
     """
 
     half_life_ms: int = 7 * DAY_MS
@@ -66,6 +72,7 @@ class TrustConfig:
     max_future_skew_ms: int = 300_000
     explain_top: int = 8
     validate_dids: bool = True
+    receipt_horizon_ms: int | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -93,6 +100,10 @@ class TrustConfig:
         _require(self.recovery_successes >= 1, "recovery_successes must be >= 1")
         _require(self.max_future_skew_ms >= 0, "max_future_skew_ms must be >= 0")
         _require(self.explain_top >= 1, "explain_top must be >= 1")
+        _require(
+            self.receipt_horizon_ms is None or self.receipt_horizon_ms > self.max_future_skew_ms,
+            "receipt_horizon_ms must exceed max_future_skew_ms (or be None)",
+        )
 
 
 def _require(condition: bool, message: str) -> None:

@@ -19,13 +19,23 @@ from iatp.did import is_did
 from trust.config import TrustConfig
 from trust.drift import DriftMonitor
 from trust.edges import EdgeStore, LocalTrust, check_snapshot
-from trust.errors import EvidenceFromFuture, InvalidEvidence, SelfEvidence, TrustError
+from trust.errors import (
+    EvidenceFromFuture,
+    InvalidEvidence,
+    MalformedSnapshot,
+    SelfEvidence,
+    SnapshotMismatch,
+    StaleReceipt,
+    TrustError,
+)
 from trust.events import DriftDetected, RingChanged, TrustEvent, TrustListener
 from trust.evidence import Outcome, Receipt
 from trust.explain import Endorsement, Explanation, ImpactLog
 from trust.export import to_networkx
 from trust.propagation import FloatArray, PropagationResult, Propagator
 from trust.rings import RING_SANDBOX, RingLadder
+from trust.state import EngineState, capture, config_items, restore
+from trust.window import ReceiptWindow
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +69,7 @@ class TrustEngine:
         self._anchor_cache: FloatArray = np.zeros(0)
         self._drift_events: dict[int, DriftDetected] = {}
         self._impacts = ImpactLog(self.config.explain_top)
-        self._seen: set[str] = set()
+        self._seen = ReceiptWindow(self.config.receipt_horizon_ms)
         self._listeners: list[TrustListener] = []
         self._trust: FloatArray = np.zeros(0)
         self._score_array: FloatArray = np.zeros(0)
@@ -134,6 +144,8 @@ class TrustEngine:
         Raises:
             SelfEvidence: observer and subject are the same agent.
             EvidenceFromFuture: the receipt is further ahead than ``max_future_skew_ms``.
+            StaleReceipt: the receipt is older than ``receipt_horizon_ms`` behind the
+                newest receipt recorded (its id may have been forgotten).
             InvalidEvidence: not a Receipt, or an agent name is not a did:key.
             Every refusal is also counted by code in ``engine.rejections``.
         """
@@ -156,10 +168,17 @@ class TrustEngine:
             raise EvidenceFromFuture(
                 f"at_ms is {evidence.at_ms - now} ms ahead of the clock", receipt_id=rid
             )
+        floor = self._seen.floor_ms
+        if floor is not None and evidence.at_ms < floor:
+            raise StaleReceipt(
+                f"at_ms is {floor - evidence.at_ms} ms older than the replay horizon",
+                receipt_id=rid,
+                horizon_floor_ms=floor,
+            )
         self._check_name(evidence.subject)  # before adding anyone: nothing half-applied
         observer = self._agent(evidence.observer)
         subject = self._agent(evidence.subject)
-        self._seen.add(rid)
+        self._seen.add(rid, evidence.at_ms)
         severity = evidence.outcome.severity
         weight = evidence.weight
         positive = weight if evidence.outcome is Outcome.SUCCESS else 0.0
@@ -202,7 +221,7 @@ class TrustEngine:
                 length, an index is out of range, an edge repeats or is a self-loop,
                 an amount is negative or not finite, or an agent is not a did:key.
         """
-        if self._edges.count or self._seen:
+        if self._edges.count or len(self._seen):
             raise InvalidEvidence("load_local_trust needs an engine without evidence")
         obs, sub, pos, neg, last = check_snapshot(
             len(agents), observer, subject, positive, negative, at_ms
@@ -216,6 +235,60 @@ class TrustEngine:
         local = [self._agent(did) for did in agents]
         mapping = np.asarray(local, dtype=np.int64)
         self._edges.load(mapping[obs], mapping[sub], pos, neg, last)
+
+    def export_state(self) -> EngineState:
+        """A copy of the folded state, enough to continue folding elsewhere (snapshots)."""
+        return capture(self)
+
+    def load_state(self, state: EngineState) -> None:
+        """Start from ``state`` (made by :meth:`export_state`) instead of folding history.
+
+        The engine must hold no evidence yet, and its config and pre-trusted agents must
+        be the state's: anchors always come from this node's configuration, never from
+        a snapshot. Nothing is loaded if any check fails.
+
+        Raises:
+            SnapshotMismatch: evidence was already recorded, or the config or the
+                pre-trusted agents differ.
+            MalformedSnapshot: an agent is not a did:key, or the edges are invalid
+                (repeats, self-loops, negative or non-finite amounts).
+        """
+        if self._edges.count or len(self._seen) or len(self._dids) != len(self._pre_trusted):
+            raise SnapshotMismatch("load_state needs an engine without evidence")
+        if dict(state.config) != dict(config_items(self.config)):
+            differing = sorted(
+                k for k, v in state.config if dict(config_items(self.config)).get(k) != v
+            )
+            raise SnapshotMismatch(f"engine config differs: {', '.join(differing)[:200]}")
+        anchors = {state.agents[i] for i in state.pre_trusted}
+        if anchors != set(self.pre_trusted):
+            raise SnapshotMismatch("pre-trusted agents differ from this node's")
+        if self.config.validate_dids:
+            bad = next((d for d in state.agents if not is_did(d)), None)
+            if bad is not None:
+                raise MalformedSnapshot(f"{bad[:80]!r} is not a did:key")
+        try:
+            check_snapshot(
+                len(state.agents),
+                state.observer,
+                state.subject,
+                state.alpha,
+                state.beta,
+                state.last,
+            )
+        except InvalidEvidence as exc:
+            raise MalformedSnapshot(exc.reason) from exc
+        restore(self, state)
+
+    @property
+    def remembered_receipts(self) -> int:
+        """Receipt ids held for replay protection (bounded by ``receipt_horizon_ms``)."""
+        return len(self._seen)
+
+    @property
+    def replay_floor_ms(self) -> int | None:
+        """Receipts older than this are refused as stale (None: no horizon)."""
+        return self._seen.floor_ms
 
     def record_many(self, receipts: Iterable[Receipt]) -> int:
         """Record each receipt; returns how many were new (duplicates are skipped)."""

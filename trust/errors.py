@@ -8,9 +8,18 @@ Every class carries a stable ``code`` (counters, audit records, CLI output)::
         ├── InvalidEvidence                code "invalid_evidence"   (fields: receipt_id, reason)
         │   ├── SelfEvidence               code "self_evidence"
         │   ├── EvidenceFromFuture         code "evidence_from_future"
+        │   ├── StaleReceipt               code "stale_receipt"      (field: horizon_floor_ms)
         │   └── MalformedReceipt           code "malformed_receipt"
-        └── ForgedReceipt                  code "forged_receipt"     (fields: receipt_id, observer)
-            └── SignerMismatch             code "signer_mismatch"
+        ├── ForgedReceipt                  code "forged_receipt"     (fields: receipt_id, observer)
+        │   └── SignerMismatch             code "signer_mismatch"
+        └── SnapshotError                  code "snapshot_error"     (fields: signer, seq, reason)
+            ├── MalformedSnapshot          code "malformed_snapshot"
+            ├── UnsupportedSnapshot        code "unsupported_snapshot"
+            ├── CorruptSnapshot            code "corrupt_snapshot"
+            ├── ForgedSnapshot             code "forged_snapshot"
+            ├── UntrustedSnapshotSigner    code "untrusted_snapshot_signer"
+            ├── SnapshotWrongMesh          code "snapshot_wrong_mesh"
+            └── SnapshotMismatch           code "snapshot_mismatch"
 """
 
 from __future__ import annotations
@@ -53,6 +62,20 @@ class EvidenceFromFuture(InvalidEvidence):
     code = "evidence_from_future"
 
 
+class StaleReceipt(InvalidEvidence):
+    """The receipt is older than the replay horizon: its id may be forgotten, so it never counts.
+
+    The horizon trails the newest receipt time folded (a time every node derives from
+    the same stream), so every node refuses the same receipts.
+    """
+
+    code = "stale_receipt"
+
+    def __init__(self, reason: str, *, receipt_id: str | None, horizon_floor_ms: int) -> None:
+        super().__init__(reason, receipt_id=receipt_id)
+        self.horizon_floor_ms = horizon_floor_ms
+
+
 class MalformedReceipt(InvalidEvidence):
     """The receipt's bytes or fields do not follow the receipt format."""
 
@@ -75,3 +98,57 @@ class SignerMismatch(ForgedReceipt):
     """The receipt arrived from a sender who is not its observer."""
 
     code = "signer_mismatch"
+
+
+class SnapshotError(TrustError):
+    """A trust snapshot cannot be started from; the node folds the whole stream instead."""
+
+    code = "snapshot_error"
+
+    def __init__(self, reason: str, *, signer: str | None = None, seq: int | None = None) -> None:
+        super().__init__(f"trust snapshot at seq {seq if seq is not None else '?'}: {reason}")
+        self.reason = reason
+        self.signer = signer
+        self.seq = seq
+
+
+class MalformedSnapshot(SnapshotError):
+    """The snapshot's bytes or fields do not follow the snapshot format."""
+
+    code = "malformed_snapshot"
+
+
+class UnsupportedSnapshot(SnapshotError):
+    """The snapshot's format version is not one this node reads."""
+
+    code = "unsupported_snapshot"
+
+
+class CorruptSnapshot(SnapshotError):
+    """The snapshot body does not hash to the digest its signed manifest names."""
+
+    code = "corrupt_snapshot"
+
+
+class ForgedSnapshot(SnapshotError):
+    """The manifest's signature does not verify under the named signer's key."""
+
+    code = "forged_snapshot"
+
+
+class UntrustedSnapshotSigner(SnapshotError):
+    """The snapshot is signed by a DID this node was not configured to trust."""
+
+    code = "untrusted_snapshot_signer"
+
+
+class SnapshotWrongMesh(SnapshotError):
+    """The snapshot was taken on another mesh."""
+
+    code = "snapshot_wrong_mesh"
+
+
+class SnapshotMismatch(SnapshotError):
+    """The snapshot does not fit this node: other config or anchors, or ahead of the stream."""
+
+    code = "snapshot_mismatch"

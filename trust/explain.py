@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import itertools
 from dataclasses import dataclass, field
 
 from trust.events import DriftDetected
@@ -77,13 +76,14 @@ class ImpactLog:
     def __init__(self, size: int) -> None:
         self._size = size
         self._heaps: dict[int, list[tuple[float, int, ReceiptImpact]]] = {}
-        self._seq = itertools.count()
+        self.next_seq = 0  # insertion order: the tie-break (kept by snapshots)
 
     def keep(self, subject: int, receipt: Receipt, impact: float) -> None:
         heap = self._heaps.setdefault(subject, [])
+        self.next_seq += 1
         item = (
             abs(impact),
-            next(self._seq),
+            self.next_seq - 1,
             ReceiptImpact(
                 receipt.receipt_id, receipt.observer, receipt.outcome.value, receipt.at_ms, impact
             ),

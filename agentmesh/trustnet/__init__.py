@@ -5,6 +5,7 @@
 * :class:`ReceiptInterceptor`: a node hook that turns handled messages into receipts.
 * :class:`MeshTrust`: engine + ledger + live fold + periodic recompute for one node.
 * :func:`find_trusted`: directory discovery ranked by global trust.
+* :class:`SnapshotPolicy`, :class:`SnapshotStore`: signed snapshots to join from.
 """
 
 from agentmesh.trustnet.discovery import find_trusted
@@ -17,6 +18,7 @@ from agentmesh.trustnet.ledger import (
     stream_name,
 )
 from agentmesh.trustnet.service import MeshTrust
+from agentmesh.trustnet.snapshots import SnapshotPolicy, SnapshotStore
 
 __all__ = [
     "AUDIT_KIND",
@@ -24,6 +26,8 @@ __all__ = [
     "MeshTrust",
     "ReceiptInterceptor",
     "ReceiptLedger",
+    "SnapshotPolicy",
+    "SnapshotStore",
     "find_trusted",
     "receipt_subject",
     "receipt_subjects",

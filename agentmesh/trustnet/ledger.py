@@ -5,8 +5,11 @@ NATS (the embedded stream otherwise). Each observer appends only under its own k
 (on a secured broker the server enforces it, ``docs/broker.md``), and a receipt stored
 under another observer's key is refused here too. A receipt is appended with
 ``msg_id = receipt_id``, so the server de-duplicates re-publications inside its window; the engine
-de-duplicates by id forever after. Every node folds the stream *in stream order*
-(nodes do not fold their own receipts before publishing them), so all nodes fold
+de-duplicates by id after that, inside its replay horizon (``TrustConfig.receipt_horizon_ms``),
+and refuses receipts older than the horizon (``stale_receipt``). With ``max_age`` the stream
+itself forgets receipts after that many seconds; a node then starts from a signed snapshot
+(``agentmesh.trustnet.snapshots``) and folds only the tail. Every node folds the stream
+*in stream order* (nodes do not fold their own receipts before publishing them), so all nodes fold
 the same receipts in the same order and end with the same local trust; a node
 that joins late reads the stream from sequence 1 and catches up.
 
@@ -24,16 +27,18 @@ from collections import Counter
 from collections.abc import AsyncGenerator
 
 from agentmesh.audit import AuditEvent, AuditSink, MemoryAuditSink
+from agentmesh.errors import NodeStateError
 from agentmesh.node.addressing import MeshAddressing
 from agentmesh.transport.base import PublishAck, Stream, StreamMessage, Transport
 from iatp.clock import Clock, SystemClock
 from trust.engine import TrustEngine
 from trust.errors import SignerMismatch, TrustError
-from trust.evidence import SignedReceipt, decode_signed_receipt, verify_receipt
+from trust.evidence import Receipt, SignedReceipt, decode_signed_receipt, verify_receipt
 
 logger = logging.getLogger(__name__)
 
 AUDIT_KIND = "trust_receipt"
+_MAX_OWN = 65_536
 
 
 def stream_name(mesh: str) -> str:
@@ -97,6 +102,10 @@ class ReceiptLedger:
         self.refused: Counter[str] = Counter()
         self.missing = 0
         self._reader: AsyncGenerator[StreamMessage, None] | None = None
+        # Receipts this ledger published and has not folded yet, by their exact wire
+        # bytes: folding one of those needs no decode or signature check (this node made
+        # the signature). Bounded: the oldest entries go first.
+        self._own: dict[bytes, SignedReceipt] = {}
         self._lock = asyncio.Lock()
         self._following = False
 
@@ -112,14 +121,22 @@ class ReceiptLedger:
         clock: Clock | None = None,
         duplicate_window: float = 120.0,
         recompute_every: int | None = None,
+        max_age: float | None = None,
     ) -> ReceiptLedger:
         """Create-or-bind the receipt stream of ``mesh``.
+
+        Args:
+            max_age: seconds the stream keeps a receipt (None: for ever). Applies when
+                this call creates the stream; an existing stream keeps its own limits.
 
         Raises:
             TransportError: the stream could not be created or bound.
         """
         stream = await transport.stream(
-            stream_name(mesh), [receipt_subjects(mesh)], duplicate_window=duplicate_window
+            stream_name(mesh),
+            [receipt_subjects(mesh)],
+            duplicate_window=duplicate_window,
+            max_age=max_age,
         )
         return cls(
             stream,
@@ -131,25 +148,48 @@ class ReceiptLedger:
             recompute_every=recompute_every,
         )
 
-    async def publish(self, signed: SignedReceipt, *, timeout: float = 2.0) -> PublishAck:
+    async def publish(
+        self, signed: SignedReceipt, *, timeout: float = 2.0, signed_here: bool = False
+    ) -> PublishAck:
         """Append a signed receipt (de-duplicated by its id). Does not fold it here.
+
+        Args:
+            signed_here: this process just made the signature itself (the receipt
+                interceptor does): when these exact bytes come back from the stream,
+                the fold skips decoding and the signature check. Never set it for
+                receipts that came from elsewhere.
 
         Raises:
             TransportError: the stream did not acknowledge the append.
         """
+        data = signed.encode()
+        if signed_here:
+            if len(self._own) >= _MAX_OWN:
+                del self._own[next(iter(self._own))]
+            self._own[data] = signed
         return await self.stream.append(
             receipt_subject(self.mesh, signed.receipt.observer),
-            signed.encode(),
+            data,
             msg_id=signed.receipt.receipt_id,
             timeout=timeout,
         )
+
+    def resume_at(self, seq: int, *, folded: int, latest_ms: int) -> None:
+        """Continue after a snapshot that includes the stream up to ``seq``.
+
+        Raises:
+            NodeStateError: this ledger already folded something.
+        """
+        if self.position or self.folded or self._reader is not None:
+            raise NodeStateError("resume_at needs a ledger that has not read the stream")
+        self.position, self.folded, self.latest_ms = seq, folded, latest_ms
 
     def fold(self, message: StreamMessage) -> bool:
         """Check one stored message and record it; False when refused or a duplicate."""
         self.position = max(self.position, message.seq)
         try:
-            signed = decode_signed_receipt(message.data)
-            receipt = verify_receipt(signed)
+            own = self._own.pop(message.data, None)
+            receipt = own.receipt if own is not None else self._verified(message.data)
             if message.subject != receipt_subject(self.mesh, receipt.observer):
                 raise SignerMismatch(
                     "receipt stored under another observer's subject",
@@ -169,6 +209,10 @@ class ReceiptLedger:
             # (drift flags and rings included) stays the same on every node.
             self.engine.recompute(at_ms=self.latest_ms)
         return True
+
+    @staticmethod
+    def _verified(data: bytes) -> Receipt:
+        return verify_receipt(decode_signed_receipt(data))
 
     def _refuse(self, error: TrustError, message: StreamMessage) -> None:
         self.refused[error.code] += 1

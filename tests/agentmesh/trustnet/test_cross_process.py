@@ -49,6 +49,20 @@ class Peer:
 
 
 async def start(url: str, mesh: str, role: str, at_ms: int, seed: int = 0) -> Peer:
+    return await start_peer(url, mesh, role, at_ms, EXPECT, [], seed=seed)
+
+
+async def start_peer(
+    url: str,
+    mesh: str,
+    role: str,
+    at_ms: int,
+    expect: int,
+    extra: list[str],
+    *,
+    seed: int = 0,
+) -> Peer:
+    """One ``trust_peer`` process (``extra``: more command-line arguments)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -60,13 +74,14 @@ async def start(url: str, mesh: str, role: str, at_ms: int, seed: int = 0) -> Pe
         "--mesh",
         mesh,
         "--expect",
-        str(EXPECT),
+        str(expect),
         "--at-ms",
         str(at_ms),
         "--requests",
         str(REQUESTS),
         "--seed",
         str(seed),
+        *extra,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -3,7 +3,9 @@
 Roles: ``server`` (a MeshNode whose handled requests become receipts), ``client``
 (sends requests and publishes its own receipts about the server), ``publisher``
 (publishes a fixed set of signed receipts in a seeded order, plus a forged one),
-``late`` (starts after the others are done and catches up from the stream).
+``late`` (starts after the others are done and catches up from the stream, from a
+signed snapshot with ``--snapshot-signer``), ``history`` (publishes half of the
+receipts, writes a signed snapshot with ``--write-snapshot``, then the rest).
 Every role folds the stream until it has seen ``--expect`` receipts, recomputes
 at ``--at-ms`` from a cold start and prints one JSON result line.
 """
@@ -20,9 +22,9 @@ from agentmesh.node.config import NodeConfig
 from agentmesh.node.interceptors import InboundMessage, Stage
 from agentmesh.node.node import MeshNode
 from agentmesh.transport.factory import make_transport
-from agentmesh.trustnet import MeshTrust
+from agentmesh.trustnet import MeshTrust, SnapshotPolicy
 from iatp.identity import AgentIdentity
-from trust import Outcome, Receipt, SignedReceipt, sign_receipt
+from trust import Outcome, Receipt, SignedReceipt, TrustConfig, sign_receipt
 from trust.evidence import RECEIPT_DOMAIN
 
 T0 = 1_700_000_000_000
@@ -37,6 +39,7 @@ def identity(i: int) -> AgentIdentity:
 
 WORLD = [identity(i) for i in range(1, 7)]
 SERVER, CLIENT = identity(20), identity(21)
+SNAPSHOTTER = identity(40)
 PRE_TRUSTED = [WORLD[0].did, SERVER.did]
 
 
@@ -112,11 +115,16 @@ def result(trust: MeshTrust, at_ms: int) -> dict[str, object]:
         "recomputes": engine.recomputes,
         "folded": trust.ledger.folded,
         "refused": dict(trust.ledger.refused),
+        "remembered": engine.remembered_receipts,
     }
 
 
 async def run(args: argparse.Namespace) -> None:
-    me = {"server": SERVER, "client": CLIENT}.get(args.role, identity(30 + args.seed))
+    me = {"server": SERVER, "client": CLIENT, "history": SNAPSHOTTER}.get(
+        args.role, identity(30 + args.seed)
+    )
+    signers = frozenset({args.snapshot_signer} if args.snapshot_signer else ())
+    config = TrustConfig(receipt_horizon_ms=args.horizon_ms) if args.horizon_ms else None
     async with (
         make_transport(args.nats, name=f"trust-{args.role}") as transport,
         MeshTrust(
@@ -128,6 +136,8 @@ async def run(args: argparse.Namespace) -> None:
             # every process passes through the same engine states.
             recompute_interval=None,
             recompute_every=RECOMPUTE_EVERY,
+            config=config,
+            snapshots=SnapshotPolicy(signers=signers) if signers or args.write_snapshot else None,
         ) as trust,
     ):
         if args.role == "server":
@@ -165,21 +175,44 @@ async def run(args: argparse.Namespace) -> None:
                 await trust.ledger.publish(receipt)
             emit("published", count=len(receipts))
             await wait_folded(trust, args.expect)
+        elif args.role == "history":
+            receipts = world_receipts()
+            half = len(receipts) // 2
+            for receipt in receipts[:half]:
+                await trust.ledger.publish(receipt)
+            await wait_folded(trust, half)
+            if args.write_snapshot:
+                manifest = await trust.write_snapshot()
+                emit("snapshot", seq=manifest.seq, folded=manifest.folded)
+            await trust.ledger.publish(forged_receipt())
+            for receipt in receipts[half:]:
+                await trust.ledger.publish(receipt)
+            await wait_folded(trust, args.expect)
         else:
-            emit("caught_up", folded=trust.ledger.folded)
+            emit(
+                "caught_up",
+                folded=trust.ledger.folded,
+                started_from=trust.started_from_seq,
+                refused_snapshots=dict(trust.snapshot_refused),
+            )
             await wait_folded(trust, args.expect)
         emit("result", role=args.role, **result(trust, args.at_ms))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--role", choices=["server", "client", "publisher", "late"], required=True)
+    parser.add_argument(
+        "--role", choices=["server", "client", "publisher", "late", "history"], required=True
+    )
     parser.add_argument("--nats", required=True)
     parser.add_argument("--mesh", required=True)
     parser.add_argument("--expect", type=int, required=True)
     parser.add_argument("--at-ms", type=int, required=True)
     parser.add_argument("--requests", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--snapshot-signer", default="")
+    parser.add_argument("--write-snapshot", action="store_true")
+    parser.add_argument("--horizon-ms", type=int, default=0)
     asyncio.run(run(parser.parse_args(argv)))
     return 0
 
