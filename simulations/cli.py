@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from agentmesh.cli.failures import EXIT_USAGE, CommandFailed
 from simulations.behaviours import BEHAVIOURS
 from simulations.report import write_report, write_sweep
 from simulations.runner import Fidelity, RunResult, run_scenario
@@ -59,8 +60,14 @@ def _load(source: str) -> ScenarioSpec:
     try:
         return load_scenario(source)
     except ScenarioError as exc:
-        err.print(f"[red]error ({exc.code}):[/] {exc}")
-        raise typer.Exit(2) from None
+        raise _bad_scenario(exc) from None
+
+
+def _bad_scenario(exc: ScenarioError) -> CommandFailed:
+    """One line on stderr, exit 2 (the CLI's error boundary prints it)."""
+    return CommandFailed(
+        str(exc), "see 'agentmesh simulate list'", exit_code=EXIT_USAGE, reason=exc.code
+    )
 
 
 def _fidelity(value: str) -> Fidelity:
@@ -94,8 +101,7 @@ def _run(
             )
         except ScenarioError as exc:
             progress.stop()
-            err.print(f"[red]error ({exc.code}):[/] {exc}")
-            raise typer.Exit(2) from None
+            raise _bad_scenario(exc) from None
 
 
 @app.command("list")
@@ -178,8 +184,7 @@ def sweep(
         try:
             varied = spec.with_param(param, value)
         except ScenarioError as exc:
-            err.print(f"[red]error ({exc.code}):[/] {exc}")
-            raise typer.Exit(2) from None
+            raise _bad_scenario(exc) from None
         results.append(_run(varied, _fidelity(fidelity), nats, False, processes))
     target = output or Path("reports") / f"{spec.name}-sweep"
     written = write_sweep(spec.name, param, numbers, results, target)

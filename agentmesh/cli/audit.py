@@ -17,8 +17,10 @@ from agentmesh.cli.connection import (
     JwtFile,
     PassphraseEnv,
     load_or_exit,
+    nats_option,
     secure_config,
 )
+from agentmesh.cli.failures import CommandFailed, explain, reading, usage
 from agentmesh.errors import TransportError
 from iatp.did import is_did
 
@@ -53,9 +55,7 @@ def verify(
     ] = None,
     nats: Annotated[
         str | None,
-        typer.Option(
-            "--nats", help="Also check the checkpoints the mesh witnessed (needs --node)."
-        ),
+        nats_option(help="Also check the checkpoints the mesh witnessed (needs --node)."),
     ] = None,
     mesh: Annotated[str, typer.Option("--mesh", help="Mesh name.")] = "agentmesh",
     identity: IdentityFile = None,
@@ -64,13 +64,12 @@ def verify(
 ) -> None:
     """Find edited, removed, inserted or reordered records and say where. Exits 1 if any."""
     if not log.exists():
-        err.print(f"[red]error:[/] {log} does not exist")
-        raise typer.Exit(2)
+        raise usage(f"audit log {log} does not exist", "give the file 'node run --audit-log' wrote")
     if node is not None and not is_did(node):
         raise typer.BadParameter(f"{node!r} is not a did:key", param_hint="--node")
-    found: list[tuple[int | None, Checkpoint | None]] = list(
-        read_checkpoints(checkpoints or checkpoint_path(log))
-    )
+    sidecar = checkpoints or checkpoint_path(log)
+    with reading(sidecar, "checkpoint file"):
+        found: list[tuple[int | None, Checkpoint | None]] = list(read_checkpoints(sidecar))
     if nats is not None:
         if node is None:
             raise typer.BadParameter(
@@ -81,9 +80,14 @@ def verify(
             config = secure_config(me, jwt)
             found += [(None, c) for c in asyncio.run(_witnessed(nats, mesh, node, config))]
         except TransportError as exc:
-            err.print(f"[red]could not read witnessed checkpoints:[/] {exc}")
-            raise typer.Exit(2) from None
-    report = verify_log(log, found, node=node)
+            failure = explain(exc)
+            raise CommandFailed(
+                f"could not read the witnessed checkpoints: {failure.what}",
+                failure.todo,
+                reason=failure.reason,
+            ) from None
+    with reading(log, "audit log"):
+        report = verify_log(log, found, node=node)
     out.print(
         f"{log}: {report.records} records, last seq {report.last_seq}, "
         f"{report.checkpoints} valid checkpoint(s)"
@@ -104,5 +108,7 @@ def verify(
             problem.message,
         )
     out.print(table)
-    out.print(f"[red]TAMPERED[/]: {len(report.problems)} problem(s)")
-    raise typer.Exit(1)
+    raise CommandFailed(
+        f"{log}: TAMPERED, {len(report.problems)} problem(s)",
+        "the table above says where; keep the file as evidence",
+    )

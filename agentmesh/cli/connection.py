@@ -11,20 +11,45 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
+from agentmesh.cli.failures import explain, usage
 from agentmesh.cli.passphrase import obtain_passphrase
+from agentmesh.transport.subjects import server_urls
 from iatp.errors import AgentMeshError, KeystoreError
 from iatp.identity import AgentIdentity
-from iatp.keystore import load_identity
+from iatp.keystore import load_identity, read_keystore_did
 
 if TYPE_CHECKING:
     from agentmesh.transport.nats import NatsConfig
 
 err = Console(stderr=True, emoji=False, highlight=False)
+
+
+def check_nats_url(value: str | None) -> str | None:
+    """``--nats``: one ``nats://`` (or ``tls://``) URL or a comma-separated cluster list.
+
+    Raises:
+        typer.BadParameter: anything else (checked before any work is done).
+    """
+    if value is None:
+        return None
+    try:
+        server_urls(value)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{exc} (got {value!r}, e.g. nats://127.0.0.1:4222)", param_hint="--nats"
+        ) from None
+    return value
+
+
+def nats_option(help: str) -> Any:
+    """A ``--nats URL`` option that refuses a URL the transport would not take."""
+    return typer.Option("--nats", help=help, callback=check_nats_url)
+
 
 JwtFile = Annotated[
     Path | None,
@@ -60,12 +85,16 @@ PassphraseEnv = Annotated[
 
 
 def load_or_exit(path: Path, passphrase_env: str | None) -> AgentIdentity:
-    """The identity in ``path`` (asks for the passphrase); exits 1 with the reason."""
+    """The identity in ``path`` (asks for the passphrase).
+
+    Raises:
+        CommandFailed: the file does not open (exit 2, with what to check).
+    """
     try:
+        read_keystore_did(path)  # a missing or foreign file is news before any prompt
         return load_identity(path, obtain_passphrase(passphrase_env, confirm=False))
     except KeystoreError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        raise explain(exc) from None
 
 
 def secure_config(
@@ -73,7 +102,8 @@ def secure_config(
 ) -> NatsConfig | None:
     """The NATS options that authenticate ``identity`` (None for an open server).
 
-    Exits 2 with what to do when the combination is incomplete or inconsistent.
+    Raises:
+        CommandFailed: the combination is incomplete or inconsistent (exit 2).
     """
     if jwt is None and mesh_dir is None:
         if sys.stderr.isatty():
@@ -83,8 +113,9 @@ def secure_config(
             )
         return None
     if identity is None:
-        err.print("[red]error:[/] --jwt and --mesh-dir need --identity (the key they name)")
-        raise typer.Exit(2)
+        raise usage(
+            "--jwt and --mesh-dir need --identity", "add --identity FILE (the key they name)"
+        )
     from agentmesh.broker.authority import AUTHORITY_JWT, read_jwt
     from agentmesh.broker.credentials import BrokerCredentials
 
@@ -92,8 +123,7 @@ def secure_config(
         token = read_jwt(jwt if jwt is not None else Path(str(mesh_dir)) / AUTHORITY_JWT)
         return BrokerCredentials(identity, token).nats_config()
     except AgentMeshError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        raise usage(str(exc), "check --jwt and --identity ('agentmesh mesh add-agent')") from None
 
 
 def journal_path(journal: Path | None, mesh_dir: Path | None) -> Path | None:
@@ -104,7 +134,11 @@ def journal_path(journal: Path | None, mesh_dir: Path | None) -> Path | None:
 
 
 def mesh_url(nats: str | None, mesh_dir: Path | None) -> str:
-    """``--nats``, or the URL in ``--mesh-dir``'s mesh.json; exits 2 if neither."""
+    """``--nats``, or the URL in ``--mesh-dir``'s mesh.json.
+
+    Raises:
+        CommandFailed: neither, or mesh.json does not load (exit 2).
+    """
     if nats is not None:
         return nats
     if mesh_dir is not None:
@@ -113,10 +147,8 @@ def mesh_url(nats: str | None, mesh_dir: Path | None) -> str:
         try:
             return MeshSecurityConfig.load(mesh_dir).url
         except AgentMeshError as exc:
-            err.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(2) from None
-    err.print("[red]error:[/] give --nats URL (or --mesh-dir of a secured mesh)")
-    raise typer.Exit(2)
+            raise usage(str(exc), "give the directory 'agentmesh mesh init' wrote") from None
+    raise usage("no mesh to connect to", "give --nats URL (or --mesh-dir of a secured mesh)")
 
 
 __all__ = [
@@ -125,8 +157,10 @@ __all__ = [
     "JwtFile",
     "MeshDir",
     "PassphraseEnv",
+    "check_nats_url",
     "journal_path",
     "load_or_exit",
     "mesh_url",
+    "nats_option",
     "secure_config",
 ]

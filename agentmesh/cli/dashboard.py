@@ -20,9 +20,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
-from agentmesh.cli.connection import JwtFile, PassphraseEnv, load_or_exit, secure_config
+from agentmesh.cli.connection import (
+    JwtFile,
+    PassphraseEnv,
+    load_or_exit,
+    nats_option,
+    secure_config,
+)
+from agentmesh.cli.failures import CommandFailed, explain, usage
+from agentmesh.cli.logs import log_reconnects
 from agentmesh.dashboard.errors import DashboardError
 from agentmesh.dashboard.operations import operation_document, sign_operation
 from iatp.did import is_did
@@ -58,9 +65,7 @@ def _check_dids(dids: list[str], hint: str) -> None:
 @app.callback()
 def dashboard(
     ctx: typer.Context,
-    nats: Annotated[
-        str | None, typer.Option("--nats", help="NATS server URL of the mesh to watch.")
-    ] = None,
+    nats: Annotated[str | None, nats_option(help="NATS server URL of the mesh to watch.")] = None,
     demo: Annotated[
         bool,
         typer.Option(
@@ -126,18 +131,13 @@ def dashboard(
     _check_dids(anchors, "--pre-trusted")
     missing = missing_extra()
     if missing:
-        hint = escape(EXTRA_HINT)  # "[dashboard]" is not rich markup
-        err.print(
-            f"[red]error:[/] the dashboard needs {', '.join(missing)}: {hint}", soft_wrap=True
-        )
-        raise typer.Exit(2)
+        raise usage(f"the dashboard needs {', '.join(missing)}", EXTRA_HINT)
     from agentmesh.dashboard.server import check_bind
 
     try:
         check_bind(host, allow_remote=allow_remote)
     except DashboardError as exc:
-        err.print(f"[red]refused:[/] {exc}")
-        raise typer.Exit(2) from None
+        raise usage(f"refused: {exc}", "see 'agentmesh dashboard --help'") from None
     if allow_signed_actions and not authorities and not demo:
         err.print("[yellow]note:[/] no --authority: no signed operation can be accepted")
     me = load_or_exit(identity, passphrase_env) if identity is not None else None
@@ -156,8 +156,7 @@ def dashboard(
     try:
         asyncio.run(_serve(settings, config))
     except AgentMeshError as exc:
-        err.print(f"[red]error ({exc.code}):[/] {exc}")
-        raise typer.Exit(1) from None
+        raise explain(exc) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +185,8 @@ async def _serve(settings: _Settings, config: NatsConfig | None) -> None:
 
     stop = asyncio.Event()
     install_stop_signals(stop)
+    if settings.nats is not None:
+        log_reconnects()
     demo: DemoMesh | None = None
     transport: Transport
     anchors: tuple[str, ...]
@@ -266,8 +267,7 @@ def sign(
     try:
         entry = sign_operation(issuer, did, kinds[action], reason)
     except (RegistryError, DashboardError) as exc:
-        err.print(f"[red]refused ({exc.code}):[/] {exc}")
-        raise typer.Exit(1) from None
+        raise CommandFailed(f"refused: {exc}", reason=exc.code) from None
     text = json.dumps(operation_document(entry), indent=2)
     if out is None:
         typer.echo(text)

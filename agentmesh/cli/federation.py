@@ -31,7 +31,9 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from agentmesh.cli.connection import PassphraseEnv, load_or_exit
+from agentmesh.cli.connection import PassphraseEnv, load_or_exit, nats_option
+from agentmesh.cli.failures import CommandFailed, failed, reading, usage
+from agentmesh.cli.logs import log_reconnects
 from iatp.did import is_did
 from iatp.errors import AgentMeshError
 from iatp.identity import AgentIdentity
@@ -44,7 +46,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 out = Console(emoji=False, highlight=False)
-err = Console(stderr=True, emoji=False, highlight=False)
 
 MeshDirOpt = Annotated[
     Path, typer.Option("--mesh-dir", help="This organization's mesh directory ('mesh init').")
@@ -60,26 +61,18 @@ Push = Annotated[
         help="Also hand it to the running server now (as the authority; needs the server).",
     ),
 ]
-NatsUrl = Annotated[
-    str | None, typer.Option("--nats", help="Server URL (default: the mesh's mesh.json).")
-]
-
-
-def _fail(exc: AgentMeshError, hint: str = "") -> typer.Exit:
-    err.print(f"[red]error ({exc.code}):[/] {exc}" + (f"\n{hint}" if hint else ""))
-    return typer.Exit(1)
+NatsUrl = Annotated[str | None, nats_option(help="Server URL (default: the mesh's mesh.json).")]
 
 
 def _agreement(path: Path) -> FederationAgreement:
     from agentmesh.federation.agreement import decode_agreement
 
+    with reading(path, "agreement file"):
+        data = path.read_bytes()
     try:
-        return decode_agreement(path.read_bytes())
-    except OSError as exc:
-        err.print(f"[red]error:[/] cannot read {path}: {exc}")
-        raise typer.Exit(1) from None
+        return decode_agreement(data)
     except AgentMeshError as exc:
-        raise _fail(exc, f"{path} is not an agreement ('agentmesh federation propose').") from None
+        raise failed(exc, f"{path} is not an agreement ('agentmesh federation propose')") from None
 
 
 @app.command("link-key")
@@ -88,12 +81,14 @@ def link_key(mesh_dir: MeshDirOpt) -> None:
 
     Name it as your party's link_key in the agreement terms.
     """
+    from agentmesh.broker.config import MeshSecurityConfig
     from agentmesh.federation.orgdir import OrgDirectory
 
     try:
+        MeshSecurityConfig.load(mesh_dir)  # a key written anywhere else would be lost
         out.print(OrgDirectory(mesh_dir).link_identity().did)
     except AgentMeshError as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
 
 
 @app.command("propose")
@@ -111,21 +106,24 @@ def propose(
     from agentmesh.federation.agreement import FederationAgreement
 
     try:
-        raw = yaml.safe_load(terms.read_text(encoding="utf-8"))
+        with reading(terms, "terms file"):
+            raw = yaml.safe_load(terms.read_text(encoding="utf-8"))
         agreement = FederationAgreement.model_validate_json(json.dumps(raw))
-    except (OSError, yaml.YAMLError) as exc:
-        err.print(f"[red]error:[/] cannot read {terms}: {exc}")
-        raise typer.Exit(1) from None
+    except (yaml.YAMLError, TypeError) as exc:
+        raise usage(
+            f"terms file {terms} is not JSON or YAML terms: {exc}", "see docs/federation.md"
+        ) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "terms"
-        err.print(f"[red]error (agreement_invalid):[/] {where}: {first['msg']}")
-        raise typer.Exit(1) from None
+        raise CommandFailed(
+            f"{where}: {first['msg']}", "see docs/federation.md", reason="agreement_invalid"
+        ) from None
     authority = load_or_exit(identity, passphrase_env)
     try:
         signed = agreement.model_copy(update={"signatures": {}}).signed_by(authority)
     except AgentMeshError as exc:
-        raise _fail(exc, "Sign with the authority one of the parties names.") from None
+        raise failed(exc, "Sign with the authority one of the parties names.") from None
     output.write_bytes(signed.encode() + b"\n")
     _show(signed)
     out.print(f"proposal written to {output}; the partner runs 'agentmesh federation sign'")
@@ -146,7 +144,7 @@ def sign(
     try:
         signed = agreement.signed_by(authority)
     except AgentMeshError as exc:
-        raise _fail(exc, "Sign with the authority one of the parties names.") from None
+        raise failed(exc, "Sign with the authority one of the parties names.") from None
     (output or agreement_file).write_bytes(signed.encode() + b"\n")
     _show(signed)
 
@@ -226,7 +224,7 @@ def link(
             mesh_dir, authority, agreement, listen=listen, connect=connect, leaf_jwt=token
         )
     except AgentMeshError as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
     for account in result.links.accounts:
         out.print(
             f"link {account.partner}: account {account.account[:12]}..., "
@@ -255,7 +253,7 @@ def _online(mesh_dir: Path, authority: AgentIdentity, nats: str | None) -> None:
     try:
         pushed, written = asyncio.run(run())
     except AgentMeshError as exc:
-        raise _fail(exc, "Is the mesh's server running? (--nats URL)") from None
+        raise failed(exc, "Is the mesh's server running? (--nats URL)") from None
     out.print(f"pushed {pushed} account JWT(s); published {written} federation value(s)")
 
 
@@ -275,7 +273,7 @@ def unlink(
     try:
         unlink_mesh(mesh_dir, authority, partner)
     except AgentMeshError as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
     out.print(f"link to {partner} removed from the server config")
     if push:
         _online(mesh_dir, authority, nats)
@@ -299,7 +297,7 @@ def revoke(
     try:
         notice = operations.revoke(mesh_dir, authority, agreement, reason=reason)
     except AgentMeshError as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
     out.print(f"agreement {notice.agreement_id} revoked by {notice.issuer}")
     if push:
         _online(mesh_dir, authority, nats)
@@ -339,7 +337,7 @@ def issue_membership(
             )
         )
     except AgentMeshError as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
     output.write_text(token + "\n")
     out.print(f"membership of {agent} written to {output}")
     # didkit's resolver has crashed in interpreter teardown: leave without it.
@@ -364,7 +362,7 @@ def revoke_membership(
     try:
         status = revoke_member(mesh_dir, authority, agent)
     except AgentMeshError as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
     out.print(f"status list v{status.version}: {len(status.revoked)} revoked")
     if push:
         _online(mesh_dir, authority, nats)
@@ -395,6 +393,7 @@ def steward(
     async def main() -> None:
         stop = asyncio.Event()
         install_stop_signals(stop)
+        log_reconnects()
         if duration is not None:
             asyncio.get_running_loop().call_later(duration, stop.set)
         await run_steward(
@@ -409,4 +408,4 @@ def steward(
     try:
         asyncio.run(main())
     except AgentMeshError as exc:
-        raise _fail(exc, "Is the mesh's server running? (--nats URL)") from None
+        raise failed(exc, "Is the mesh's server running? (--nats URL)") from None

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from agentmesh.cli.failures import explain, usage
 from agentmesh.cli.passphrase import obtain_passphrase
 from iatp.errors import KeystoreError
 from iatp.identity import AgentIdentity
@@ -43,8 +44,7 @@ def new_identity(
 ) -> None:
     """Generate a new identity and save it encrypted (argon2id + SecretBox, mode 0600)."""
     if out.exists() and not force:
-        console.print(f"[red]error:[/] {out} exists; pass --force to overwrite it")
-        raise typer.Exit(2)
+        raise usage(f"{out} exists", "pass --force to overwrite it")
     passphrase = obtain_passphrase(passphrase_env, confirm=True)
     identity = AgentIdentity.generate()
     try:
@@ -52,8 +52,7 @@ def new_identity(
             identity, out, passphrase, params=KdfParams.moderate() if strong_kdf else None
         )
     except KeystoreError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        raise usage(str(exc), "check that its directory exists and is writable") from None
     console.print(f"[green]created[/] {out}")
     typer.echo(identity.did)
 
@@ -79,8 +78,7 @@ def show_identity(
             identity = load_identity(file, obtain_passphrase(passphrase_env, confirm=False))
             verified = identity.did == did
     except KeystoreError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        raise explain(exc) from None
     if as_json:
         doc: dict[str, object] = {"did": did, "file": str(file)}
         if verified is not None:

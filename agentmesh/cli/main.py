@@ -21,12 +21,36 @@ from agentmesh.cli import (
     saga,
     trust,
 )
+from agentmesh.cli.boundary import DEBUG_ENV, GuardedGroup
+from agentmesh.cli.connection import nats_option
+from agentmesh.cli.failures import EXIT_CODES_HELP
 
 app = typer.Typer(
+    cls=GuardedGroup,
     help="agentmesh: safe teams of AI agents over a signed, trust-aware mesh.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def root(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            envvar=DEBUG_ENV,
+            help="On failure print the traceback too, and log everything (debug level).",
+        ),
+    ] = False,
+) -> None:
+    """agentmesh: safe teams of AI agents over a signed, trust-aware mesh."""
+    # The boundary (GuardedGroup) reads --debug from the command line itself: it must
+    # know before the command runs, and for errors that happen before this callback.
+    del debug
+
+
 app.add_typer(identity.app, name="identity")
 app.add_typer(node.app, name="node")
 app.add_typer(policy.app, name="policy")
@@ -46,9 +70,7 @@ app.command("release")(quarantine.release)
 def demo(
     nats: Annotated[
         str | None,
-        typer.Option(
-            "--nats", help="Run over a real nats-server at this URL instead of in memory."
-        ),
+        nats_option(help="Run over a real nats-server at this URL instead of in memory."),
     ] = None,
     saga: Annotated[
         bool,

@@ -27,12 +27,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agentmesh.cli.connection import PassphraseEnv, load_or_exit
+from agentmesh.cli.connection import PassphraseEnv, load_or_exit, nats_option
+from agentmesh.cli.failures import failed, usage
+from agentmesh.cli.logs import log_reconnects
 from agentmesh.cli.passphrase import obtain_passphrase
 from iatp.did import is_did
 from iatp.errors import AgentMeshError, KeystoreError
 from iatp.identity import AgentIdentity
-from iatp.keystore import load_identity
+from iatp.keystore import load_identity, read_keystore_did
 
 if TYPE_CHECKING:
     from agentmesh.directory.revocations import RevocationList
@@ -42,7 +44,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 out = Console(emoji=False, highlight=False)
-err = Console(stderr=True, emoji=False, highlight=False)
 
 Dir = Annotated[Path, typer.Option("--dir", help="The mesh's directory (from 'mesh init').")]
 AuthorityId = Annotated[
@@ -50,13 +51,8 @@ AuthorityId = Annotated[
 ]
 NatsUrl = Annotated[
     str | None,
-    typer.Option("--nats", help="Server URL (default: the one in the mesh's mesh.json)."),
+    nats_option(help="Server URL (default: the one in the mesh's mesh.json)."),
 ]
-
-
-def _fail(exc: AgentMeshError, hint: str = "") -> typer.Exit:
-    err.print(f"[red]error ({exc.code}):[/] {exc}" + (f"\n{hint}" if hint else ""))
-    return typer.Exit(1)
 
 
 @app.command("init")
@@ -87,8 +83,9 @@ def init(
     from agentmesh.broker.authority import init_mesh
     from agentmesh.broker.config import Limits
 
-    passphrase = obtain_passphrase(passphrase_env, confirm=False)
     try:
+        read_keystore_did(identity)  # a missing or foreign file is news before any prompt
+        passphrase = obtain_passphrase(passphrase_env, confirm=False)
         authority = load_identity(identity, passphrase)
         limits = Limits(
             agent_max_payload=max_payload,
@@ -99,12 +96,13 @@ def init(
             directory, authority, passphrase, mesh=mesh, host=host, port=port, limits=limits
         )
     except KeystoreError as exc:
-        raise _fail(exc, "Create one with 'agentmesh identity new --out FILE'.") from None
+        raise failed(
+            exc, "check the passphrase, or create one: 'agentmesh identity new --out FILE'"
+        ) from None
     except AgentMeshError as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
     except ValueError as exc:  # pydantic validation of the limits
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        raise usage(f"invalid limits: {exc}", "see 'agentmesh mesh init --help'") from None
     out.print(f"[green]secured mesh {config.mesh!r}[/] in {directory} (authority {authority.did})")
     out.print("Next:")
     out.print(f"  nats-server -c {directory}/nats-server.conf &")
@@ -160,17 +158,16 @@ def cluster_init(
             try:
                 secured = (mesh_dir / SERVER_CONFIG_FILE).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
-                err.print(
-                    f"[red]error:[/] cannot read {mesh_dir / SERVER_CONFIG_FILE}: {exc}\n"
-                    "Create the mesh first: 'agentmesh mesh init --dir DIR --identity FILE'."
-                )
-                raise typer.Exit(2) from None
+                raise usage(
+                    f"cannot read {mesh_dir / SERVER_CONFIG_FILE}: {exc}",
+                    "create the mesh first: 'agentmesh mesh init --dir DIR --identity FILE'",
+                ) from None
         plan = plan_cluster(
             size=servers, host=host, port=port, cluster_port=cluster_port, cluster=name, sync=sync
         )
         written = write_cluster(directory, plan, secured=secured)
     except AgentMeshError as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
     out.print(f"[green]cluster {plan.cluster!r}[/]: {len(written)} servers in {directory}")
     out.print("Start each (nats-server >= 2.10 for --sync always or a duration):")
     for path in written:
@@ -236,7 +233,7 @@ def add_agent(
         powers = MeshAuthority(MeshSecurityConfig.load(directory), authority, directory=directory)
         token = powers.issue_user(did, kind, topics=topics, expires_in=expires_in)
     except AgentMeshError as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--topic") from None
     output.write_text(token + "\n")
@@ -265,7 +262,7 @@ def provision_stores(
     try:
         table = asyncio.run(work())
     except AgentMeshError as exc:
-        raise _fail(exc, "Is the server running with this mesh's nats-server.conf?") from None
+        raise failed(exc, "Is the server running with this mesh's nats-server.conf?") from None
     out.print(table)
     out.print("[green]provisioned[/]: every store exists with the limits above")
 
@@ -279,7 +276,7 @@ def show(directory: Dir) -> None:
     try:
         config = MeshSecurityConfig.load(directory)
     except AgentMeshError as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
     table = Table(title=f"secured mesh {config.mesh!r}")
     table.add_column("field")
     table.add_column("value")
@@ -296,7 +293,10 @@ def subject_map_command(
     """Print the subject map (identity kind x subject x pub/sub) as markdown."""
     from agentmesh.broker.subject_map import render_stores, render_subject_map, subject_map
 
-    smap = subject_map(mesh)
+    try:
+        smap = subject_map(mesh)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--mesh") from None
     typer.echo(render_subject_map(smap))
     typer.echo(render_stores(smap))
 
@@ -313,7 +313,7 @@ def sync_revocations(
     try:
         revoked = asyncio.run(_sync_once(directory, authority, nats))
     except AgentMeshError as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
     out.print(f"[green]synced[/]: the broker refuses {revoked} agent(s)")
 
 
@@ -353,7 +353,7 @@ def warden(
     try:
         code = asyncio.run(_warden(directory, authority, nats, duration, resync))
     except AgentMeshError as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
     raise typer.Exit(code)
 
 
@@ -389,6 +389,7 @@ async def _warden(
 
     stop = asyncio.Event()
     install_stop_signals(stop)
+    log_reconnects()
     async with authority_session(directory, authority, url=url) as session:
         revocations = session.revocation_list()
         authority_did = frozenset({authority.did})

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from agentmesh.cli.connection import JwtFile, secure_config
-from agentmesh.cli.passphrase import obtain_passphrase
+from agentmesh.cli.connection import JwtFile, load_or_exit, nats_option, secure_config
+from agentmesh.cli.failures import CommandFailed, explain, reading, usage
+from agentmesh.cli.logs import log_reconnects
+from agentmesh.node.partitions import Partition
 from agentmesh.node.runner import (
     FederationOptions,
     RunPlan,
@@ -25,21 +29,18 @@ from agentmesh.policy.runtime import GovernanceOptions
 from agentmesh.resilience.document import load_resilience
 from agentmesh.transport.factory import make_transport
 from iatp.did import is_did
-from iatp.errors import AgentMeshError, KeystoreError
-from iatp.keystore import load_identity
+from iatp.errors import AgentMeshError
 from registry.card import parse_capability
 from registry.errors import RegistryError
 
 app = typer.Typer(help="Run a mesh node.", no_args_is_help=True)
-console = Console(stderr=True, emoji=False, highlight=False)
 
 
 @app.command("run")
 def run(
+    ctx: typer.Context,
     identity: Annotated[Path, typer.Option("--identity", help="Identity file ('identity new').")],
-    nats: Annotated[
-        str, typer.Option("--nats", help="NATS server URL, e.g. nats://127.0.0.1:4222.")
-    ],
+    nats: Annotated[str, nats_option(help="NATS server URL, e.g. nats://127.0.0.1:4222.")],
     passphrase_env: Annotated[
         str | None, typer.Option("--passphrase-env", metavar="VAR", help="Passphrase variable.")
     ] = None,
@@ -175,6 +176,15 @@ def run(
             help="Circuit breakers, cascade detection and SLOs (YAML; see docs/resilience.md).",
         ),
     ] = None,
+    partition: Annotated[
+        str | None,
+        typer.Option(
+            "--partition",
+            metavar="I/P",
+            help="Serve this identity as member I of P processes (I from 0; run one process "
+            "per I): each admits only its partition's messages (docs/scaleout.md).",
+        ),
+    ] = None,
     status_interval: Annotated[
         float | None,
         typer.Option(
@@ -191,9 +201,16 @@ def run(
     Registers a signed agent card (renewed on a heartbeat) and refuses revoked or
     quarantined agents. Prints one JSON object per line: registered, ready, handshake,
     request_failed, requests_done, revocation, stats, trust_view (with --trust),
-    status (with --status-interval), left.
+    status (with --status-interval), left. SIGTERM or SIGINT at any time (also while
+    sending) stops it cleanly: it prints its stats and exits 0 (1 if a request failed).
+    Disconnects from and reconnects to nats-server are logged on stderr.
     """
+    early_stop = _remember_stop_signals(ctx)
     peers = tuple(peer or ())
+    try:
+        member = None if partition is None else Partition.parse(partition)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--partition") from None
     if admission not in ("registered", "open"):
         raise typer.BadParameter("registered or open", param_hint="--admission")
     for did in (*peers, *(authority or ()), *(pre_trusted or ()), *(admit or ())):
@@ -209,32 +226,26 @@ def run(
             raise typer.BadParameter(str(exc), param_hint="--capability") from None
     if policy is not None:
         try:
-            CompiledPolicy.from_file(policy)
+            with reading(policy, "--policy"):
+                CompiledPolicy.from_file(policy)
         except PolicyLoadError as exc:
-            console.print(f"[red]policy error:[/] {exc}\nFix it (see 'agentmesh policy check').")
-            raise typer.Exit(2) from None
+            raise usage(f"--policy {exc}", "fix it (see 'agentmesh policy check')") from None
     guards = None
     if resilience is not None:
         try:
-            guards = load_resilience(resilience)
+            with reading(resilience, "--resilience"):
+                guards = load_resilience(resilience)
         except PolicyLoadError as exc:
-            console.print(f"[red]resilience file error:[/] {exc}\nFix it (see docs/resilience.md).")
-            raise typer.Exit(2) from None
-    try:
-        me = load_identity(identity, obtain_passphrase(passphrase_env, confirm=False))
-    except KeystoreError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+            raise usage(f"--resilience {exc}", "fix it (see docs/resilience.md)") from None
+    if audit_log is not None:
+        _check_audit_log(audit_log)
+    me = load_or_exit(identity, passphrase_env)
     federation = _federation(organization, membership, org_trust or [])
     missing = missing_packages(
         metrics=metrics_port is not None, tracing=bool(trace_file or otlp_endpoint)
     )
     if missing:
-        console.print(
-            f"[red]error:[/] {', '.join(missing)} not installed: "
-            "pip install 'agentmesh[observability]'"
-        )
-        raise typer.Exit(2)
+        raise usage(f"{', '.join(missing)} not installed", "pip install 'agentmesh[observability]'")
     nats_config = secure_config(me, jwt)
     plan = RunPlan(
         peers=peers,
@@ -247,11 +258,15 @@ def run(
         broker="open" if jwt is None else f"secured:{_role(jwt)}",
         admission=admission,
         admitted=tuple(admit or ()),
+        partition=member,
     )
 
     async def main() -> int:
         stop = asyncio.Event()
-        install_stop_signals(stop)
+        install_stop_signals(stop, _STOP_SIGNALS)
+        if early_stop:
+            stop.set()
+        log_reconnects()
         return await run_node(
             me,
             make_transport(nats, name=me.did[-8:], config=nats_config),
@@ -281,19 +296,44 @@ def run(
     try:
         code = asyncio.run(main())
     except AgentMeshError as exc:
-        hint = _HINTS.get(exc.code, "")
-        console.print(f"[red]error ({exc.code}):[/] {exc}" + (f"\n{hint}" if hint else ""))
-        raise typer.Exit(1) from None
+        hint = _HINTS.get(exc.code)
+        if hint is None:
+            raise explain(exc) from None
+        raise CommandFailed(str(exc), hint, reason=exc.code) from None
     raise typer.Exit(code)
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _remember_stop_signals(ctx: typer.Context) -> list[int]:
+    """Remember a stop signal that comes before the event loop runs (while the key decrypts).
+
+    Without this SIGTERM would kill the process there, without the stats line. The
+    previous handlers come back when the command ends (a test may run it in-process).
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        return received
+    previous = {number: signal.getsignal(number) for number in _STOP_SIGNALS}
+    for number in _STOP_SIGNALS:
+        signal.signal(number, lambda got, _frame: received.append(got))
+
+    def restore() -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+    ctx.call_on_close(restore)
+    return received
 
 
 _HINTS = {
     "revocation_log_incomplete": (
         "Revocations were removed from the mesh's store, so this node will not serve. The "
         "mesh authority restores them: agentmesh registry republish --identity AUTHORITY.id "
-        "--journal JOURNAL (--mesh-dir DIR on a secured mesh)."
+        "--journal JOURNAL (--mesh-dir DIR on a secured mesh)"
     ),
-    "broker_authentication_failed": "Check --jwt: 'agentmesh mesh add-agent' issues it.",
+    "broker_authentication_failed": "check --jwt: 'agentmesh mesh add-agent' issues it",
 }
 
 
@@ -321,11 +361,37 @@ def _federation(
             raise typer.BadParameter(f"{item!r}: TRUST is 0..1", param_hint="--org-trust")
     token = None
     if membership is not None:
-        try:
+        with reading(membership, "--membership"):
             token = membership.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--membership") from None
+        if token.count(".") != 2 or not all(token.split(".")):
+            raise usage(
+                f"--membership {membership} does not hold a membership credential (a JWT)",
+                "issue one with 'agentmesh federation issue-membership'",
+            )
     return FederationOptions(organization, token, trust)
+
+
+def _check_audit_log(path: Path) -> None:
+    """Refuse an existing ``--audit-log`` that is not an audit log, before anything writes to it.
+
+    The log repairs a torn last record by cutting it off: pointed at some other file
+    by mistake it would cut that file, then fail.
+    """
+    if not path.exists() or path.is_dir() or path.stat().st_size == 0:
+        if path.is_dir():
+            raise usage(f"--audit-log {path} is a directory", "give a file path")
+        return
+    with reading(path, "--audit-log"), path.open("rb") as handle:
+        first = handle.readline()
+    try:
+        record = json.loads(first)
+    except ValueError:  # also a UnicodeDecodeError
+        record = None
+    if not (isinstance(record, dict) and "seq" in record and "hash" in record):
+        raise usage(
+            f"--audit-log {path} is not an audit log (its first line is not a chained record)",
+            "give a new file, or the log this node wrote before",
+        )
 
 
 def _role(jwt: Path) -> str:

@@ -10,13 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agentmesh.cli.failures import EXIT_FAILED, CommandFailed, reading, usage
 from agentmesh.policy.document import Effect
 from agentmesh.policy.engine import CompiledPolicy, PolicyEngine, request_from_mapping
 from agentmesh.policy.errors import PolicyLoadError
 
 app = typer.Typer(help="Check policy files and test requests against them.", no_args_is_help=True)
 out = Console(emoji=False, highlight=False)
-err = Console(stderr=True, emoji=False, highlight=False)
 
 
 @app.command("check")
@@ -25,17 +25,22 @@ def check(
 ) -> None:
     """Load and compile each file; report every load error with its file, rule and reason.
 
-    Exits 1 when any file fails to load.
+    Exits 1 when any file fails to load (2 when one cannot be read: missing, not UTF-8).
     """
     table = Table("file", "policy", "rules", "combining", "default", "status")
-    failed = 0
+    errors: list[str] = []
+    exit_code = EXIT_FAILED
     for path in files:
         try:
-            policy = CompiledPolicy.from_file(path)
-        except PolicyLoadError as exc:
-            failed += 1
+            if not path.is_file():
+                raise usage(f"policy file {path} does not exist", "check the path")
+            with reading(path, "policy file"):
+                policy = CompiledPolicy.from_file(path)
+        except (PolicyLoadError, CommandFailed) as exc:
+            if isinstance(exc, CommandFailed):
+                exit_code = exc.exit_code
+            errors.append(str(exc))
             table.add_row(str(path), "-", "-", "-", "-", "[red]error[/]")
-            err.print(f"[red]error:[/] {exc}")
             continue
         doc = policy.document
         table.add_row(
@@ -47,9 +52,14 @@ def check(
             "[green]ok[/]",
         )
     out.print(table)
-    if failed:
-        err.print(f"{failed} file(s) failed to load; the policy language is in docs/policy.md")
-        raise typer.Exit(1)
+    for error in errors:
+        out.print(f"[red]error:[/] {error}", soft_wrap=True)
+    if errors:
+        raise CommandFailed(
+            f"{len(errors)} of {len(files)} policy file(s) failed to load; first: {errors[0]}",
+            "fix them; the policy language is in docs/policy.md",
+            exit_code=exit_code,
+        )
 
 
 @app.command("test")
@@ -70,18 +80,17 @@ def try_request(
 ) -> None:
     """Print the decision for one request and the rule that decided it."""
     try:
-        policy = CompiledPolicy.from_file(file)
+        with reading(file, "policy file"):
+            policy = CompiledPolicy.from_file(file)
     except PolicyLoadError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        raise usage(str(exc), "fix it (see 'agentmesh policy check' and docs/policy.md)") from None
     try:
         data = json.loads(request)
         if not isinstance(data, dict):
             raise ValueError("the request must be a JSON object")
         parsed = request_from_mapping(data)
     except (ValueError, TypeError) as exc:
-        err.print(f"[red]bad --request:[/] {exc}")
-        raise typer.Exit(2) from None
+        raise usage(f"bad --request: {exc}", "see 'agentmesh policy test --help'") from None
     decision = PolicyEngine(policy).decide(parsed)
     if as_json:
         out.print_json(json.dumps(decision.to_dict()))
@@ -93,8 +102,11 @@ def try_request(
         try:
             wanted = Effect(expect.replace("_", "-"))
         except ValueError:
-            err.print("[red]--expect[/] is allow, deny or require-approval")
-            raise typer.Exit(2) from None
+            raise typer.BadParameter(
+                "allow, deny or require-approval", param_hint="--expect"
+            ) from None
         if decision.effect is not wanted:
-            err.print(f"[red]expected {wanted.value}, got {decision.effect.value}[/]")
-            raise typer.Exit(1)
+            raise CommandFailed(
+                f"expected {wanted.value}, got {decision.effect.value}",
+                f"rule {decision.rule or '(default)'} decided; see the reason above",
+            )

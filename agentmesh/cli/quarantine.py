@@ -16,30 +16,27 @@ from agentmesh.cli.connection import (
     JwtFile,
     MeshDir,
     journal_path,
+    load_or_exit,
     mesh_url,
+    nats_option,
     secure_config,
 )
-from agentmesh.cli.passphrase import obtain_passphrase
+from agentmesh.cli.failures import explain
 from agentmesh.errors import TransportError
 from agentmesh.policy.errors import QuarantineOrderError
 from iatp.did import is_did
-from iatp.errors import KeystoreError
 from iatp.identity import AgentIdentity
-from iatp.keystore import load_identity
 from registry.revocation import RevocationKind
 
 if TYPE_CHECKING:
     from agentmesh.transport.nats import NatsConfig
 
 out = Console(emoji=False, highlight=False)
-err = Console(stderr=True, emoji=False, highlight=False)
 
 Identity = Annotated[
     Path, typer.Option("--identity", help="The authority's identity file (signs the order).")
 ]
-Nats = Annotated[
-    str | None, typer.Option("--nats", help="NATS server URL (default: --mesh-dir's).")
-]
+Nats = Annotated[str | None, nats_option(help="NATS server URL (default: --mesh-dir's).")]
 Mesh = Annotated[str, typer.Option("--mesh", help="Mesh name.")]
 PassphraseEnv = Annotated[
     str | None, typer.Option("--passphrase-env", metavar="VAR", help="Passphrase variable.")
@@ -104,19 +101,14 @@ def _order(
 ) -> None:
     if not is_did(did):
         raise typer.BadParameter(f"{did!r} is not an Ed25519 did:key", param_hint="DID")
-    try:
-        issuer = load_identity(identity, obtain_passphrase(passphrase_env, confirm=False))
-    except KeystoreError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+    issuer = load_or_exit(identity, passphrase_env)
     config = secure_config(issuer, jwt, mesh_dir)
     url = mesh_url(nats, mesh_dir)
     try:
         log = journal_path(journal, mesh_dir)
         asyncio.run(_send(issuer, did, kind, reason, url, mesh, config, mesh_dir, log))
     except (QuarantineOrderError, TransportError, BrokerError) as exc:
-        err.print(f"[red]refused ({exc.code}):[/] {exc}")
-        raise typer.Exit(1) from None
+        raise explain(exc) from None
     where = " and the broker" if mesh_dir is not None else ""
     out.print(
         f"{kind.value}: {did} (signed by {issuer.did}); nodes that trust it{where} obey at once"

@@ -28,8 +28,10 @@ from agentmesh.cli.connection import (
     journal_path,
     load_or_exit,
     mesh_url,
+    nats_option,
     secure_config,
 )
+from agentmesh.cli.failures import CommandFailed, explain, reading
 from agentmesh.directory import Directory, RevocationList
 from agentmesh.errors import (
     AccessRevoked,
@@ -39,7 +41,6 @@ from agentmesh.errors import (
 )
 from agentmesh.transport.factory import make_transport
 from iatp.did import is_did
-from iatp.errors import AgentMeshError
 from iatp.identity import AgentIdentity
 from registry.card import AgentCard
 from registry.revocation import RevocationAuthorities, RevocationKind, sign_revocation
@@ -53,7 +54,7 @@ err = Console(stderr=True, emoji=False, highlight=False)
 
 Nats = Annotated[
     str | None,
-    typer.Option("--nats", help="NATS server URL of the mesh, e.g. nats://127.0.0.1:4222."),
+    nats_option(help="NATS server URL of the mesh, e.g. nats://127.0.0.1:4222."),
 ]
 Mesh = Annotated[str, typer.Option("--mesh", help="Mesh name (as given to 'node run').")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -123,16 +124,17 @@ def _run(work: Callable[[], Coroutine[object, object, T]]) -> T:
     try:
         return asyncio.run(work())
     except (AuthenticationFailed, PermissionDenied, AccessRevoked) as exc:
-        err.print(f"[red]refused by the broker ({exc.code}):[/] {exc}")
-        raise typer.Exit(1) from None
+        failure = explain(exc)
+        raise CommandFailed(
+            f"refused by the broker: {exc}", failure.todo, reason=exc.code
+        ) from None
     except (TransportError, OSError) as exc:
-        err.print(
-            f"[red]error:[/] cannot reach the mesh: {exc}\nIs nats-server running (with -js)?"
-        )
-        raise typer.Exit(1) from None
-    except AgentMeshError as exc:
-        err.print(f"[red]refused ({exc.code}):[/] {exc}")
-        raise typer.Exit(1) from None
+        failure = explain(exc)
+        raise CommandFailed(
+            f"cannot reach the mesh: {failure.what}",
+            failure.todo or "Is nats-server running (with -js)?",
+            reason=failure.reason,
+        ) from None
 
 
 def _check_did(did: str) -> None:
@@ -371,7 +373,10 @@ def republish(
     issuer = load_or_exit(identity, passphrase_env)
     access = _access(nats, None, jwt, passphrase_env, mesh_dir, loaded=issuer)
     path = journal_path(journal, mesh_dir)
-    records = read_journal(path) if path is not None and path.exists() else []
+    records = []
+    if path is not None and path.exists():
+        with reading(path, "--journal"):
+            records = read_journal(path)
 
     async def work() -> int:
         transport_config = access.config

@@ -21,8 +21,10 @@ from agentmesh.cli.connection import (
     JwtFile,
     PassphraseEnv,
     load_or_exit,
+    nats_option,
     secure_config,
 )
+from agentmesh.cli.failures import CommandFailed, explain, usage
 from agentmesh.errors import TransportError
 from agentmesh.saga.errors import SagaError
 from agentmesh.saga.log import SagaIndexEntry, SagaLog
@@ -38,9 +40,7 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
-Nats = Annotated[
-    str, typer.Option("--nats", help="NATS server URL of the mesh, e.g. nats://127.0.0.1:4222.")
-]
+Nats = Annotated[str, nats_option(help="NATS server URL of the mesh, e.g. nats://127.0.0.1:4222.")]
 Mesh = Annotated[str, typer.Option("--mesh", help="Mesh name (as the coordinators use).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -57,16 +57,21 @@ async def _with_log(nats: str, mesh: str, work: Any, config: NatsConfig | None =
         async with make_transport(nats, name="agentmesh-saga-cli", config=config) as transport:
             return await work(await SagaLog.open(transport, mesh=mesh))
     except SagaError as exc:
-        err.print(f"[red]error:[/] {exc} ({exc.code})")
-        if exc.code == "saga_not_found":
-            err.print("List the sagas of this mesh with: agentmesh saga list --nats URL --mesh M")
-        raise typer.Exit(1) from None
-    except (TransportError, OSError, ValueError) as exc:
-        err.print(
-            f"[red]error:[/] cannot read the saga log: {exc}\n"
-            "Is nats-server running (with -js) at --nats, and is --mesh the right mesh?"
+        todo = (
+            "list the sagas of this mesh with: agentmesh saga list --nats URL --mesh M"
+            if exc.code == "saga_not_found"
+            else ""
         )
-        raise typer.Exit(2) from None
+        raise CommandFailed(str(exc), todo, reason=exc.code) from None
+    except (TransportError, OSError) as exc:
+        failure = explain(exc)
+        raise CommandFailed(
+            f"cannot read the saga log: {failure.what}",
+            "Is nats-server running (with -js) at --nats, and is --mesh the right mesh?",
+            reason=failure.reason,
+        ) from None
+    except ValueError as exc:
+        raise usage(f"cannot read the saga log: {exc}", "is --mesh the right mesh?") from None
 
 
 def _entry_json(entry: SagaIndexEntry) -> dict[str, Any]:

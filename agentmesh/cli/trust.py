@@ -21,8 +21,11 @@ from agentmesh.cli.connection import (
     JwtFile,
     PassphraseEnv,
     load_or_exit,
+    nats_option,
     secure_config,
 )
+from agentmesh.cli.failures import CommandFailed, reading, usage
+from agentmesh.cli.failures import explain as explain_failure
 from agentmesh.errors import TransportError
 from iatp.did import is_did
 from trust.engine import TrustEngine
@@ -41,9 +44,7 @@ err = Console(stderr=True, emoji=False, highlight=False)
 RING_COLOURS = {1: "#2e7d32", 2: "#1565c0", 3: "#c62828"}
 RING_NAMES = {1: "1 privileged", 2: "2 standard", 3: "3 sandbox"}
 
-Nats = Annotated[
-    str | None, typer.Option("--nats", help="Fold the receipt stream of this NATS server.")
-]
+Nats = Annotated[str | None, nats_option(help="Fold the receipt stream of this NATS server.")]
 ReceiptsFile = Annotated[
     Path | None,
     typer.Option("--receipts", help="Fold this file instead (one signed receipt per line)."),
@@ -88,16 +89,30 @@ async def _fold_stream(
 
 
 def _fold_file(engine: TrustEngine, path: Path) -> tuple[int, dict[str, int]]:
-    folded, refused = 0, dict[str, int]()
-    with path.open("rb") as handle:
+    """Fold every verified receipt of ``path``.
+
+    Raises:
+        CommandFailed: no line of a non-empty file is a valid signed receipt (exit 2):
+            it is not a receipts file. Some refused lines among valid ones are
+            reported by the caller (an exported stream keeps what nodes refused).
+    """
+    folded, refused, lines = 0, dict[str, int](), 0
+    with reading(path, "--receipts"), path.open("rb") as handle:
         for line in handle:
             if not line.strip():
                 continue
+            lines += 1
             try:
                 if engine.record(verify_receipt(decode_signed_receipt(line.rstrip(b"\r\n")))):
                     folded += 1
             except TrustError as exc:
                 refused[exc.code] = refused.get(exc.code, 0) + 1
+    if lines and sum(refused.values()) == lines:
+        reasons = ", ".join(f"{code}: {count}" for code, count in sorted(refused.items()))
+        raise usage(
+            f"--receipts {path}: none of its {lines} line(s) is a valid signed receipt ({reasons})",
+            "give a file written by 'agentmesh trust export'",
+        )
     return folded, refused
 
 
@@ -109,26 +124,21 @@ def _load(
     config: NatsConfig | None = None,
 ) -> Loaded:
     if (nats is None) == (receipts is None):
-        raise typer.BadParameter("give exactly one of --nats URL or --receipts FILE")
+        raise typer.BadParameter(
+            "give exactly one of --nats URL or --receipts FILE", param_hint="--nats/--receipts"
+        )
     for did in pre_trusted or []:
         if not is_did(did):
             raise typer.BadParameter(f"{did!r} is not a did:key", param_hint="--pre-trusted")
     engine = TrustEngine(pre_trusted=pre_trusted or [])
     try:
         if receipts is not None:
-            if not receipts.exists():
-                err.print(f"[red]error:[/] {receipts} does not exist")
-                raise typer.Exit(2)
             folded, refused = _fold_file(engine, receipts)
         else:
             assert nats is not None
             folded, refused = asyncio.run(_fold_stream(engine, nats, mesh, config))
     except (TransportError, TimeoutError) as exc:
-        err.print(
-            f"[red]error:[/] cannot read the receipt stream: {exc}. "
-            f"Is nats-server running at {nats}?"
-        )
-        raise typer.Exit(1) from None
+        raise _stream_failure(exc, nats) from None
     # Promotion is earned over recomputes: run enough to reach the steady state.
     for _ in range(2 * engine.config.promotion_rounds + 1):
         engine.recompute(cold=True)
@@ -137,6 +147,16 @@ def _load(
     if not pre_trusted:
         err.print("[yellow]note:[/] no --pre-trusted DID: anchoring is uniform (Sybil-prone)")
     return Loaded(engine, folded, refused)
+
+
+def _stream_failure(exc: TransportError | TimeoutError, url: str | None) -> CommandFailed:
+    failure = explain_failure(exc)
+    return CommandFailed(
+        f"cannot read the receipt stream at {url}: {failure.what}",
+        failure.todo,
+        exit_code=failure.exit_code,
+        reason=failure.reason,
+    )
 
 
 @app.command("show")
@@ -233,11 +253,9 @@ def graph(
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        err.print(
-            "[red]error:[/] drawing needs matplotlib. Install the plots extra: "
-            "pip install 'agentmesh\\[plots]'"
-        )
-        raise typer.Exit(2) from None
+        raise usage(
+            "drawing needs matplotlib", "install the plots extra: pip install 'agentmesh[plots]'"
+        ) from None
     import networkx as nx
 
     loaded = _load(nats, receipts, mesh, pre_trusted, _config(identity, jwt, passphrase_env))
@@ -266,7 +284,7 @@ def graph(
 @app.command("export")
 def export(
     out_file: Annotated[Path, typer.Option("--out", help="File to write (one receipt per line).")],
-    nats: Annotated[str, typer.Option("--nats", help="NATS server URL.")],
+    nats: Annotated[str, nats_option(help="NATS server URL.")],
     mesh: Mesh = "agentmesh",
     identity: IdentityFile = None,
     jwt: JwtFile = None,
@@ -297,8 +315,7 @@ def export(
     try:
         count = asyncio.run(dump())
     except (TransportError, TimeoutError) as exc:
-        err.print(f"[red]error:[/] cannot read the receipt stream: {exc}")
-        raise typer.Exit(1) from None
+        raise _stream_failure(exc, nats) from None
     out.print(
         f"wrote {count} receipts to {out_file}; "
         f"check them with 'agentmesh trust top --receipts {out_file}'"

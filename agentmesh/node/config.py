@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from agentmesh.node.partitions import Partition
 from iatp.envelope import EnvelopeLimits
 from iatp.handshake import HandshakeLimits
 from iatp.session_table import SessionLimits
@@ -45,6 +46,9 @@ class NodeConfig:
             restart must not run twice. A positive margin also covers senders whose
             clock runs ahead (at the cost of refusing their first messages); ``None``
             turns the fence off (iatp.md 7.4).
+        partition: this process is one member of several serving this identity
+            (scale-out, docs/scaleout.md): it admits only the frames of its
+            partition and shares the plain subjects with the other members.
     """
 
     mesh: str = "agentmesh"
@@ -61,3 +65,4 @@ class NodeConfig:
     max_pending_handshakes: int = 1024
     restart_fence_ms: int | None = 0
     capabilities: tuple[str, ...] = ()
+    partition: Partition | None = None

@@ -43,6 +43,7 @@ from agentmesh.node.interceptors import (
 )
 from agentmesh.node.latency import LatencyHistogram
 from agentmesh.node.outbound import NodeSender
+from agentmesh.node.partitions import PartitionForwarder, PeerPartitions
 from agentmesh.node.replies import ReplyInbox
 from agentmesh.node.routes import PeerRoutes
 from agentmesh.node.sessions import Answer, HandshakeService
@@ -52,6 +53,7 @@ from agentmesh.transport.base import Message, Subscription, Transport
 from iatp.clock import Clock, SystemClock
 from iatp.envelope import (
     AuthenticatedFrame,
+    Envelope,
     Frame,
     check_validity,
     decode_payload,
@@ -109,6 +111,8 @@ class MeshNode(NodeSender):
         self.audit: AuditSink = audit if audit is not None else MemoryAuditSink()
         self.addressing = MeshAddressing(self.config.mesh)
         self.routes = PeerRoutes()
+        # Peers served by several member processes: frames go to their owner (scale-out).
+        self.partitions = PeerPartitions()
         self.counters = NodeCounters()
         # Set by a metrics endpoint: times each signed frame from arrival to verdict.
         self.verify_latency: LatencyHistogram | None = None
@@ -137,6 +141,7 @@ class MeshNode(NodeSender):
             check_offer=self._check_handshake,
             report=self._audit_event,
             session_limits=self.config.session_limits,
+            partition=self.config.partition,
         )
         # Rekeys in flight (one per peer) and, after a failed background rekey, when
         # the next one may start (ms): sessions are renewed before they end.
@@ -192,24 +197,7 @@ class MeshNode(NodeSender):
             replies = ReplyInbox(self.transport)
             await replies.start()
             self._replies = replies
-            self._subscriptions.append(
-                await self.transport.subscribe(self.addressing.inbox(self.did), self._on_inbox)
-            )
-            self._subscriptions.append(
-                await self.transport.subscribe(
-                    self.addressing.handshake(self.did), self._on_handshake
-                )
-            )
-            self._subscriptions.append(
-                await self.transport.subscribe(
-                    self.addressing.session_inbox(self.did), self._on_session
-                )
-            )
-            self._subscriptions.append(
-                await self.transport.subscribe(
-                    self.addressing.sealed_inbox(self.did), self._on_sealed
-                )
-            )
+            self._subscriptions += await self._subscribe_own()
         except BaseException:
             self._state = NodeState.CLOSING
             await self._teardown(stack)
@@ -217,6 +205,41 @@ class MeshNode(NodeSender):
         self._stack = stack
         self._state = NodeState.RUNNING
         self._audit_event("lifecycle", "joined", None, self.addressing.inbox(self.did))
+
+    async def _subscribe_own(self) -> list[Subscription]:
+        """This agent's subjects; a member of a scaled-out identity its partition's too."""
+        handlers = {
+            "inbox": self._on_inbox,
+            "handshake": self._on_handshake,
+            "session": self._on_session,
+            "sealed": self._on_sealed,
+        }
+        partition = self.config.partition
+        if partition is not None:
+            forwarder = PartitionForwarder(
+                partition,
+                identity=self.identity,
+                transport=self.transport,
+                addressing=self.addressing,
+                limits=self.config.limits,
+                local=handlers,
+                on_forward=self._count_forward,
+            )
+            return await forwarder.subscribe()
+        did, address = self.did, self.addressing
+        subjects = {
+            "inbox": address.inbox(did),
+            "handshake": address.handshake(did),
+            "session": address.session_inbox(did),
+            "sealed": address.sealed_inbox(did),
+        }
+        return [
+            await self.transport.subscribe(subjects[kind], handler)
+            for kind, handler in handlers.items()
+        ]
+
+    def _count_forward(self, kind: str) -> None:
+        self.counters.sent_by["forward"] += 1
 
     async def aclose(self) -> None:
         """Leave the mesh: unsubscribe, finish queued work, stop tasks. Idempotent."""
@@ -301,8 +324,10 @@ class MeshNode(NodeSender):
         if peer in self.routes:
             raise NoSession(f"{peer} is reached through a federation link: no handshake across it")
         wait = timeout if timeout is not None else self.config.timeouts.handshake
-        subject = self.addressing.handshake(peer)
         initiator = self.sessions.start(peer)
+        subject = self.partitions.subject(
+            peer, self.addressing.handshake(peer), initiator.session_id
+        )
         replies = self._replies
         assert replies is not None
 
@@ -438,6 +463,8 @@ class MeshNode(NodeSender):
             envelope = decode_payload(frame, self.config.limits)
             now = self.clock.now_ms()
             check_validity(envelope, now_ms=now, audience=audience, limits=self.config.limits)
+            if self.config.partition is not None and audience == self.did:
+                self._check_partition(envelope, frame)
             self._remember(envelope, now)
         except EnvelopeError as exc:
             self._reject(exc, message.subject)
@@ -453,7 +480,8 @@ class MeshNode(NodeSender):
         active = telemetry.tracer
         handoff: dict[str, str] | None = None
         if active is None:
-            verdict = await self._check_inbound(inbound)
+            # No interceptors (a bare node): no coroutine to build and await.
+            verdict = await self._check_inbound(inbound) if self._interceptors else ALLOW
         else:
             with active.span(
                 f"iatp.receive {envelope.type}",
@@ -482,6 +510,17 @@ class MeshNode(NodeSender):
         await self._handler_slots.acquire()
         assert self._tasks is not None
         self._tasks.create_task(self._dispatch(message, inbound, handoff))
+
+    def _check_partition(self, envelope: Envelope, frame: AuthenticatedFrame) -> None:
+        """A member admits only what it owns, before the replay cache (docs/scaleout.md).
+
+        Raises:
+            WrongPartition: another member owns the frame's partition key.
+        """
+        partition = self.config.partition
+        assert partition is not None
+        key = frame.session_id if isinstance(frame, OpenedSessionFrame) else envelope.id
+        partition.check(key, envelope_id=envelope.id, sender=envelope.sender)
 
     def _span_attributes(self, inbound: InboundMessage) -> dict[str, telemetry.AttributeValue]:
         return {
@@ -590,7 +629,8 @@ class MeshNode(NodeSender):
                 )
                 self.counters.sent_by["reply"] += 1
                 await self.transport.publish(message.reply, self._reply_frame(inbound, frame))
-            await self._record_outcome(inbound, Outcome.SUCCESS)
+            if self._interceptors:
+                await self._record_outcome(inbound, Outcome.SUCCESS)
         except Exception as exc:
             logger.exception("dispatch failed")
             return "dispatch_failed", type(exc).__name__

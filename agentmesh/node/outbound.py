@@ -47,6 +47,7 @@ from iatp.sealed import open_sealed_frame, parse_sealed_frame, seal_frame_to
 from iatp.session_frame import parse_session_frame, seal_session_frame, verify_session_frame
 
 if TYPE_CHECKING:
+    from agentmesh.node.partitions import PeerPartitions
     from agentmesh.node.replies import ReplyInbox
     from agentmesh.node.routes import PeerRoutes
 
@@ -97,6 +98,7 @@ class NodeSender:
     _replay: ReplayCache
     _replies: ReplyInbox | None
     routes: PeerRoutes
+    partitions: PeerPartitions
 
     @property
     def did(self) -> str:
@@ -214,6 +216,10 @@ class NodeSender:
         envelope, frame = await self._seal(
             peer, message_type, body, headers=headers, session=session
         )
+        if self.partitions and peer not in self.routes:  # a scaled-out peer: to the owner
+            subject = self.partitions.subject(
+                peer, subject, session.session_id if session else envelope.id
+            )
         self.counters.sent_by[_kind(session, sealed)] += 1
         await self.transport.publish(subject, seal_frame_to(peer, frame) if sealed else frame)
         return envelope.id
@@ -356,6 +362,10 @@ class NodeSender:
             peer, message_type, body, headers=headers, session=session
         )
         assert self._replies is not None
+        if self.partitions and peer not in self.routes:  # a scaled-out peer: to the owner
+            subject = self.partitions.subject(
+                peer, subject, session.session_id if session else envelope.id
+            )
         self.counters.sent_by[_kind(session, sealed)] += 1
         answer = await self._replies.request(
             subject,

@@ -88,26 +88,33 @@ class ReplyInbox:
         pending = _Pending(subject, accept, loop.create_future())
         self._pending[token] = pending
         deadline = loop.time() + timeout
+        # One timer that fails the waiting future (cheaper than asyncio.timeout_at
+        # on every request); the no-responders grace wait is bounded by it too.
+        timer = loop.call_at(deadline, _expire, pending)
         try:
             await self._transport.publish(subject, data, reply=f"{self._base}.{token}")
-            async with asyncio.timeout_at(deadline):
-                first = pending.future
-                result = await first
-                if result is _NO_RESPONDERS:
-                    # Believe it only if no valid reply follows (a real responder would answer).
-                    if pending.future is first:
-                        pending.future = loop.create_future()
-                    grace = min(self._grace, max(0.0, deadline - loop.time()))
-                    done, _ = await asyncio.wait({pending.future}, timeout=grace)
-                    if not done:
-                        raise NoResponders(f"no responders on {subject!r}")
-                    result = pending.future.result()
+            first = pending.future
+            result = await first
+            if result is _NO_RESPONDERS:
+                # Believe it only if no valid reply follows (a real responder would answer).
+                if pending.future is first:
+                    pending.future = loop.create_future()
+                grace = min(self._grace, max(0.0, deadline - loop.time()))
+                done, _ = await asyncio.wait({pending.future}, timeout=grace)
+                if not done:
+                    if loop.time() >= deadline:
+                        raise TimeoutError
+                    raise NoResponders(f"no responders on {subject!r}")
+                result = pending.future.result()
             return result  # type: ignore[return-value]
         except TimeoutError:
             raise RequestTimeout(f"no valid reply on {subject!r} within {timeout:g}s") from None
         finally:
+            timer.cancel()
             self._pending.pop(token, None)
-            pending.future.cancel()
+            future = pending.future
+            if not future.cancel() and not future.cancelled():
+                future.exception()  # seen: an expiry nobody awaited is not logged as lost
 
     async def _on_message(self, message: Message) -> None:
         pending = self._pending.get(message.subject.rsplit(".", 1)[-1])
@@ -131,7 +138,18 @@ class ReplyInbox:
     @staticmethod
     def _held_status(pending: _Pending) -> bool:
         future = pending.future
-        return not future.cancelled() and future.result() is _NO_RESPONDERS
+        # (A future failed by its deadline holds a TimeoutError, not a status.)
+        return (
+            not future.cancelled()
+            and future.exception() is None
+            and future.result() is _NO_RESPONDERS
+        )
+
+
+def _expire(pending: _Pending) -> None:
+    """The request's deadline: its wait ends with TimeoutError (unless it has ended)."""
+    if not pending.future.done():
+        pending.future.set_exception(TimeoutError())
 
 
 __all__ = ["ReplyInbox"]

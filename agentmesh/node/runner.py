@@ -23,6 +23,7 @@ from agentmesh.federation.runtime import NodeFederation
 from agentmesh.node.config import NodeConfig
 from agentmesh.node.interceptors import InboundMessage, Stage
 from agentmesh.node.node import MeshNode
+from agentmesh.node.partitions import Partition
 from agentmesh.policy.runtime import GovernanceOptions, NodeGovernance
 from agentmesh.resilience.cascade import QuarantineCallback
 from agentmesh.resilience.document import ResilienceDocument
@@ -55,6 +56,7 @@ class RunPlan:
     broker: str = "open"
     admission: str = "registered"
     admitted: tuple[str, ...] = ()
+    partition: Partition | None = None  # member I of P of this identity (docs/scaleout.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +199,7 @@ async def run_node(
     if fed is not None:
         fed.view.audit = audit
     failures = 0
-    config = NodeConfig(mesh=mesh, capabilities=plan.capabilities)
+    config = NodeConfig(mesh=mesh, capabilities=plan.capabilities, partition=plan.partition)
     try:
         membership = DirectoryMembership(
             identity,
@@ -284,8 +286,16 @@ async def run_node(
                     )
                 )
                 say("status", topic=node_status.STATUS_TOPIC, interval=status_interval)
-            say("ready", did=node.did, inbox=node.addressing.inbox(node.did))
+            say(
+                "ready",
+                did=node.did,
+                inbox=node.addressing.inbox(node.did),
+                partition=None if plan.partition is None else str(plan.partition),
+            )
+            # SIGTERM (``stop``) ends the talking at once, then the node leaves as usual.
             for peer in plan.peers:
+                if stop.is_set():
+                    break
                 try:
                     await _handshake_when_ready(node, peer, plan.peer_wait)
                     say("handshake", peer=peer, ok=True)
@@ -293,7 +303,11 @@ async def run_node(
                     failures += 1
                     say("handshake", peer=peer, ok=False, error=exc.code, detail=str(exc))
             for index in range(plan.requests_per_peer):
+                if stop.is_set():
+                    break
                 for peer in plan.peers:
+                    if stop.is_set():
+                        break
                     body = f"{index}:{node.did[-6:]}".encode()
                     try:
                         reply = await node.request(peer, ECHO_TYPE, body)
@@ -303,7 +317,8 @@ async def run_node(
                         say("request_failed", peer=peer, error=exc.code, detail=str(exc))
                     failures += 0 if ok else 1
                 if plan.request_interval:
-                    await asyncio.sleep(plan.request_interval)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=plan.request_interval)
             say(
                 "requests_done",
                 peers=len(plan.peers),

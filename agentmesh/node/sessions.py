@@ -8,6 +8,7 @@ already on its way (iatp.md 15.1).
 from __future__ import annotations
 
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import msgpack
 
 from agentmesh.errors import HandshakeRefused
 from agentmesh.node.interceptors import Verdict
+from agentmesh.node.partitions import Partition, session_id_source
 from agentmesh.node.wire import (
     WireFormatError,
     check_signed,
@@ -82,8 +84,12 @@ class HandshakeService:
         check_offer: OfferCheck,
         report: Report,
         session_limits: SessionLimits | None = None,
+        partition: Partition | None = None,
     ) -> None:
         self._identity = identity
+        # A member of a scaled-out identity holds only the sessions whose id it
+        # owns (docs/scaleout.md): their frames are routed to it by that id.
+        self._partition = partition
         self._clock = clock
         self._limits = limits
         self._max_pending = max_pending
@@ -162,6 +168,9 @@ class HandshakeService:
             offer = responder.receive_hello(message)
         except HandshakeError as exc:
             return self._refuse(exc.code, str(exc), None, _session_id_of(message) or b"")
+        if self._partition is not None and not self._partition.owns(offer.session_id):
+            reason = f"another member of this identity owns this session id ({self._partition})"
+            return self._refuse("wrong_partition", reason, offer.did, offer.session_id)
         try:
             verdict = await self._check_offer(offer)
         except Exception as exc:  # a failing hook must refuse, never accept
@@ -214,6 +223,7 @@ class HandshakeService:
         # session even within one millisecond (sessions are ordered by them).
         issued_at = max(self._clock.now_ms(), self._last_hello.get(peer, 0) + 1)
         self._last_hello[peer] = issued_at
+        partition = self._partition
         return HandshakeInitiator(
             self._identity,
             peer,
@@ -221,6 +231,7 @@ class HandshakeService:
             capabilities=self._capabilities,
             limits=self._limits,
             issued_at_ms=issued_at,
+            random_bytes=os.urandom if partition is None else session_id_source(partition),
         )
 
     async def complete(

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 import nats.errors
@@ -153,6 +153,13 @@ class _Violation:
     subject: str  # lower case: nats-py lower-cases the server's error text
 
 
+_VALID_SUBJECTS_KEPT = 4096
+"""How many validated publish subjects a transport remembers (then it validates each)."""
+
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+"""The headers of a message that has none: shared, read-only."""
+
+
 class _NatsSubscription:
     """A core subscription; ``unsubscribe`` is idempotent and safe from its own handler."""
 
@@ -180,7 +187,10 @@ class _NatsSubscription:
         if not self._active:
             return
         self._handler_task = asyncio.current_task()
-        message = Message(msg.subject, msg.data, msg.reply or None, dict(msg.headers or {}))
+        headers = msg.headers
+        message = Message(
+            msg.subject, msg.data, msg.reply or None, dict(headers) if headers else _NO_HEADERS
+        )
         try:
             await self._handler(message)
         except Exception:
@@ -256,6 +266,9 @@ class NatsTransport:
         self._auth_failures = 0
         self._auth_refused: asyncio.Event | None = None
         self._revoked = False
+        # Publish subjects that passed validate_subject (a node sends to a few
+        # inboxes over and over): a set lookup instead of a regex scan each time.
+        self._valid_subjects: set[str] = set()
 
     # -- state -------------------------------------------------------------------
 
@@ -378,7 +391,10 @@ class NatsTransport:
             self._violations.append(_Violation(time.monotonic(), operation, subject))
             logger.warning("transport %s: broker refused %s to %s", self._name, operation, subject)
             return
-        if self._state is not TransportState.CONNECTED and isinstance(error, OSError):
+        if isinstance(error, nats.errors.UnexpectedEOF):
+            # The server went away: _on_disconnected logs it, one line per disconnect.
+            logger.debug("transport %s lost the server: %r", self._name, error)
+        elif self._state is not TransportState.CONNECTED and isinstance(error, OSError):
             logger.debug("transport %s reconnect attempt failed: %s", self._name, error)
         else:
             logger.warning("transport %s NATS error: %r", self._name, error)
@@ -559,12 +575,17 @@ class NatsTransport:
             NotConnected: Not connected, or the reconnect buffer is full.
             ConnectionLost: The server went away and reconnecting failed.
         """
-        validate_subject(subject, allow_wildcards=False)
+        if subject not in self._valid_subjects:
+            validate_subject(subject, allow_wildcards=False)
+            if len(self._valid_subjects) < _VALID_SUBJECTS_KEPT:
+                self._valid_subjects.add(subject)
         if reply is not None:
-            validate_subject(reply, allow_wildcards=False)
-        nc = self._client(while_closing=True)
+            validate_subject(reply, allow_wildcards=False)  # reply subjects are one-off
+        nc = self._nc
+        if nc is None or self._state is not TransportState.CONNECTED:
+            nc = self._client(while_closing=True)  # raises unless reconnecting
         self._check_size(data)
-        normalized = normalize_headers(headers)
+        normalized = normalize_headers(headers) if headers else None
         with translated_errors():
             await nc.publish(subject, bytes(data), reply=reply or "", headers=normalized or None)
 

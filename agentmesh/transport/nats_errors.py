@@ -18,8 +18,7 @@ forever, and whoever awaited it after cancelling it hung with it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
+from types import TracebackType
 
 import nats.errors as core
 import nats.js.errors as js
@@ -138,13 +137,11 @@ def translate_error(error: BaseException) -> TransportError:
     return TransportError(f"{detail} ({type(error).__name__})")
 
 
-@contextlib.contextmanager
-def translated_errors(
-    *,
-    on_key_exists: bool = False,
-    expected_revision: int | None = None,
-) -> Iterator[None]:
+class translated_errors:  # noqa: N801 (used like the function it replaced: `with translated_errors():`)
     """Run a block of nats-py calls, re-raising its exceptions as agentmesh errors.
+
+    A class rather than a ``@contextmanager`` generator: it wraps every publish,
+    where the generator machinery cost more than the rest of the wrapper.
 
     Args:
         on_key_exists: Translate a lost "create" compare-and-set into KeyExists
@@ -156,19 +153,41 @@ def translated_errors(
         asyncio.CancelledError: The task was cancelled during the block, and the
             block returned or failed instead of ending with the cancellation.
     """
-    task = _current_task()
-    cancels = task.cancelling() if task is not None else 0
-    try:
-        yield
-    except Exception as error:
-        if task is not None and task.cancelling() > cancels:
+
+    __slots__ = ("_cancels", "_expected_revision", "_on_key_exists", "_task")
+
+    def __init__(
+        self, *, on_key_exists: bool = False, expected_revision: int | None = None
+    ) -> None:
+        self._on_key_exists = on_key_exists
+        self._expected_revision = expected_revision
+        self._task: asyncio.Task[object] | None = None
+        self._cancels = 0
+
+    def __enter__(self) -> None:
+        task = self._task = _current_task()
+        self._cancels = task.cancelling() if task is not None else 0
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:  # never swallows: falsy, and typed so that mypy knows
+        task = self._task
+        cancelled = task is not None and task.cancelling() > self._cancels
+        if error is None:
+            if cancelled:
+                raise asyncio.CancelledError
+            return
+        if not isinstance(error, Exception):
+            return  # a cancellation (or exit) goes on as it is
+        if cancelled:
             raise asyncio.CancelledError from error
-        translated = _translated(error, on_key_exists, expected_revision)
+        translated = _translated(error, self._on_key_exists, self._expected_revision)
         if translated is error:
-            raise
+            return
         raise translated from error
-    if task is not None and task.cancelling() > cancels:
-        raise asyncio.CancelledError
 
 
 def _translated(error: Exception, on_key_exists: bool, expected_revision: int | None) -> Exception:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import msgpack
+import nacl.bindings
+import nacl.exceptions
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,6 +25,8 @@ from iatp.replay import ReplayCache
 from iatp.session_frame import (
     NONCE_BYTES,
     SESSION_DOMAIN,
+    TAG_BYTES,
+    open_session_payload,
     parse_session_frame,
     seal_session_frame,
     seal_session_payload,
@@ -160,3 +164,67 @@ def test_fuzzed_frames_only_raise_iatp_errors(data: bytes) -> None:
     except IATPError:
         return
     assert data == GOOD  # only the untouched frame may pass
+
+
+# -- the AEAD fast path (PyNaCl's cffi module) against PyNaCl's public wrappers -----------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.binary(min_size=32, max_size=32),
+    nonce=st.binary(min_size=NONCE_BYTES, max_size=NONCE_BYTES),
+    session_id=st.binary(min_size=16, max_size=16),
+    sender=st.text(max_size=80),
+    payload=st.binary(max_size=2048),
+)
+def test_the_fast_aead_is_the_public_one(
+    key: bytes, nonce: bytes, session_id: bytes, sender: str, payload: bytes
+) -> None:
+    aad = SESSION_DOMAIN + session_id + sender.encode()
+    sealed = seal_session_payload(key, session_id, sender, nonce, payload)
+    assert sealed == nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        payload, aad, nonce, key
+    )
+    assert open_session_payload(key, session_id, sender, nonce, sealed) == payload
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    payload=st.binary(max_size=512),
+    flip=st.integers(min_value=0),
+    what=st.sampled_from(["ciphertext", "key", "nonce", "session", "sender"]),
+)
+def test_the_fast_aead_refuses_every_change(payload: bytes, flip: int, what: str) -> None:
+    key, nonce, sid, sender = bytes(range(32)), bytes(range(24)), bytes(16), "did:key:z6Mk"
+    sealed = seal_session_payload(key, sid, sender, nonce, payload)
+
+    def flipped(data: bytes) -> bytes:
+        index = flip % len(data)
+        return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
+
+    args = {"key": key, "session_id": sid, "sender": sender, "nonce": nonce}
+    ciphertext = sealed
+    if what == "ciphertext":
+        ciphertext = flipped(sealed)
+    elif what == "session":
+        args["session_id"] = flipped(sid)
+    elif what == "sender":
+        args["sender"] = sender + "x"
+    else:
+        args[what] = flipped(args[what])  # type: ignore[arg-type]
+    with pytest.raises(InvalidSessionMAC):
+        open_session_payload(ciphertext=ciphertext, **args)  # type: ignore[arg-type]
+
+
+def test_a_truncated_or_odd_sized_input_takes_the_checked_path() -> None:
+    key, nonce, sid = bytes(32), bytes(24), bytes(16)
+    with pytest.raises(InvalidSessionMAC):
+        open_session_payload(key, sid, "s", nonce, bytes(TAG_BYTES - 1))
+    with pytest.raises(InvalidSessionMAC):
+        open_session_payload(key, sid, "s", nonce, bytes(TAG_BYTES))  # empty payload, bad tag
+    assert (
+        open_session_payload(key, sid, "s", nonce, seal_session_payload(key, sid, "s", nonce, b""))
+        == b""
+    )
+    with pytest.raises(nacl.exceptions.TypeError):
+        seal_session_payload(bytes(31), sid, "s", nonce, b"x")  # a wrong key size is PyNaCl's error

@@ -120,7 +120,7 @@ def test_init_refuses_an_existing_mesh_a_bad_name_and_a_wrong_passphrase(
         ],
         env={ENV: "not the passphrase"},
     )
-    assert wrong.exit_code == 1
+    assert wrong.exit_code == 2  # bad input: an identity that does not open (docs/cli.md)
     assert "identity new" in _flat(wrong.output)
     assert "Traceback" not in wrong.output
 

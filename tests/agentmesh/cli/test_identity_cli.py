@@ -117,7 +117,7 @@ def test_identity_new_into_a_missing_directory_fails_cleanly(
     runner: CliRunner, tmp_path: Path
 ) -> None:
     result = _new(runner, tmp_path / "missing" / "agent.json")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # bad input (docs/cli.md)
     assert "cannot write" in _flat(result.output)
 
 
@@ -186,7 +186,7 @@ def test_identity_show_of_a_tampered_file_fails(runner: CliRunner, tmp_path: Pat
     doc["version"] = 99
     out.write_text(json.dumps(doc))
     result = runner.invoke(app, ["identity", "show", str(out), "--json"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "error" in _flat(result.output)
 
 
@@ -198,7 +198,7 @@ def test_identity_show_of_a_missing_or_foreign_file_fails(
     if content is not None:
         path.write_text(content)
     result = runner.invoke(app, ["identity", "show", str(path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "error" in _flat(result.output)
     assert "Traceback" not in result.output
 
