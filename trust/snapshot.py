@@ -66,9 +66,9 @@ class SnapshotManifest:
     signature: bytes
     version: int = SNAPSHOT_VERSION
 
-    def signed_bytes(self) -> bytes:
-        """``SNAPSHOT_DOMAIN`` followed by the canonical bytes of the signed fields."""
-        fields = [
+    def _fields(self) -> list[object]:
+        """The signed fields, in their canonical order."""
+        return [
             self.version,
             self.mesh,
             self.seq,
@@ -80,25 +80,14 @@ class SnapshotManifest:
             self.digest,
             self.signer,
         ]
-        return SNAPSHOT_DOMAIN + msgpack.packb(fields, use_bin_type=True)
+
+    def signed_bytes(self) -> bytes:
+        """``SNAPSHOT_DOMAIN`` followed by the canonical bytes of the signed fields."""
+        return SNAPSHOT_DOMAIN + msgpack.packb(self._fields(), use_bin_type=True)
 
     def encode(self) -> bytes:
-        return msgpack.packb(
-            [
-                self.version,
-                self.mesh,
-                self.seq,
-                self.folded,
-                self.latest_ms,
-                self.taken_at_ms,
-                self.size,
-                self.chunks,
-                self.digest,
-                self.signer,
-                self.signature,
-            ],
-            use_bin_type=True,
-        )
+        """The stored manifest: the signed fields, then the signature."""
+        return msgpack.packb([*self._fields(), self.signature], use_bin_type=True)
 
 
 def chunk_body(body: bytes, chunk_bytes: int) -> list[bytes]:
