@@ -20,8 +20,14 @@ from dataclasses import replace
 from time import perf_counter, perf_counter_ns
 from typing import Any
 
-from agentmesh.audit import AuditEvent, JsonlAuditSink
-from agentmesh.auditlog import ChainedAuditLog, CheckpointSigner, GroupCommit, checkpoint_path
+from agentmesh.audit import (
+    AuditEvent,
+    ChainedAuditLog,
+    CheckpointSigner,
+    GroupCommit,
+    JsonlAuditSink,
+    checkpoint_path,
+)
 from agentmesh.policy import (
     CompiledPolicy,
     DecisionRequest,

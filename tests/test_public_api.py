@@ -51,7 +51,7 @@ PACKAGES = [
     "iatp",
     "registry",
     "trust",
-    "agentmesh.auditlog",
+    "agentmesh.audit",
     "agentmesh.broker",
     "agentmesh.directory",
     "agentmesh.errors",

@@ -28,7 +28,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agentmesh.auditlog.witness import stream_name as checkpoint_stream
+from agentmesh.audit.witness import stream_name as checkpoint_stream
 from agentmesh.broker.jwt import SubjectRules, UserPermissions
 from agentmesh.directory.directory import CARD_HISTORY
 from agentmesh.directory.watcher import bucket_name

@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agentmesh.auditlog.checkpoint import Checkpoint, checkpoint_path, read_checkpoints
-from agentmesh.auditlog.verify import verify_log
+from agentmesh.audit.checkpoint import Checkpoint, checkpoint_path, read_checkpoints
+from agentmesh.audit.verify import verify_log
 from agentmesh.cli.connection import (
     IdentityFile,
     JwtFile,
@@ -35,7 +35,7 @@ err = Console(stderr=True, emoji=False, highlight=False)
 async def _witnessed(
     url: str, mesh: str, node: str, config: NatsConfig | None
 ) -> list[Checkpoint | None]:
-    from agentmesh.auditlog.witness import fetch_checkpoints
+    from agentmesh.audit.witness import fetch_checkpoints
     from agentmesh.transport.factory import make_transport
 
     async with make_transport(url, name="audit-verify", config=config) as transport:

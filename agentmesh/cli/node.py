@@ -107,6 +107,15 @@ def run(
             "--pre-trusted", help="DID that anchors global trust (repeatable; with --trust)."
         ),
     ] = None,
+    receipt_horizon: Annotated[
+        float,
+        typer.Option(
+            "--receipt-horizon",
+            min=0,
+            help="Seconds of receipt history whose ids the trust engine remembers for replay "
+            "protection; older receipts are refused as stale (with --trust; 0 = remember all).",
+        ),
+    ] = 86_400.0,
     jwt: JwtFile = None,
     admission: Annotated[
         str,
@@ -279,7 +288,12 @@ def run(
                 checkpoint_every=checkpoint_every,
                 reload_on_sighup=True,
             ),
-            trust=TrustOptions(pre_trusted=tuple(pre_trusted or ())) if trust else None,
+            trust=TrustOptions(
+                pre_trusted=tuple(pre_trusted or ()),
+                receipt_horizon_ms=int(receipt_horizon * 1000) or None,
+            )
+            if trust
+            else None,
             federation=federation,
             observability=ObservabilityOptions(
                 metrics_port=metrics_port,

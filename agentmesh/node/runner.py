@@ -33,6 +33,7 @@ from agentmesh.trustnet.service import MeshTrust
 from iatp.clock import SystemClock
 from iatp.identity import AgentIdentity
 from registry.card import parse_capability
+from trust.config import TrustConfig
 from trust.engine import TrustEngine
 
 if TYPE_CHECKING:
@@ -84,6 +85,8 @@ class TrustOptions:
 
     pre_trusted: tuple[str, ...] = ()
     recompute_interval: float = 2.0
+    # Receipt-id memory is bounded by this horizon (None: remember every id, unbounded).
+    receipt_horizon_ms: int | None = 86_400_000
 
 
 class EventPrinter:
@@ -161,7 +164,11 @@ async def run_node(
     stop = stop or asyncio.Event()
     options = replace(governance or GovernanceOptions(), audit_log=audit_log)
     engine = (
-        TrustEngine(pre_trusted=trust.pre_trusted, clock=SystemClock())
+        TrustEngine(
+            pre_trusted=trust.pre_trusted,
+            clock=SystemClock(),
+            config=TrustConfig(receipt_horizon_ms=trust.receipt_horizon_ms),
+        )
         if trust is not None
         else None
     )

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from agentmesh.audit import AuditEvent, AuditSink, MemoryAuditSink
-from agentmesh.auditlog.chain import ChainedAuditLog, ChainHead, GroupCommit
-from agentmesh.auditlog.checkpoint import CheckpointSigner, checkpoint_path
-from agentmesh.auditlog.witness import CheckpointPublisher
+from agentmesh.audit.chain import ChainedAuditLog, ChainHead, GroupCommit
+from agentmesh.audit.checkpoint import CheckpointSigner, checkpoint_path
+from agentmesh.audit.witness import CheckpointPublisher
 from agentmesh.directory.revocations import RevocationList
 from agentmesh.errors import TransportError
 from agentmesh.node.interceptors import Stage

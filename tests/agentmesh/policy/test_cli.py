@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agentmesh.audit import AuditEvent
-from agentmesh.auditlog import ChainedAuditLog, CheckpointSigner, checkpoint_path
+from agentmesh.audit import AuditEvent, ChainedAuditLog, CheckpointSigner, checkpoint_path
 from agentmesh.cli.main import app
 from agentmesh.policy import CompiledPolicy
 from iatp.identity import AgentIdentity

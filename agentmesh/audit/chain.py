@@ -10,7 +10,7 @@ The hash covers *every* field of the event (the decision code, the detail, the
 peer, the time ...), the sequence number and the previous record's hash, so an
 edited, removed, inserted or reordered record breaks the chain at a place the
 verifier can name. Somebody who rewrites the file and recomputes every hash is
-caught by the signed checkpoints (:mod:`agentmesh.auditlog.checkpoint`) that the
+caught by the signed checkpoints (:mod:`agentmesh.audit.checkpoint`) that the
 node publishes and its peers witness.
 
 Group commit (:class:`GroupCommit`): records of the kinds it defers (by default
@@ -41,7 +41,7 @@ from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
-from agentmesh.audit import AuditEvent
+from agentmesh.audit.events import AuditEvent
 
 logger = logging.getLogger(__name__)
 

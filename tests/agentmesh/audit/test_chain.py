@@ -10,16 +10,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentmesh.audit import AuditEvent
-from agentmesh.auditlog import (
+from agentmesh.audit import (
+    AuditEvent,
     ChainedAuditLog,
     CheckpointSigner,
     checkpoint_path,
     read_checkpoints,
     verify_log,
 )
-from agentmesh.auditlog.chain import EVENT_FIELDS
-from agentmesh.auditlog.checkpoint import Checkpoint
+from agentmesh.audit.chain import EVENT_FIELDS
+from agentmesh.audit.checkpoint import Checkpoint
 from iatp.clock import ManualClock
 from iatp.identity import AgentIdentity
 
@@ -91,7 +91,7 @@ def test_editing_any_field_of_any_record_is_found_at_its_line(tmp_path: Path, fi
 
 
 def test_edit_and_rehash_is_caught_by_the_next_link(tmp_path: Path) -> None:
-    from agentmesh.auditlog.chain import record_hash
+    from agentmesh.audit.chain import record_hash
 
     path = write_log(tmp_path)
     records = lines(path)
@@ -103,7 +103,7 @@ def test_edit_and_rehash_is_caught_by_the_next_link(tmp_path: Path) -> None:
 
 
 def test_rewriting_the_whole_chain_is_caught_by_signed_checkpoints(tmp_path: Path) -> None:
-    from agentmesh.auditlog.chain import GENESIS, record_hash
+    from agentmesh.audit.chain import GENESIS, record_hash
 
     path = write_log(tmp_path)
     records = lines(path)
@@ -159,8 +159,8 @@ def test_forged_or_foreign_checkpoints_do_not_count(tmp_path: Path) -> None:
     assert first is not None
     forged = Checkpoint(first.node, first.seq, "0" * 64, first.at_ms, first.signature)
     mallory = AgentIdentity.generate()
-    from agentmesh.auditlog.chain import ChainHead
-    from agentmesh.auditlog.checkpoint import sign_checkpoint
+    from agentmesh.audit.chain import ChainHead
+    from agentmesh.audit.checkpoint import sign_checkpoint
 
     foreign = sign_checkpoint(mallory, ChainHead(first.seq, first.head), first.at_ms)
     cp_path.write_text("\n".join([forged.to_json(), foreign.to_json(), "{}"]) + "\n")
@@ -194,7 +194,7 @@ def test_any_single_edit_is_detected(tmp_path: Path, index: int, field: str, noi
 def test_fast_encoding_is_the_canonical_one(i: int, detail: str, peer: str | None) -> None:
     from dataclasses import replace
 
-    from agentmesh.auditlog.chain import ChainedRecord, encode_record
+    from agentmesh.audit.chain import ChainedRecord, encode_record
 
     ev = replace(event(i), detail=detail, peer=peer)
     record = ChainedRecord.create(i + 1, "ab" * 32, ev)

@@ -22,8 +22,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from agentmesh.auditlog.chain import EVENT_FIELDS, GENESIS, iter_lines, record_hash
-from agentmesh.auditlog.checkpoint import Checkpoint, checkpoint_is_valid
+from agentmesh.audit.chain import EVENT_FIELDS, GENESIS, iter_lines, record_hash
+from agentmesh.audit.checkpoint import Checkpoint, checkpoint_is_valid
 
 _RECORD_KEYS = {"seq", "prev", "event", "hash"}
 

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 
-from agentmesh.auditlog.checkpoint import Checkpoint, CheckpointSigner, checkpoint_is_valid
+from agentmesh.audit.checkpoint import Checkpoint, CheckpointSigner, checkpoint_is_valid
 from agentmesh.node.addressing import MeshAddressing
 from agentmesh.transport.base import Stream, Transport
 

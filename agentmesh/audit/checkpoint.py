@@ -8,7 +8,7 @@ the node's Ed25519 key::
 
 The node keeps its checkpoints next to the log (``<log>.checkpoints``, JSON
 lines) and publishes them on the mesh, where peers witness them
-(:mod:`agentmesh.auditlog.witness`). A rewritten log cannot match a checkpoint
+(:mod:`agentmesh.audit.witness`). A rewritten log cannot match a checkpoint
 a peer already holds, and a checkpoint cannot be forged without the node's key.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from nacl.exceptions import BadSignatureError
 
-from agentmesh.auditlog.chain import ChainHead, canonical_json, iter_lines
+from agentmesh.audit.chain import ChainHead, canonical_json, iter_lines
 from iatp.clock import Clock, SystemClock
 from iatp.did import verify_key_for_did
 from iatp.errors import InvalidDID

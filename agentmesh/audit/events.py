@@ -83,7 +83,7 @@ class JsonlAuditSink:
 
 
 def read_jsonl_audit(path: str | os.PathLike[str]) -> list[AuditEvent]:
-    """Events of a plain JSON-lines log or of a hash-chained one (``agentmesh.auditlog``)."""
+    """Events of a plain JSON-lines log or of a hash-chained one (``agentmesh.audit``)."""
     events = []
     with Path(path).open(encoding="utf-8") as handle:
         for line in handle:

@@ -18,16 +18,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentmesh.audit import AuditEvent, read_jsonl_audit
-from agentmesh.auditlog import (
+from agentmesh.audit import (
+    AuditEvent,
     ChainedAuditLog,
     CheckpointSigner,
     GroupCommit,
     checkpoint_path,
     read_checkpoints,
+    read_jsonl_audit,
     verify_log,
 )
-from agentmesh.auditlog.chain import GENESIS, record_hash
+from agentmesh.audit.chain import GENESIS, record_hash
 from agentmesh.policy import (
     CompiledPolicy,
     Governor,
@@ -307,7 +308,7 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from agentmesh.audit import AuditEvent
-    from agentmesh.auditlog import ChainedAuditLog, CheckpointSigner, GroupCommit, checkpoint_path
+    from agentmesh.audit import ChainedAuditLog, CheckpointSigner, GroupCommit, checkpoint_path
     from iatp.identity import AgentIdentity
 
     path, mode = sys.argv[1], sys.argv[2]
