@@ -324,12 +324,19 @@ class Unavailable(Behaviour):
 class Drift(Behaviour):
     kind = "drift"
     rogue = True
-    summary = "honest until round `turn`, then serves badly (a formerly trusted agent drifts)"
-    defaults = MappingProxyType({"turn": 15})
+    summary = (
+        "honest until round `turn`, then serves badly with probability `bad` "
+        "(a formerly trusted agent drifts; bad < 1 is a soft drift)"
+    )
+    defaults = MappingProxyType({"turn": 15, "bad": 1.0})
 
     def serve(self, ctx: Context, requester: int) -> Serve:
         if ctx.round_no >= int(self.num("turn")):
-            return Serve.BAD
+            bad = self.num("bad")
+            # bad = 1 draws nothing: a hard drift keeps the random sequence of old runs
+            if bad >= 1.0 or ctx.rng.random() < bad:
+                return Serve.BAD
+            return Serve.GOOD
         return super().serve(ctx, requester)
 
 

@@ -5,7 +5,7 @@ model is described with its maths in ``docs/trust.md``.
 """
 
 from trust.config import TrustConfig
-from trust.drift import ACTION_DRIFT, OUTCOME_DRIFT, js_divergence
+from trust.drift import ACTION_DRIFT, OUTCOME_DRIFT, SOFT_DRIFT, js_divergence
 from trust.edges import LocalTrust
 from trust.engine import TrustEngine
 from trust.errors import (
@@ -39,6 +39,7 @@ from trust.evidence import (
 )
 from trust.explain import Endorsement, Explanation, ReceiptImpact
 from trust.rings import RING_KERNEL, RING_PRIVILEGED, RING_SANDBOX, RING_STANDARD
+from trust.selection import Choice, SelectionConfig, SelectionPolicy
 from trust.snapshot import (
     SNAPSHOT_DOMAIN,
     SnapshotManifest,
@@ -59,6 +60,8 @@ __all__ = [
     "RING_SANDBOX",
     "RING_STANDARD",
     "SNAPSHOT_DOMAIN",
+    "SOFT_DRIFT",
+    "Choice",
     "CorruptSnapshot",
     "DriftDetected",
     "Endorsement",
@@ -77,6 +80,8 @@ __all__ = [
     "ReceiptImpact",
     "ReceiptWindow",
     "RingChanged",
+    "SelectionConfig",
+    "SelectionPolicy",
     "SelfEvidence",
     "SignedReceipt",
     "SignerMismatch",

@@ -29,6 +29,9 @@ class TrustConfig:
             promotion (demotion is immediate).
         credibility_share: relative share ``n*t`` at which an observer's reports count
             fully in drift detection and in the evidence volume.
+        credibility_exponent: gamma in ``credibility = min(1, n*t / share) ** gamma``;
+            below 1 it lifts quiet honest observers (small but non-zero global trust)
+            while agents without trust (Sybils, colluders) keep exactly 0.
         cusum_slack: k, tolerated excess badness per interaction above the baseline.
         cusum_threshold: h, the CUSUM alarm level.
         baseline_rate: starting badness baseline of an agent; learnt with ``baseline_gain``.
@@ -47,6 +50,23 @@ class TrustConfig:
             history. ``None`` remembers every id forever (simulations, analysis); a mesh
             deployment sets it (``docs/trust.md`` section 10). Must exceed
             ``max_future_skew_ms``.
+        drift_detection: run the drift tests (off only to measure plain EigenTrust).
+        rater_accuracy: discount observers whose reports disagree with the credible
+            consensus (``trust/accuracy.py``): spies and slanderers pass little trust.
+        accuracy_floor: accuracy at or below which an observer passes no trust.
+        accuracy_full: accuracy from which an observer passes all of its trust.
+        soft_drift_shift: rise of the failure rate the Bernoulli CUSUM looks for.
+        soft_drift_threshold: its alarm level h (0 turns the test off).
+        soft_drift_prior: weight (interactions) of ``baseline_rate`` in the learnt p0.
+        soft_drift_learning: credible interactions after which p0 stops learning.
+        ring_policy: ``"evidence"`` (hysteresis on credible evidence, ``docs/trust.md``
+            §5) or ``"score"`` (the score thresholds alone: EigenTrust's view).
+        ring1_quality: service quality ring 1 needs (credible Beta posterior).
+        ring2_quality: service quality ring 2 needs.
+        ring1_observers: independent credible observers vouching first-hand for
+            ring 1 (one pre-trusted observer's first-hand vouch is enough).
+        ring_confidence: a quality is established when P(q >= level) >= 1 - this,
+            and refuted (demotion) when P(q >= level) < this.
     """
 
     half_life_ms: int = 7 * DAY_MS
@@ -60,6 +80,7 @@ class TrustConfig:
     ring2_evidence: float = 5.0
     promotion_rounds: int = 2
     credibility_share: float = 0.5
+    credibility_exponent: float = 1.0
     cusum_slack: float = 0.3
     cusum_threshold: float = 4.0
     baseline_rate: float = 0.05
@@ -73,6 +94,26 @@ class TrustConfig:
     explain_top: int = 8
     validate_dids: bool = True
     receipt_horizon_ms: int | None = None
+    drift_detection: bool = True
+    rater_accuracy: bool = True
+    accuracy_floor: float = 0.6
+    accuracy_full: float = 0.9
+    ring_policy: str = "evidence"
+    soft_drift_shift: float = 0.08
+    soft_drift_threshold: float = 9.0
+    soft_drift_prior: float = 20.0
+    soft_drift_learning: float = 200.0
+    ring1_quality: float = 0.85
+    ring2_quality: float = 0.75
+    ring1_observers: int = 3
+    ring_confidence: float = 0.05
+
+    @classmethod
+    def eigentrust(cls) -> TrustConfig:
+        """EigenTrust as published, for comparisons: no drift test, rings by score only."""
+        return cls(
+            drift_detection=False, rater_accuracy=False, ring_policy="score", soft_drift_threshold=0
+        )
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -99,10 +140,26 @@ class TrustConfig:
         _require(0.0 <= self.drift_penalty < 1.0, "drift_penalty must be in [0, 1)")
         _require(self.recovery_successes >= 1, "recovery_successes must be >= 1")
         _require(self.max_future_skew_ms >= 0, "max_future_skew_ms must be >= 0")
+        _require(0.0 < self.credibility_exponent <= 1.0, "credibility_exponent in (0, 1]")
         _require(self.explain_top >= 1, "explain_top must be >= 1")
         _require(
             self.receipt_horizon_ms is None or self.receipt_horizon_ms > self.max_future_skew_ms,
             "receipt_horizon_ms must exceed max_future_skew_ms (or be None)",
+        )
+        _require(0.0 < self.soft_drift_shift < 0.5, "soft_drift_shift must be in (0, 0.5)")
+        _require(self.soft_drift_threshold >= 0, "soft_drift_threshold must be >= 0")
+        _require(self.soft_drift_prior > 0, "soft_drift_prior must be > 0")
+        _require(self.soft_drift_learning >= 0, "soft_drift_learning must be >= 0")
+        _require(self.ring_policy in ("evidence", "score"), "ring_policy: evidence or score")
+        _require(
+            0.0 < self.ring2_quality <= self.ring1_quality < 1.0,
+            "need 0 < ring2_quality <= ring1_quality < 1",
+        )
+        _require(self.ring1_observers >= 1, "ring1_observers must be >= 1")
+        _require(0.0 < self.ring_confidence < 0.5, "ring_confidence must be in (0, 0.5)")
+        _require(
+            0.0 <= self.accuracy_floor < self.accuracy_full <= 1.0,
+            "need 0 <= accuracy_floor < accuracy_full <= 1",
         )
 
 

@@ -7,6 +7,9 @@ drift by flooding receipts about it.
 * Outcomes: one-sided CUSUM (Page 1954) on the badness ``x`` of each interaction
   (0 for success, the outcome's severity otherwise) against the agent's own learnt
   baseline ``mu``: ``S <- max(0, S + c * (x - mu - k))``, alarm when ``S >= h``.
+* Failure rate: a Bernoulli CUSUM (log-likelihood ratio) of ``p0 + shift`` against
+  the agent's own learnt failure rate ``p0``, for soft drifts the first test is
+  too coarse to see (a turn to 15 % or 50 % bad).
 * Actions: Jensen-Shannon divergence (base 2, in [0, 1]) between the last
   ``action_window`` actions and the agent's earlier action history.
 """
@@ -19,6 +22,7 @@ from collections import Counter, deque
 from trust.config import TrustConfig
 
 OUTCOME_DRIFT = "outcome_cusum"
+SOFT_DRIFT = "failure_rate_cusum"
 ACTION_DRIFT = "action_divergence"
 _MIN_CREDIBILITY = 0.5
 _BASELINE_CAP = 0.3
@@ -45,11 +49,14 @@ class DriftMonitor:
 
     __slots__ = (
         "_checks",
+        "bad_seen",
         "baseline",
+        "bernoulli",
         "cusum",
         "flagged",
         "history",
         "last_divergence",
+        "seen",
         "streak",
         "window",
     )
@@ -63,6 +70,9 @@ class DriftMonitor:
         self.history: Counter[str] = Counter()
         self.last_divergence = 0.0
         self._checks = 0
+        self.bernoulli = 0.0
+        self.seen = 0.0
+        self.bad_seen = 0.0
 
     def observe(
         self, badness: float, credibility: float, action: str | None, config: TrustConfig
@@ -71,6 +81,8 @@ class DriftMonitor:
         if credibility <= 0.0:
             return None
         alarm = self._observe_outcome(badness, credibility, config)
+        if config.soft_drift_threshold > 0:
+            alarm = self._observe_rate(badness, credibility, config) or alarm
         if action is not None and credibility >= _MIN_CREDIBILITY:
             alarm = self._observe_action(action, config) or alarm
         if self.flagged:
@@ -100,6 +112,39 @@ class DriftMonitor:
             self.baseline += gain * (min(badness, 1.0) - self.baseline)
             self.baseline = min(self.baseline, _BASELINE_CAP)
         return OUTCOME_DRIFT if self.cusum >= config.cusum_threshold else None
+
+    def elevated(self, config: TrustConfig) -> bool:
+        """A drift test is at least half-way to its alarm (rings do not climb then)."""
+        soft = config.soft_drift_threshold
+        return self.cusum >= 0.5 * config.cusum_threshold or (
+            soft > 0 and self.bernoulli >= 0.5 * soft
+        )
+
+    def failure_rate(self, config: TrustConfig) -> float:
+        """The agent's own failure rate p0: a shrunk mean of its credible history."""
+        prior = config.soft_drift_prior
+        rate = (self.bad_seen + config.baseline_rate * prior) / (self.seen + prior)
+        return min(max(rate, 0.01), 0.3)
+
+    def _observe_rate(self, badness: float, credibility: float, config: TrustConfig) -> str | None:
+        """A Bernoulli CUSUM (log-likelihood ratio of p1 against the agent's own p0).
+
+        ``p1 = p0 + soft_drift_shift``: the smallest rise of the failure rate worth an
+        alarm. Per report ``S <- max(0, S + c * llr(x))``, alarm at ``S >= h``; the
+        expected false-alarm interval grows like ``exp(h)``.
+        """
+        p0 = self.failure_rate(config)
+        p1 = min(p0 + config.soft_drift_shift, 0.95)
+        x = min(badness, 1.0)
+        llr = x * math.log(p1 / p0) + (1.0 - x) * math.log((1.0 - p1) / (1.0 - p0))
+        self.bernoulli = max(0.0, self.bernoulli + credibility * llr)
+        if not self.flagged and self.seen < config.soft_drift_learning:
+            self.seen += credibility
+            self.bad_seen += credibility * x
+        if self.bernoulli >= config.soft_drift_threshold:
+            self.bernoulli = 0.0
+            return SOFT_DRIFT
+        return None
 
     def _observe_action(self, action: str, config: TrustConfig) -> str | None:
         if len(self.window) == self.window.maxlen:

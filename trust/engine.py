@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import networkx as nx
 import numpy as np
 import numpy.typing as npt
+from scipy.special import betainc
 
 from iatp.clock import Clock, SystemClock
 from iatp.did import is_did
+from trust.accuracy import accuracy_factors
 from trust.config import TrustConfig
 from trust.drift import DriftMonitor
 from trust.edges import EdgeStore, LocalTrust, check_snapshot
@@ -33,7 +35,7 @@ from trust.evidence import Outcome, Receipt
 from trust.explain import Endorsement, Explanation, ImpactLog
 from trust.export import to_networkx
 from trust.propagation import FloatArray, PropagationResult, Propagator
-from trust.rings import RING_SANDBOX, RingLadder
+from trust.rings import RING_PRIVILEGED, RING_SANDBOX, RING_STANDARD, RingLadder
 from trust.state import EngineState, capture, config_items, restore
 from trust.window import ReceiptWindow
 
@@ -78,6 +80,7 @@ class TrustEngine:
         self._negative: FloatArray | None = None
         self._split_inputs: tuple[np.ndarray, FloatArray, FloatArray] | None = None
         self._last: PropagationResult | None = None
+        self._retain: FloatArray | None = None
         self._computed_at: int | None = None
         self.recomputes = 0
         self.rejections: Counter[str] = Counter()
@@ -189,6 +192,8 @@ class TrustEngine:
         credibility = self.credibility_of(observer)
         impact = (positive - negative) * credibility
         self._impacts.keep(subject, evidence, impact)
+        if not self.config.drift_detection:
+            return True
         monitor = self._drift.get(subject)
         if monitor is None:
             monitor = self._drift[subject] = DriftMonitor(self.config)
@@ -362,6 +367,23 @@ class TrustEngine:
             silenced[suspended] = True
             weights[silenced[observers]] = 0.0
         anchor = self._anchor()
+        retain = None
+        if cfg.rater_accuracy:
+            retain = accuracy_factors(
+                observers,
+                self._edges.subject[:count],
+                alpha,
+                beta,
+                self._credibility_array[:n]
+                if len(self._credibility_array) >= n
+                else np.pad(self._credibility_array, (0, n - len(self._credibility_array))),
+                np.asarray(sorted(self._pre_trusted), dtype=np.int64),
+                floor=cfg.accuracy_floor,
+                full=cfg.accuracy_full,
+            )
+            if suspended:
+                retain[suspended] = 0.0
+        self._retain = retain
         result = self._propagator.run(
             self._edges,
             n,
@@ -371,6 +393,7 @@ class TrustEngine:
             tolerance=cfg.tolerance,
             max_iterations=cfg.max_iterations,
             cold=cold,
+            retain=retain,
         )
         self._last, self._computed_at = result, now
         self._refresh_scores(result.trust)
@@ -383,10 +406,78 @@ class TrustEngine:
         # The positive/negative split is needed only by queries: computed on first use.
         self._split_inputs = (subjects, beta, credible)
         self._negative = None
-        for did_idx, old, new in self._rings.step(self._score_array, self._evidence, suspended):
+        if cfg.ring_policy == "evidence":
+            target, floor = self._ring_bounds(observers, subjects, alpha, beta, credible, suspended)
+            changes = self._rings.step_with_floor(target, floor)
+        else:
+            changes = self._rings.step(self._score_array, self._evidence, suspended)
+        for did_idx, old, new in changes:
             self._emit(RingChanged(self._dids[did_idx], old, new, "recompute", None, now))
         self.recomputes += 1
         return result.iterations
+
+    def _ring_bounds(
+        self,
+        observers: npt.NDArray[np.int64],
+        subjects: npt.NDArray[np.int64],
+        alpha: FloatArray,
+        beta: FloatArray,
+        credible: FloatArray,
+        flagged: Sequence[int],
+    ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]]:
+        """(target, floor) rings of every agent for the evidence ring policy.
+
+        ``alpha`` and ``beta`` are the decayed edge evidence, ``credible`` the
+        credibility of each edge's observer. See ``docs/trust.md`` §5.
+        """
+        cfg = self.config
+        n = len(self._dids)
+        positive = np.bincount(subjects, weights=alpha * credible, minlength=n)
+        negative = np.bincount(subjects, weights=beta * credible, minlength=n)
+        good2 = 1.0 - betainc(positive + 1.0, negative + 1.0, cfg.ring2_quality)
+        good1 = 1.0 - betainc(positive + 1.0, negative + 1.0, cfg.ring1_quality)
+        volume = alpha + beta
+        opinion = np.divide(alpha, volume, out=np.zeros_like(alpha), where=volume > 1e-9)
+        vouches = (opinion >= cfg.ring1_quality) & (volume >= 1.0)
+        independent = np.bincount(
+            subjects, weights=(vouches & (credible >= 0.5)).astype(np.float64), minlength=n
+        )
+        anchors = np.zeros(n, dtype=bool)
+        if self._pre_trusted:
+            anchors[sorted(self._pre_trusted)] = True
+        anchored = np.bincount(
+            subjects, weights=(vouches & anchors[observers]).astype(np.float64), minlength=n
+        )
+        retain = self._retain if self._retain is not None else np.ones(n)
+        scores, evidence, trust = self._score_array, self._evidence, self._trust
+        sure = 1.0 - cfg.ring_confidence
+        target = np.full(n, RING_SANDBOX, dtype=np.int8)
+        ring2 = (
+            (trust > 0)  # a trust path from the pre-trusted agents; popularity is not asked
+            & (evidence >= cfg.ring2_evidence)
+            & (good2 >= sure)
+        )
+        target[ring2] = RING_STANDARD
+        ring1 = (
+            ring2
+            & (scores >= cfg.ring1_score)
+            & (evidence >= cfg.ring1_evidence)
+            & (good1 >= sure)
+            & ((independent >= cfg.ring1_observers) | (anchored > 0))
+            & (retain >= 0.99)
+        )
+        target[ring1] = RING_PRIVILEGED
+        # Promotion is earned: no climb while a drift test is half-way to its alarm.
+        suspect = [i for i, m in self._drift.items() if i < n and m.elevated(cfg)]
+        if suspect:
+            held = np.asarray(suspect, dtype=np.int64)
+            target[held] = np.maximum(target[held], self._rings._ring[held])
+        floor = np.full(n, RING_PRIVILEGED, dtype=np.int8)
+        floor[(good1 < cfg.ring_confidence) | (retain < 0.5)] = RING_STANDARD
+        floor[(good2 < cfg.ring_confidence) | (trust <= 0)] = RING_SANDBOX
+        if len(flagged):
+            floor[np.asarray(flagged, dtype=np.int64)] = RING_SANDBOX
+        return target, floor
 
     def _buffer(self, name: str, size: int) -> FloatArray:
         """A reusable float buffer of ``size`` (grown geometrically, never shrunk)."""
@@ -402,6 +493,8 @@ class TrustEngine:
         share = trust * max(int(np.count_nonzero(positive)), 1)
         self._score_array = share / (share + 1.0)
         credibility = np.minimum(share / self.config.credibility_share, 1.0)
+        if self.config.credibility_exponent != 1.0:
+            np.power(credibility, self.config.credibility_exponent, out=credibility)
         credibility[list(self._pre_trusted)] = 1.0
         self._credibility_array = credibility
 
@@ -416,6 +509,12 @@ class TrustEngine:
         if idx in self._flagged:
             return float(scores.item(idx)) * self.config.drift_penalty
         return float(scores.item(idx))
+
+    def global_trust(self, did: str) -> float:
+        """The agent's entry ``t`` of the global trust vector (sums to 1; 0.0 if unknown)."""
+        idx = self._ids.get(did)
+        trust = self._trust
+        return float(trust.item(idx)) if idx is not None and idx < len(trust) else 0.0
 
     def ring(self, did: str) -> int:
         """Ring 1, 2 or 3 (never 0; 3 for unknown agents). Demotions are visible at once."""

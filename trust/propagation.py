@@ -90,16 +90,25 @@ class Propagator:
         tolerance: float,
         max_iterations: int,
         cold: bool = False,
+        retain: FloatArray | None = None,
     ) -> PropagationResult:
         """Global trust of ``n`` agents given per-edge weights ``w`` (>= 0, len = edges).
 
-        ``anchor`` is the pre-trusted distribution ``p`` (sums to 1).
+        ``anchor`` is the pre-trusted distribution ``p`` (sums to 1). ``retain`` (per
+        observer, in [0, 1]) is the share of an observer's trust its opinions pass on;
+        the rest returns to ``p`` like the trust of an observer without opinions.
         """
         self._structure(edges, n)
         row_sum = np.bincount(edges.observer[: edges.count], weights=weights, minlength=n)
         keep = 1.0 - damping
         # (1 - a) is folded into the matrix: one vector operation less per iteration.
         scale = np.divide(keep, row_sum, out=np.zeros(n), where=row_sum > 0)
+        leak: FloatArray | None = None
+        if retain is not None:
+            scale *= retain[:n]
+            leak = np.where(row_sum > 0, 1.0 - retain[:n], 0.0)
+            if not np.any(leak > 0):
+                leak = None
         normalised = np.take(scale, edges.observer[: edges.count], out=self._scratch(edges.count))
         normalised *= weights
         matrix = self._matrix_with(np.take(normalised, self._order), n)
@@ -113,6 +122,8 @@ class Propagator:
             iterations += 1
             nxt = matrix @ t
             lost = float(t[dangling].sum()) if len(dangling) else 0.0
+            if leak is not None:
+                lost += float(leak @ t)
             nxt[support] += (keep * lost + damping) * anchor_support
             np.subtract(nxt, t, out=scratch)
             np.abs(scratch, out=scratch)

@@ -65,6 +65,31 @@ class RingLadder:
         target[(scores >= cfg.ring1_score) & (evidence >= cfg.ring1_evidence)] = RING_PRIVILEGED
         return target
 
+    def step_with_floor(
+        self, target: npt.NDArray[np.int8], floor: npt.NDArray[np.int8]
+    ) -> list[tuple[int, int, int]]:
+        """Hysteresis: demote at once to ``floor`` (the best ring the evidence still
+        allows), climb one ring towards ``target`` after ``promotion_rounds`` in a row.
+        """
+        n = self._count
+        target, floor = target[:n], floor[:n]
+        current = self._ring[:n]
+        self._target[:n] = np.maximum(target, np.minimum(floor, current))
+        demote = current < floor
+        climb = (target < current) & ~demote
+        streak = self._streak[:n]
+        streak[~climb] = 0
+        streak[climb] += 1
+        promote = climb & (streak >= self._config.promotion_rounds)
+        new = current.copy()
+        new[demote] = floor[demote]
+        new[promote] = current[promote] - 1
+        streak[promote] = 0
+        changed = np.flatnonzero(new != current)
+        events = [(int(i), int(current[i]), int(new[i])) for i in changed]
+        self._ring[:n] = new
+        return events
+
     def step(
         self, scores: FloatArray, evidence: FloatArray, flagged: Sequence[int]
     ) -> list[tuple[int, int, int]]:

@@ -44,10 +44,10 @@ from trust.rings import RingLadder
 if TYPE_CHECKING:
     from trust.engine import TrustEngine
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 MAX_STATE_BYTES = 1 << 31
 
-ConfigValue = int | float | bool | None
+ConfigValue = int | float | bool | str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,9 @@ class DriftState:
     history: tuple[tuple[str, int], ...]
     last_divergence: float
     checks: int
+    bernoulli: float = 0.0  # the failure-rate CUSUM and its learnt rate (seen, bad_seen)
+    seen: float = 0.0
+    bad_seen: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,9 @@ def capture(engine: TrustEngine) -> EngineState:
                 tuple(m.history.items()),
                 m.last_divergence,
                 m._checks,
+                m.bernoulli,
+                m.seen,
+                m.bad_seen,
             )
             for agent, m in sorted(e._drift.items())
         ),
@@ -214,6 +220,9 @@ def pack_state(state: EngineState) -> bytes:
                 [list(h) for h in d.history],
                 d.last_divergence,
                 d.checks,
+                d.bernoulli,
+                d.seen,
+                d.bad_seen,
             ]
             for d in state.drift
         ],
@@ -343,7 +352,7 @@ def _unpack(data: bytes) -> EngineState:
     config: list[tuple[str, ConfigValue]] = []
     for item in _list(doc["config"], "config"):
         name, value = _list(item, "config item", 2)
-        _need(value is None or type(value) in (int, float, bool), "config value type")
+        _need(value is None or type(value) in (int, float, bool, str), "config value type")
         config.append((_str(name, "config name"), value))
     pre = tuple(index(i, "pre_trusted") for i in _list(doc["pre_trusted"], "pre_trusted"))
     _need(list(pre) == sorted(set(pre)), "pre_trusted must be sorted and unique")
@@ -437,9 +446,20 @@ def _unpack(data: bytes) -> EngineState:
 
 
 def _drift_state(item: object, index: Any) -> DriftState:
-    agent, cusum, baseline, flagged, streak, window, history, divergence, checks = _list(
-        item, "drift monitor", 9
-    )
+    (
+        agent,
+        cusum,
+        baseline,
+        flagged,
+        streak,
+        window,
+        history,
+        divergence,
+        checks,
+        bernoulli,
+        seen,
+        bad_seen,
+    ) = _list(item, "drift monitor", 12)
     _need(type(flagged) is bool, "drift flag must be a bool")
     pairs = []
     for pair in _list(history, "action history"):
@@ -455,6 +475,9 @@ def _drift_state(item: object, index: Any) -> DriftState:
         tuple(pairs),
         _float(divergence, "divergence"),
         _int(checks, "checks"),
+        _float(bernoulli, "failure-rate cusum"),
+        _float(seen, "seen"),
+        _float(bad_seen, "bad seen"),
     )
 
 
@@ -494,6 +517,7 @@ def restore(engine: TrustEngine, state: EngineState) -> None:
         )
         monitor.window = deque(d.window, maxlen=cfg.action_window)
         monitor.history = Counter(dict(d.history))
+        monitor.bernoulli, monitor.seen, monitor.bad_seen = d.bernoulli, d.seen, d.bad_seen
         monitors[d.agent] = monitor
     e._drift = monitors
     e._flagged = set(state.flagged)

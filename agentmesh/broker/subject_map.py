@@ -33,11 +33,14 @@ from agentmesh.broker.jwt import SubjectRules, UserPermissions
 from agentmesh.directory.directory import CARD_HISTORY
 from agentmesh.directory.watcher import bucket_name
 from agentmesh.node.addressing import MeshAddressing, check_name
+from agentmesh.node.partitions import KINDS as PARTITIONED_KINDS
 from agentmesh.saga.executor import idempotency_bucket
 from agentmesh.saga.log import SagaStoreNames
 from agentmesh.transport.base import StoreLimits
 from agentmesh.trustnet.ledger import receipt_subjects
 from agentmesh.trustnet.ledger import stream_name as receipt_stream
+from agentmesh.trustnet.snapshots import DEFAULT_CHUNK_BYTES
+from agentmesh.trustnet.snapshots import bucket_name as snapshot_bucket
 from registry.card import MAX_CARD_BYTES
 
 Direction = Literal["pub", "sub"]
@@ -164,6 +167,7 @@ def mesh_stores(mesh: str, quotas: StoreQuotas = StoreQuotas()) -> tuple[Store, 
     coordinators = frozenset({Role.COORDINATOR})
     coordinator_readers = frozenset({Role.COORDINATOR, Role.OBSERVER})
     idem = idempotency_bucket(mesh)
+    snapshots = snapshot_bucket(mesh)
     return (
         _kv(
             mesh,
@@ -215,6 +219,15 @@ def mesh_stores(mesh: str, quotas: StoreQuotas = StoreQuotas()) -> tuple[Store, 
             ),
             writes=((ACTORS, f"trust.{mesh}.receipt.{{key}}"),),
             readers=READERS,
+        ),
+        Store(
+            name=f"KV_{snapshots}",
+            what="signed trust snapshots: manifest and body chunks (readers check the signer)",
+            subjects=f"$KV.{snapshots}.>",
+            limits=StoreLimits(max_bytes=size, max_value_size=DEFAULT_CHUNK_BYTES),
+            writes=((operators, f"$KV.{snapshots}.>"),),
+            readers=READERS,
+            bucket=snapshots,
         ),
         Store(
             name=checkpoint_stream(mesh),
@@ -293,6 +306,15 @@ def subject_map(mesh: str, quotas: StoreQuotas = StoreQuotas()) -> SubjectMap:
         Grant("pub", f"{m}.agent.*.handshake", ACTORS, "handshakes with any agent"),
         Grant("pub", f"{m}.agent.*.session", ACTORS, "session messages to any agent"),
         Grant("pub", f"{m}.agent.*.sealed", ACTORS, "sealed (encrypted) messages to any agent"),
+        *(
+            Grant(
+                "pub",
+                f"{m}.agent.*.{kind}.*.*",
+                ACTORS,
+                f"{kind} frames to one member of a partitioned identity (docs/scaleout.md)",
+            )
+            for kind in PARTITIONED_KINDS
+        ),
         Grant(
             "pub",
             f"{m}.fed.*.*.inbox",

@@ -58,9 +58,10 @@ from trust import DriftDetected, RingChanged, TrustEvent
 MESH = "demo-gov"
 PROVIDERS = ("researcher", "analyst", "newcomer")
 ROSTER = ("planner", "treasury", *PROVIDERS)
-#: Good deliveries per provider in each of the two honest rounds.
+#: Good deliveries per provider in each honest round (three: ring 2 is earned by qualifying
+#: on two recomputes in a row, ``docs/trust.md`` section 5a).
 DELIVERIES = {"researcher": 7, "analyst": 6, "newcomer": 1}
-HONEST_ROUNDS = 2
+HONEST_ROUNDS = 3
 #: The drifting agent fails until it is demoted; this bounds the run if it never is.
 MAX_BAD = 20
 CARD_TTL_MS = 60_000

@@ -6,9 +6,11 @@
 * :class:`MeshTrust`: engine + ledger + live fold + periodic recompute for one node.
 * :func:`find_trusted`: directory discovery ranked by global trust.
 * :class:`SnapshotPolicy`, :class:`SnapshotStore`: signed snapshots to join from.
+* :func:`find_trusted`: directory discovery ranked by global trust, distrusted left out.
+* :class:`TrustedFinder`: a saga substitute finder ordered by a ``SelectionPolicy``.
 """
 
-from agentmesh.trustnet.discovery import find_trusted
+from agentmesh.trustnet.discovery import TrustedFinder, find_trusted
 from agentmesh.trustnet.interceptor import OUTCOMES, ReceiptInterceptor
 from agentmesh.trustnet.ledger import (
     AUDIT_KIND,
@@ -28,6 +30,7 @@ __all__ = [
     "ReceiptLedger",
     "SnapshotPolicy",
     "SnapshotStore",
+    "TrustedFinder",
     "find_trusted",
     "receipt_subject",
     "receipt_subjects",
