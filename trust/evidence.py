@@ -15,7 +15,7 @@ import enum
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nacl.exceptions import BadSignatureError
 
@@ -163,15 +163,36 @@ def _id_of(body: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SignedReceipt:
-    """A receipt and its observer's signature; ``encode`` gives the wire bytes."""
+    """A receipt and its observer's signature; ``encode`` gives the wire bytes.
+
+    ``body`` caches the receipt's canonical body when this module made it
+    (:func:`sign_receipt`, :func:`decode_signed_receipt`), so it is not
+    serialised again to be verified or encoded. It cannot be passed in: a body
+    that differs from the receipt's fields would have a signature checked over
+    other bytes than the ones the receipt states.
+    """
 
     receipt: Receipt
     signature: bytes
+    body: bytes | None = field(default=None, init=False, compare=False, repr=False)
+
+    def canonical_body(self) -> bytes:
+        return self.body if self.body is not None else self.receipt.canonical_body()
 
     def encode(self) -> bytes:
         """``{"r": [...canonical fields...], "s": "<hex signature>"}`` as compact JSON."""
-        body = self.receipt.canonical_body().decode()
-        return f'{{"r":{body},"s":"{self.signature.hex()}"}}'.encode()
+        return _wire(self.canonical_body(), self.signature.hex())
+
+
+def _with_body(receipt: Receipt, signature: bytes, body: bytes) -> SignedReceipt:
+    """A signed receipt that caches ``body``, which is ``receipt.canonical_body()``."""
+    signed = SignedReceipt(receipt, signature)
+    object.__setattr__(signed, "body", body)
+    return signed
+
+
+def _wire(body: bytes, signature_hex: str) -> bytes:
+    return b'{"r":' + body + b',"s":"' + signature_hex.encode() + b'"}'
 
 
 def sign_receipt(receipt: Receipt, identity: AgentIdentity) -> SignedReceipt:
@@ -186,7 +207,8 @@ def sign_receipt(receipt: Receipt, identity: AgentIdentity) -> SignedReceipt:
             receipt_id=receipt.receipt_id,
             observer=receipt.observer,
         )
-    return SignedReceipt(receipt, identity.sign(RECEIPT_DOMAIN + receipt.canonical_body()))
+    body = receipt.canonical_body()
+    return _with_body(receipt, identity.sign(RECEIPT_DOMAIN + body), body)
 
 
 def verify_receipt(signed: SignedReceipt, *, sender: str | None = None) -> Receipt:
@@ -205,7 +227,7 @@ def verify_receipt(signed: SignedReceipt, *, sender: str | None = None) -> Recei
         )
     try:
         key = verify_key_for_did(receipt.observer)
-        key.verify(RECEIPT_DOMAIN + receipt.canonical_body(), signed.signature)
+        key.verify(RECEIPT_DOMAIN + signed.canonical_body(), signed.signature)
     except (InvalidDID, BadSignatureError, ValueError) as exc:
         raise ForgedReceipt(
             "signature does not verify under the observer's key",
@@ -239,15 +261,18 @@ def decode_signed_receipt(data: bytes) -> SignedReceipt:
         outcome = Outcome(fields[4])
     except ValueError as exc:
         raise MalformedReceipt(str(exc)) from exc
-    receipt = Receipt.create(
-        observer=fields[1],
-        subject=fields[2],
-        interaction_id=fields[3],
-        outcome=outcome,
-        at_ms=fields[5],
-        action=fields[6],
-        weight=fields[7],
+    observer, subject, interaction_id, at_ms, action, weight = (
+        fields[1],
+        fields[2],
+        fields[3],
+        fields[5],
+        fields[6],
+        fields[7],
     )
-    if SignedReceipt(receipt, signature).encode() != data:
+    body = _canonical(observer, subject, interaction_id, outcome, at_ms, action, weight)
+    if _wire(body, signature.hex()) != data:
         raise MalformedReceipt("non-canonical encoding")
-    return SignedReceipt(receipt, signature)
+    receipt = Receipt(
+        _id_of(body), observer, subject, interaction_id, outcome, at_ms, action, weight
+    )
+    return _with_body(receipt, signature, body)

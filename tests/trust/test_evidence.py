@@ -144,8 +144,29 @@ def test_encoding_round_trips_and_is_canonical(
     )
     signed = sign_receipt(r, ALICE)
     wire = signed.encode()
-    assert decode_signed_receipt(wire) == signed
+    decoded = decode_signed_receipt(wire)
+    assert decoded == signed
+    # The cached canonical body is the receipt's, whoever made the signed receipt.
+    assert decoded.canonical_body() == signed.canonical_body() == r.canonical_body()
+    assert SignedReceipt(r, signed.signature).encode() == wire
+    assert verify_receipt(decoded) == r
     assert json.loads(wire)["r"][4] == outcome.value
+
+
+def test_signature_hex_must_be_canonical_lowercase() -> None:
+    wire = sign_receipt(receipt(ALICE.did, BOB.did), ALICE).encode()
+    signature = json.loads(wire)["s"]
+    upper = wire.replace(signature.encode(), signature.upper().encode())
+    assert upper != wire
+    with pytest.raises(MalformedReceipt, match="non-canonical"):
+        decode_signed_receipt(upper)
+
+
+def test_a_cached_body_cannot_be_passed_in() -> None:
+    r = receipt(ALICE.did, BOB.did)
+    other = receipt(ALICE.did, BOB.did, Outcome.FAILURE)
+    with pytest.raises(TypeError):
+        SignedReceipt(r, ALICE.sign(other.canonical_body()), other.canonical_body())  # type: ignore[call-arg]
 
 
 @given(st.binary(max_size=300))
