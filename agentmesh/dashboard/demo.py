@@ -30,13 +30,13 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from agentmesh.audit import MemoryAuditSink
 from agentmesh.dashboard.operations import operation_document, sign_operation
 from agentmesh.directory.directory import Directory
 from agentmesh.directory.revocations import RevocationList
+from agentmesh.lifecycle import Lifecycle
 from agentmesh.node.config import NodeConfig
 from agentmesh.node.interceptors import InboundMessage, Stage
 from agentmesh.node.node import MeshNode
@@ -192,7 +192,7 @@ async def _step(call: StepCall) -> dict[str, Any]:
     return {"ref": f"{call.action}:{call.saga_id}"}
 
 
-class DemoMesh:
+class DemoMesh(Lifecycle):
     """The demo's agents and traffic (see the module docstring).
 
     ``async with DemoMesh(bus) as demo:`` starts everything and runs the traffic in
@@ -242,18 +242,6 @@ class DemoMesh:
 
     def _transport(self, name: str) -> InMemoryTransport:
         return InMemoryTransport(self.bus, name=f"demo-{name}")
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def start(self) -> None:
         """Start every agent, publish the cards, then the traffic (in the background)."""

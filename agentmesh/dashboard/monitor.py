@@ -26,8 +26,6 @@ import enum
 import json
 import logging
 from collections import Counter
-from types import TracebackType
-from typing import Self
 
 from agentmesh.dashboard.errors import OperationNotApplied
 from agentmesh.dashboard.snapshot import (
@@ -43,6 +41,7 @@ from agentmesh.dashboard.snapshot import (
 from agentmesh.directory.directory import Directory
 from agentmesh.directory.revocations import RevocationChange, RevocationList
 from agentmesh.errors import TransportError
+from agentmesh.lifecycle import Lifecycle
 from agentmesh.node.config import NodeConfig
 from agentmesh.node.interceptors import InboundMessage
 from agentmesh.node.node import MeshNode
@@ -72,7 +71,7 @@ class MonitorState(enum.Enum):
     CLOSED = "closed"
 
 
-class MeshMonitor:
+class MeshMonitor(Lifecycle):
     """The dashboard's live, read-only view of one mesh (see the module docstring).
 
     Args:
@@ -163,18 +162,6 @@ class MeshMonitor:
         return self.identity.did
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def start(self) -> None:
         """Load and follow everything; the first snapshot is ready when this returns.

@@ -12,13 +12,12 @@ import contextlib
 import ipaddress
 import logging
 from collections.abc import Generator
-from types import TracebackType
-from typing import Self
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from agentmesh.dashboard.errors import DashboardError, RemoteBindRefused
+from agentmesh.lifecycle import Lifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-class DashboardServer:
+class DashboardServer(Lifecycle):
     """Serve ``app`` on ``host:port`` (``port=0``: any free port) while the context is open.
 
     Args:
@@ -131,18 +130,6 @@ class DashboardServer:
                 await task
         except DashboardError as exc:
             logger.debug("dashboard server ended: %s", exc)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 __all__ = ["DashboardServer", "check_bind", "is_loopback"]

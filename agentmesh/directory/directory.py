@@ -32,6 +32,7 @@ from agentmesh.directory.reporting import Reporter
 from agentmesh.directory.revocations import RevocationList
 from agentmesh.directory.rotation_store import RotationStore
 from agentmesh.directory.watcher import WatchedBucket, bucket_name
+from agentmesh.lifecycle import Lifecycle
 from agentmesh.node.addressing import MeshAddressing
 from agentmesh.transport.base import KVEntry, KVOperation, Transport
 from iatp.clock import Clock, SystemClock
@@ -68,7 +69,7 @@ MAX_CACHED_QUERIES = 4096
 _FOREVER = 2**63
 
 
-class Directory:
+class Directory(Lifecycle):
     """Register, renew, look up and find agents; follow rotations; detect rug pulls.
 
     Args:
@@ -189,13 +190,6 @@ class Directory:
         await self._rotation_store.aclose()
         await self._pin_store.aclose()
         self._events.close()
-
-    async def __aenter__(self) -> Directory:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def _spawn(self, coroutine: Coroutine[object, object, None], name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)

@@ -31,6 +31,7 @@ from agentmesh.directory.reporting import Reporter
 from agentmesh.directory.revocation_log import RevocationLogKeeper
 from agentmesh.directory.watcher import WatchedBucket, bucket_name
 from agentmesh.errors import KeyExists, KeyNotFound
+from agentmesh.lifecycle import Lifecycle
 from agentmesh.node.addressing import MeshAddressing
 from agentmesh.node.interceptors import ALLOW, InboundMessage, Outcome, Verdict
 from agentmesh.transport.base import KVEntry, KVOperation, Transport
@@ -70,7 +71,7 @@ def _no_predecessors(did: str) -> Iterable[str]:
     return ()
 
 
-class RevocationList:
+class RevocationList(Lifecycle):
     """KV-backed, watched revocation list with local in-memory state.
 
     Args:
@@ -170,13 +171,6 @@ class RevocationList:
                 listener(dict(self.incomplete))
             except Exception:
                 logger.exception("revocation log listener failed")
-
-    async def __aenter__(self) -> RevocationList:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # -- reads (local, never on the network) ------------------------------------------------
 

@@ -45,6 +45,7 @@ from agentmesh.federation.errors import (
 from agentmesh.federation.membership import Membership, verify_membership
 from agentmesh.federation.status import StatusList, decode_status_list
 from agentmesh.federation.store import decode_partner_card, federation_bucket
+from agentmesh.lifecycle import Lifecycle
 from agentmesh.transport.base import KVEntry, KVOperation, Transport
 from iatp.clock import Clock, SystemClock
 from iatp.did import DID_KEY_PREFIX
@@ -82,7 +83,7 @@ class PartnerAgent:
     token: str
 
 
-class FederationView:
+class FederationView(Lifecycle):
     """Agreements, partners' status lists, cards and quarantines, verified.
 
     Args:
@@ -134,13 +135,6 @@ class FederationView:
 
     async def aclose(self) -> None:
         await self._bucket.aclose()
-
-    async def __aenter__(self) -> FederationView:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Called (no arguments) after anything in the view changed."""

@@ -24,12 +24,11 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from types import TracebackType
-from typing import Self
 
 from agentmesh import telemetry
 from agentmesh.audit import AuditSink, MemoryAuditSink
 from agentmesh.errors import CircuitOpen, NodeStateError, NoSession
+from agentmesh.lifecycle import Lifecycle
 from agentmesh.node.addressing import MeshAddressing
 from agentmesh.node.config import NodeConfig
 from agentmesh.node.counters import NodeCounters
@@ -83,7 +82,7 @@ class NodeState(enum.Enum):
 _Queued = tuple[Message, Frame, "asyncio.Future[EnvelopeError | None]", str, bool, float]
 
 
-class MeshNode(NodeSender):
+class MeshNode(NodeSender, Lifecycle):
     """An agent on the mesh: ``async with MeshNode(identity, transport) as node: ...``.
 
     Args:
@@ -153,18 +152,6 @@ class MeshNode(NodeSender):
     @property
     def state(self) -> NodeState:
         return self._state
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def start(self) -> None:
         """Connect (if needed), subscribe to the inbox and handshake subjects.

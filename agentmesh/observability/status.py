@@ -36,11 +36,11 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 from agentmesh.audit import AuditEvent, AuditSink, FanoutAuditSink
 from agentmesh.errors import MeshError
+from agentmesh.lifecycle import Lifecycle
 from iatp.clock import Clock, SystemClock
 from iatp.errors import AgentMeshError
 
@@ -247,7 +247,7 @@ class ReporterState(enum.Enum):
     CLOSED = "closed"
 
 
-class StatusReporter:
+class StatusReporter(Lifecycle):
     """Broadcast a signed :class:`StatusReport` of ``node`` every ``interval`` seconds.
 
     ``async with StatusReporter(node, refusals=refusals):`` (the node must be running).
@@ -341,18 +341,6 @@ class StatusReporter:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 __all__ = [

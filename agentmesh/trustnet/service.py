@@ -7,11 +7,10 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Self
 
 from agentmesh.audit import AuditEvent, AuditSink
 from agentmesh.errors import NodeStateError, TransportError
+from agentmesh.lifecycle import Lifecycle
 from agentmesh.transport.base import Transport
 from agentmesh.trustnet.interceptor import ReceiptInterceptor
 from agentmesh.trustnet.ledger import ReceiptLedger
@@ -35,7 +34,7 @@ from trust.state import pack_state, unpack_state
 logger = logging.getLogger(__name__)
 
 
-class MeshTrust:
+class MeshTrust(Lifecycle):
     """``async with MeshTrust(transport, identity, pre_trusted=...) as trust:``.
 
     On start it binds the receipt stream, folds everything already stored (a late
@@ -263,15 +262,3 @@ class MeshTrust:
                 await task
         if self._ledger is not None:
             await self._ledger.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -24,8 +24,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from types import TracebackType
-from typing import Any, Self, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from autogen_core import (
     Agent,
@@ -72,6 +71,7 @@ from agentmesh.integrations.autogen.wire import (
     capability_for,
     envelope_type,
 )
+from agentmesh.lifecycle import Lifecycle
 from agentmesh.node.interceptors import Stage
 from agentmesh.node.node import MeshNode
 from agentmesh.policy.interceptor import PolicyInterceptor
@@ -104,7 +104,7 @@ def _remote_text(error: RemoteError) -> str:
     return str(error).rsplit(": ", 1)[-1]
 
 
-class MeshAgentRuntime:
+class MeshAgentRuntime(Lifecycle):
     """AutoGen's ``AgentRuntime`` over the mesh (see the module docstring).
 
     Args:
@@ -192,18 +192,6 @@ class MeshAgentRuntime:
     @property
     def codec(self) -> MessageCodec:
         return self._codec
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def start(self) -> None:
         """Join the mesh: the directory, the runtime's node and its channel.

@@ -27,8 +27,7 @@ import enum
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 from crewai import Crew
 from crewai.crews.crew_output import CrewOutput
@@ -45,6 +44,7 @@ from agentmesh.integrations.crewai.hooks import ToolDecision, ToolGovernor
 from agentmesh.integrations.crewai.member import CrewMember, Roster, capability_cards
 from agentmesh.integrations.crewai.outcomes import OutcomeReporter
 from agentmesh.integrations.crewai.tasks import TaskService
+from agentmesh.lifecycle import Lifecycle
 from agentmesh.node.interceptors import Stage
 from agentmesh.node.node import MeshNode
 from agentmesh.policy.governance import Governance
@@ -90,7 +90,7 @@ class MeshCrewReport:
     receipts: dict[str, int] = field(default_factory=dict)
 
 
-class MeshCrew:
+class MeshCrew(Lifecycle):
     """One CrewAI crew on the mesh (see the module docstring).
 
     Args:
@@ -167,18 +167,6 @@ class MeshCrew:
     @property
     def did(self) -> str:
         return self.identity.did
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def start(self) -> None:
         """Join the mesh (see the module docstring).
