@@ -147,7 +147,11 @@ class KeyValue(Protocol):
         The snapshot holds live values only (in revision order); later deletes
         arrive as ``KVOperation.DELETE`` entries. The generator starts when first
         iterated, ends when the transport closes, and never misses a change
-        between the snapshot and the live updates. Close it (``aclose()``, e.g.
+        between the snapshot and the live updates. Every revision the bucket
+        still holds is delivered: in a bucket with ``history=1`` (one value per
+        key), a watch that lags behind a burst of writes to one key may get only
+        the newest of them, never an older value after a newer one; use a history
+        that covers the bursts when every intermediate value matters. Close it (``aclose()``, e.g.
         with ``contextlib.aclosing``) to release the server-side consumer.
         ``on_ready`` is called once the watch is established (on a server: its
         consumer exists), before the first entry: every write after that call is

@@ -603,7 +603,10 @@ async def test_kv_watch_pattern_and_empty_bucket(
 
 
 async def test_kv_watch_sees_every_change_in_order(transport: Transport, uid: str) -> None:
-    kv = await transport.key_value(uid)
+    # History covers the 20 writes: with history 1, NATS keeps only the newest value
+    # of a key, and a watch that lags (a busy CI core) may see only the newest of
+    # values overwritten in a burst (see KeyValue.watch).
+    kv = await transport.key_value(uid, history=32)
     ready = asyncio.Event()
     async with contextlib.aclosing(kv.watch("k", on_ready=ready.set)) as watch:
         first = asyncio.ensure_future(anext(watch))  # runs the watch up to on_ready
