@@ -27,7 +27,19 @@ class TrustConfig:
         ring2_evidence: credible evidence needed for ring 2.
         promotion_rounds: recomputes an agent must qualify in a row before each one-ring
             promotion (demotion is immediate).
-        credibility_share: relative share ``n*t`` at which an observer's reports count
+        ring1_promotion_rounds: qualifying recomputes in a row before a climb from ring
+            2 to ring 1 (evidence ring policy): long enough for a soft drift to show.
+        credibility: how an observer's reports are weighted in the evidence volume,
+            the rings, rater accuracy and drift detection: ``"flow"`` (rater
+            credibility, ``trust/credibility.py``: a capacity-bounded vouch flow from
+            the pre-trusted agents times the rater's accuracy) or ``"share"`` (the
+            observer's service-trust share, ``min(1, n*t / credibility_share)``).
+        rater_capacity: units of credibility each pre-trusted agent can hand out
+            (``"flow"``); a Sybil region behind an attack edge at depth ``d`` gains
+            at most ``rater_capacity / rater_capacity_decay**d - 1`` credibility.
+        rater_capacity_decay: divisor of the capacity per vouch hop from the
+            pre-trusted agents.
+        credibility_share: (``"share"``) relative share ``n*t`` at which an observer's reports count
             fully in drift detection and in the evidence volume.
         credibility_exponent: gamma in ``credibility = min(1, n*t / share) ** gamma``;
             below 1 it lifts quiet honest observers (small but non-zero global trust)
@@ -59,10 +71,14 @@ class TrustConfig:
         soft_drift_threshold: its alarm level h (0 turns the test off).
         soft_drift_prior: weight (interactions) of ``baseline_rate`` in the learnt p0.
         soft_drift_learning: credible interactions after which p0 stops learning.
+        soft_drift_lag: p0 learns from a report only once this many newer credible
+            reports arrived, so a drift is tested against the rate from before it.
         ring_policy: ``"evidence"`` (hysteresis on credible evidence, ``docs/trust.md``
             §5) or ``"score"`` (the score thresholds alone: EigenTrust's view).
         ring1_quality: service quality ring 1 needs (credible Beta posterior).
         ring2_quality: service quality ring 2 needs.
+        promotion_hold: share of a drift test's alarm level from which the agent's
+            ring does not climb and its learnt failure rate stops learning.
         ring1_observers: independent credible observers vouching first-hand for
             ring 1 (one pre-trusted observer's first-hand vouch is enough).
         ring_confidence: a quality is established when P(q >= level) >= 1 - this,
@@ -79,6 +95,10 @@ class TrustConfig:
     ring2_score: float = 0.2
     ring2_evidence: float = 5.0
     promotion_rounds: int = 2
+    ring1_promotion_rounds: int = 4
+    credibility: str = "flow"
+    rater_capacity: float = 128.0
+    rater_capacity_decay: float = 4.0
     credibility_share: float = 0.5
     credibility_exponent: float = 1.0
     cusum_slack: float = 0.3
@@ -99,12 +119,14 @@ class TrustConfig:
     accuracy_floor: float = 0.6
     accuracy_full: float = 0.9
     ring_policy: str = "evidence"
-    soft_drift_shift: float = 0.08
-    soft_drift_threshold: float = 9.0
+    soft_drift_shift: float = 0.10
+    soft_drift_threshold: float = 8.0
     soft_drift_prior: float = 20.0
-    soft_drift_learning: float = 200.0
+    soft_drift_learning: float = 60.0
+    soft_drift_lag: int = 40
     ring1_quality: float = 0.85
-    ring2_quality: float = 0.75
+    ring2_quality: float = 0.65
+    promotion_hold: float = 0.15
     ring1_observers: int = 3
     ring_confidence: float = 0.05
 
@@ -130,6 +152,10 @@ class TrustConfig:
             0.0 <= self.ring2_evidence <= self.ring1_evidence, "need 0 <= ring2 <= ring1 evidence"
         )
         _require(self.promotion_rounds >= 1, "promotion_rounds must be >= 1")
+        _require(self.ring1_promotion_rounds >= 1, "ring1_promotion_rounds must be >= 1")
+        _require(self.credibility in ("flow", "share"), "credibility: flow or share")
+        _require(self.rater_capacity >= 1.0, "rater_capacity must be >= 1")
+        _require(self.rater_capacity_decay >= 1.0, "rater_capacity_decay must be >= 1")
         _require(self.credibility_share > 0, "credibility_share must be > 0")
         _require(self.cusum_slack >= 0 and self.cusum_threshold > 0, "bad CUSUM parameters")
         _require(0.0 < self.baseline_rate < 1.0, "baseline_rate must be in (0, 1)")
@@ -150,11 +176,13 @@ class TrustConfig:
         _require(self.soft_drift_threshold >= 0, "soft_drift_threshold must be >= 0")
         _require(self.soft_drift_prior > 0, "soft_drift_prior must be > 0")
         _require(self.soft_drift_learning >= 0, "soft_drift_learning must be >= 0")
+        _require(self.soft_drift_lag >= 0, "soft_drift_lag must be >= 0")
         _require(self.ring_policy in ("evidence", "score"), "ring_policy: evidence or score")
         _require(
             0.0 < self.ring2_quality <= self.ring1_quality < 1.0,
             "need 0 < ring2_quality <= ring1_quality < 1",
         )
+        _require(0.0 < self.promotion_hold <= 1.0, "promotion_hold must be in (0, 1]")
         _require(self.ring1_observers >= 1, "ring1_observers must be >= 1")
         _require(0.0 < self.ring_confidence < 0.5, "ring_confidence must be in (0, 0.5)")
         _require(

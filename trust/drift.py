@@ -56,6 +56,8 @@ class DriftMonitor:
         "flagged",
         "history",
         "last_divergence",
+        "pending",
+        "recent",
         "seen",
         "streak",
         "window",
@@ -73,6 +75,11 @@ class DriftMonitor:
         self.bernoulli = 0.0
         self.seen = 0.0
         self.bad_seen = 0.0
+        # The last soft_drift_lag credible reports, (credibility, badness), not yet
+        # learnt into p0: a drift is tested against the rate from before it began.
+        self.pending: deque[tuple[float, float]] = deque()
+        # The last soft_drift_lag credible reports, always (ring 1 asks them).
+        self.recent: deque[tuple[float, float]] = deque(maxlen=max(config.soft_drift_lag, 1))
 
     def observe(
         self, badness: float, credibility: float, action: str | None, config: TrustConfig
@@ -114,17 +121,38 @@ class DriftMonitor:
         return OUTCOME_DRIFT if self.cusum >= config.cusum_threshold else None
 
     def elevated(self, config: TrustConfig) -> bool:
-        """A drift test is at least half-way to its alarm (rings do not climb then)."""
+        """A drift test is ``promotion_hold`` of the way to its alarm or further.
+
+        Rings do not climb then.
+        """
+        hold = config.promotion_hold
         soft = config.soft_drift_threshold
-        return self.cusum >= 0.5 * config.cusum_threshold or (
-            soft > 0 and self.bernoulli >= 0.5 * soft
+        return self.cusum >= hold * config.cusum_threshold or (
+            soft > 0 and self.bernoulli >= hold * soft
         )
 
+    def recently_worse(self, config: TrustConfig) -> bool:
+        """The last ``soft_drift_lag`` credible reports fail more than ``p0`` plus half
+        the soft shift (on at least 10 credible reports): no climb into ring 1 then,
+        since the old evidence that the ring-1 test weighs can hide a soft drift.
+        """
+        weight = sum(c for c, _ in self.recent)
+        if weight < 10.0:
+            return False
+        bad = sum(c * x for c, x in self.recent)
+        return bad / weight > self.failure_rate(config) + 0.5 * config.soft_drift_shift
+
     def failure_rate(self, config: TrustConfig) -> float:
-        """The agent's own failure rate p0: a shrunk mean of its credible history."""
+        """The agent's own failure rate p0: a shrunk mean of its credible history.
+
+        Never below ``baseline_rate``: a short lucky streak of successes must not make
+        the next few honest failures look like a drift (the soft test then looks for
+        a rise of ``soft_drift_shift`` above the baseline; hard turns are the outcome
+        CUSUM's).
+        """
         prior = config.soft_drift_prior
         rate = (self.bad_seen + config.baseline_rate * prior) / (self.seen + prior)
-        return min(max(rate, 0.01), 0.3)
+        return min(max(rate, config.baseline_rate), 0.3)
 
     def _observe_rate(self, badness: float, credibility: float, config: TrustConfig) -> str | None:
         """A Bernoulli CUSUM (log-likelihood ratio of p1 against the agent's own p0).
@@ -136,13 +164,26 @@ class DriftMonitor:
         p0 = self.failure_rate(config)
         p1 = min(p0 + config.soft_drift_shift, 0.95)
         x = min(badness, 1.0)
+        self.recent.append((credibility, x))
         llr = x * math.log(p1 / p0) + (1.0 - x) * math.log((1.0 - p1) / (1.0 - p0))
         self.bernoulli = max(0.0, self.bernoulli + credibility * llr)
-        if not self.flagged and self.seen < config.soft_drift_learning:
-            self.seen += credibility
-            self.bad_seen += credibility * x
+        # p0 learns from reports soft_drift_lag reports old, and waits while the test is
+        # half-way to an alarm: a soft drift must not teach the test its own new rate.
+        # Reports are only dropped on an alarm: dropping the stretches that lift the
+        # test would bias p0 low and raise false alarms on honest agents.
+        if self.flagged or self.seen >= config.soft_drift_learning:
+            self.pending.clear()
+        else:
+            self.pending.append((credibility, x))
+            lag = config.soft_drift_lag
+            limit = lag if self.bernoulli < 0.5 * config.soft_drift_threshold else 4 * lag
+            while len(self.pending) > limit:
+                weight, old = self.pending.popleft()
+                self.seen += weight
+                self.bad_seen += weight * old
         if self.bernoulli >= config.soft_drift_threshold:
             self.bernoulli = 0.0
+            self.pending.clear()
             return SOFT_DRIFT
         return None
 

@@ -19,6 +19,7 @@ from iatp.clock import Clock, SystemClock
 from iatp.did import is_did
 from trust.accuracy import accuracy_factors
 from trust.config import TrustConfig
+from trust.credibility import rater_flow, vouches
 from trust.drift import DriftMonitor
 from trust.edges import EdgeStore, LocalTrust, check_snapshot
 from trust.errors import (
@@ -113,6 +114,11 @@ class TrustEngine:
     @property
     def pre_trusted(self) -> frozenset[str]:
         return frozenset(self._dids[i] for i in self._pre_trusted)
+
+    def is_pre_trusted(self, did: str) -> bool:
+        """True for an anchor of the propagation (cheaper than ``did in pre_trusted``)."""
+        idx = self._ids.get(did)
+        return idx is not None and idx in self._pre_trusted
 
     def __contains__(self, did: object) -> bool:
         return did in self._ids
@@ -397,8 +403,12 @@ class TrustEngine:
         )
         self._last, self._computed_at = result, now
         self._refresh_scores(result.trust)
-        credibility = self._credibility_array
         subjects = self._edges.subject[:count]
+        if cfg.credibility == "flow":
+            self._credibility_array = self._rater_credibility(
+                observers, subjects, alpha, beta, retain, suspended
+            )
+        credibility = self._credibility_array
         credible = np.take(credibility, observers, out=self._buffer("credible", count))
         volume = np.add(alpha, beta, out=weights)  # the weights are no longer needed
         volume *= credible
@@ -415,6 +425,52 @@ class TrustEngine:
             self._emit(RingChanged(self._dids[did_idx], old, new, "recompute", None, now))
         self.recomputes += 1
         return result.iterations
+
+    def _rater_credibility(
+        self,
+        observers: npt.NDArray[np.int64],
+        subjects: npt.NDArray[np.int64],
+        alpha: FloatArray,
+        beta: FloatArray,
+        retain: FloatArray | None,
+        flagged: Sequence[int],
+    ) -> FloatArray:
+        """Rater credibility: max(vouch flow, service share) x rater accuracy.
+
+        See ``trust/credibility.py``: it is not the observer's service trust, so
+        honest requesters that rarely serve count, and a Sybil region behind ``k``
+        attack edges holds ``O(k)`` credibility whatever its size.
+        """
+        cfg = self.config
+        n = len(self._dids)
+        if not self._pre_trusted:
+            # The flow has no source under uniform anchoring (which Sybils can exploit
+            # anyway, see the class docstring): the service share, as with "share".
+            return self._share_credibility(self._trust)
+        accuracy = np.ones(n) if retain is None else retain[:n]
+        trusted = accuracy >= 0.5
+        if len(flagged):
+            trusted[np.asarray(flagged, dtype=np.int64)] = False
+        vouch = vouches(alpha, beta, observers, trusted, cfg.ring2_quality)
+        seeds = np.asarray(sorted(self._pre_trusted), dtype=np.int64)
+        flow = rater_flow(
+            observers,
+            subjects,
+            vouch,
+            n,
+            seeds,
+            capacity=cfg.rater_capacity,
+            decay=cfg.rater_capacity_decay,
+        )
+        # Service trust still lends credibility to agents the flow did not reach (its
+        # capacity ran out, or nobody audited them): min(1, n_eff * t / share), with
+        # n_eff the total flow, so Sybil identities cannot inflate it (the total flow
+        # of a Sybil region is O(k)) and the region's service trust stays bounded by
+        # the personalised random walk.
+        share = self._share_credibility(self._trust[:n], float(flow.sum()))
+        credibility: FloatArray = np.maximum(flow, share) * accuracy
+        credibility[seeds] = 1.0
+        return credibility
 
     def _ring_bounds(
         self,
@@ -467,6 +523,17 @@ class TrustEngine:
             & (retain >= 0.99)
         )
         target[ring1] = RING_PRIVILEGED
+        # Ring 1 also asks the recent reports: old evidence can hide a soft drift
+        # (asked of the ring-1 candidates only: the window is summed on each call).
+        drift = self._drift
+        worse = [
+            i
+            for i in np.flatnonzero(ring1).tolist()
+            if (m := drift.get(i)) is not None and m.recently_worse(cfg)
+        ]
+        if worse:
+            recent = np.asarray(worse, dtype=np.int64)
+            target[recent] = np.maximum(target[recent], RING_STANDARD)
         # Promotion is earned: no climb while a drift test is half-way to its alarm.
         suspect = [i for i, m in self._drift.items() if i < n and m.elevated(cfg)]
         if suspect:
@@ -492,11 +559,23 @@ class TrustEngine:
         positive = trust > 1e-12 * max(float(trust.max()), 1e-300) if len(trust) else trust
         share = trust * max(int(np.count_nonzero(positive)), 1)
         self._score_array = share / (share + 1.0)
-        credibility = np.minimum(share / self.config.credibility_share, 1.0)
+        if self.config.credibility == "share":
+            self._credibility_array = self._share_credibility(trust)
+        # else: the vouch flow is computed by recompute (and kept in snapshots)
+
+    def _share_credibility(self, trust: FloatArray, n_eff: float | None = None) -> FloatArray:
+        """``min(1, n_eff * t / credibility_share) ** credibility_exponent``.
+
+        ``n_eff`` defaults to the number of agents with ``t > 0``; pre-trusted agents 1.
+        """
+        if n_eff is None:
+            positive = trust > 1e-12 * max(float(trust.max()), 1e-300) if len(trust) else trust
+            n_eff = max(int(np.count_nonzero(positive)), 1)
+        credibility = np.minimum(trust * (n_eff / self.config.credibility_share), 1.0)
         if self.config.credibility_exponent != 1.0:
             np.power(credibility, self.config.credibility_exponent, out=credibility)
         credibility[list(self._pre_trusted)] = 1.0
-        self._credibility_array = credibility
+        return credibility
 
     # -- queries --------------------------------------------------------------
 

@@ -69,7 +69,8 @@ class RingLadder:
         self, target: npt.NDArray[np.int8], floor: npt.NDArray[np.int8]
     ) -> list[tuple[int, int, int]]:
         """Hysteresis: demote at once to ``floor`` (the best ring the evidence still
-        allows), climb one ring towards ``target`` after ``promotion_rounds`` in a row.
+        allows), climb one ring towards ``target`` after ``promotion_rounds`` in a row
+        (``ring1_promotion_rounds`` from ring 2 to ring 1).
         """
         n = self._count
         target, floor = target[:n], floor[:n]
@@ -80,7 +81,12 @@ class RingLadder:
         streak = self._streak[:n]
         streak[~climb] = 0
         streak[climb] += 1
-        promote = climb & (streak >= self._config.promotion_rounds)
+        cfg = self._config
+        # Ring 1 is earned over a longer streak: a soft drift has time to show.
+        needed = np.where(
+            current <= RING_STANDARD, cfg.ring1_promotion_rounds, cfg.promotion_rounds
+        )
+        promote = climb & (streak >= needed)
         new = current.copy()
         new[demote] = floor[demote]
         new[promote] = current[promote] - 1

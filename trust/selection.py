@@ -13,7 +13,13 @@ applied in order (``docs/trust.md`` §8):
 2. **Exploration.** With probability ``explore`` the requester picks uniformly
    among the remaining candidates with zero global trust (newcomers), so they can
    earn trust; the rate actually realised is reported by :attr:`explored_share`.
-3. **Exploitation.** Otherwise proportionally to ``t * m ** kappa`` among the
+3. **Audit by the pre-trusted.** A pre-trusted requester (the operator's own
+   agents) picks uniformly among all remaining candidates with probability
+   ``audit``: first-hand evidence from the pre-trusted reaches every provider
+   that answers, not only the popular ones, so quiet honest agents earn the
+   credible vouches that rater credibility and the rings need
+   (``trust/credibility.py``). The realised rate is :attr:`audited_share`.
+4. **Exploitation.** Otherwise proportionally to ``t * m ** kappa`` among the
    candidates with global trust ``t > 0``, where ``m`` is the posterior mean
    quality of the credible evidence (EigenTrust's probabilistic source selection,
    which spreads load over every trusted provider, tilted towards the providers
@@ -27,6 +33,7 @@ the distrusted are removed, the rest ordered by score (ties by DID).
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -36,7 +43,7 @@ from scipy.special import betainc
 from trust.engine import TrustEngine
 from trust.errors import InvalidTrustConfig
 
-Reason = Literal["trusted", "explore", "newcomer", "none"]
+Reason = Literal["trusted", "explore", "newcomer", "audit", "none"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,8 @@ class SelectionConfig:
     own_floor: the requester's own estimate below which it never picks a candidate.
     min_quality: the service quality a provider must plausibly reach.
     confidence: a candidate is distrusted when ``P(q >= min_quality)`` is below this.
+    audit: probability that a pre-trusted requester picks uniformly among the
+        acceptable candidates (rule 3); 0 turns auditing off.
     quality_exponent: kappa; exploitation weighs a trusted candidate by
         ``t * m ** kappa`` where ``m`` is the posterior mean quality of the credible
         evidence about it, so a popular provider that is often bad (camouflage) loses
@@ -59,6 +68,7 @@ class SelectionConfig:
     min_quality: float = 0.75
     confidence: float = 0.05
     quality_exponent: float = 16.0
+    audit: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.explore <= 1.0:
@@ -67,13 +77,15 @@ class SelectionConfig:
             raise InvalidTrustConfig("min_quality and confidence must be in (0, 1)")
         if not 0.0 <= self.own_floor <= 1.0:
             raise InvalidTrustConfig("own_floor must be in [0, 1]")
+        if not 0.0 <= self.audit <= 1.0:
+            raise InvalidTrustConfig("audit must be in [0, 1]")
         if self.quality_exponent < 0.0:
             raise InvalidTrustConfig("quality_exponent must be >= 0")
 
     @classmethod
     def eigentrust(cls, explore: float = 0.10) -> SelectionConfig:
         """The paper's selection: no distrust filter, only trust and exploration."""
-        return cls(explore=explore, distrust_filter=False, quality_exponent=0.0)
+        return cls(explore=explore, distrust_filter=False, quality_exponent=0.0, audit=0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +123,18 @@ class SelectionPolicy:
         self.choices = 0
         self.explored = 0
         self.filtered = 0
+        self.audited = 0
+        self.chosen_by: Counter[str] = Counter()
 
     @property
     def explored_share(self) -> float:
         """The share of choices made by the exploration rule (the realised rate)."""
         return self.explored / self.choices if self.choices else 0.0
+
+    @property
+    def audited_share(self) -> float:
+        """The share of choices made by the audit rule (pre-trusted requesters)."""
+        return self.audited / self.choices if self.choices else 0.0
 
     def distrusted(self, did: str, requester: str | None = None) -> bool:
         """Rule 1: the evidence shows ``did`` to be bad (see the module docstring)."""
@@ -140,7 +159,15 @@ class SelectionPolicy:
         return float(mean**kappa)
 
     def choose(self, candidates: Sequence[str], requester: str | None = None) -> Choice:
-        """One provider among ``candidates`` (the requester itself is never chosen)."""
+        """One provider among ``candidates`` (the requester itself is never chosen).
+
+        Every choice is counted in :attr:`chosen_by` under the rule that made it.
+        """
+        choice = self._choose(candidates, requester)
+        self.chosen_by[choice.reason] += 1
+        return choice
+
+    def _choose(self, candidates: Sequence[str], requester: str | None) -> Choice:
         engine, cfg = self.engine, self.config
         trusted: list[tuple[str, float]] = []
         newcomers: list[str] = []
@@ -155,6 +182,11 @@ class SelectionPolicy:
                 trusted.append((did, t * self._quality_weight(did)))
             else:
                 newcomers.append(did)
+        auditor = cfg.audit > 0.0 and requester is not None and engine.is_pre_trusted(requester)
+        if auditor and (trusted or newcomers) and self.rng.random() < cfg.audit:
+            self.choices += 1
+            self.audited += 1
+            return Choice(self.rng.choice([d for d, _ in trusted] + newcomers), "audit")
         if newcomers and (not trusted or self.rng.random() < cfg.explore):
             self.choices += 1
             self.explored += bool(trusted)

@@ -8,9 +8,10 @@ floats as exact IEEE-754 bytes:
 * agents (index order), the pre-trusted indices and the engine config;
 * edges: observer, subject, alpha, beta, last (little-endian int64 / float64);
 * rings (current, target, promotion streak), the last trust vector, the
-  warm-start vector, evidence volumes and their negative part, recompute count
-  and time;
-* drift monitors (CUSUM, baseline, flag, streak, action window and history),
+  warm-start vector, evidence volumes and their negative part, the rater
+  credibilities, recompute count and time;
+* drift monitors (CUSUM, baseline, flag, streak, action window and history, the
+  failure-rate test with its reports not yet learnt),
   raised flags and their events, the explain log (top receipts per agent);
 * the receipt-id window (horizon, watermark, remembered ids with their times).
 
@@ -44,7 +45,7 @@ from trust.rings import RingLadder
 if TYPE_CHECKING:
     from trust.engine import TrustEngine
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 MAX_STATE_BYTES = 1 << 31
 
 ConfigValue = int | float | bool | str | None
@@ -66,6 +67,8 @@ class DriftState:
     bernoulli: float = 0.0  # the failure-rate CUSUM and its learnt rate (seen, bad_seen)
     seen: float = 0.0
     bad_seen: float = 0.0
+    pending: tuple[tuple[float, float], ...] = ()  # reports not yet learnt into p0
+    recent: tuple[tuple[float, float], ...] = ()  # the last credible reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,7 @@ class EngineState:
     previous: npt.NDArray[np.float64] | None
     evidence: npt.NDArray[np.float64]
     negative: npt.NDArray[np.float64] | None
+    credibility: npt.NDArray[np.float64]
     computed_at: int | None
     recomputes: int
     flagged: tuple[int, ...]
@@ -147,6 +151,7 @@ def capture(engine: TrustEngine) -> EngineState:
         previous=None if previous is None else np.array(previous, dtype=np.float64),
         evidence=np.array(e._evidence, dtype=np.float64),
         negative=None if negative is None else np.array(negative, dtype=np.float64),
+        credibility=np.array(e._credibility_array, dtype=np.float64),
         computed_at=e._computed_at,
         recomputes=e.recomputes,
         flagged=tuple(sorted(e._flagged)),
@@ -164,6 +169,8 @@ def capture(engine: TrustEngine) -> EngineState:
                 m.bernoulli,
                 m.seen,
                 m.bad_seen,
+                tuple(m.pending),
+                tuple(m.recent),
             )
             for agent, m in sorted(e._drift.items())
         ),
@@ -206,6 +213,7 @@ def pack_state(state: EngineState) -> bytes:
         "previous": _bytes(state.previous, "<f8"),
         "evidence": _bytes(state.evidence, "<f8"),
         "negative": _bytes(state.negative, "<f8"),
+        "credibility": _bytes(state.credibility, "<f8"),
         "computed_at": state.computed_at,
         "recomputes": state.recomputes,
         "flagged": list(state.flagged),
@@ -223,6 +231,8 @@ def pack_state(state: EngineState) -> bytes:
                 d.bernoulli,
                 d.seen,
                 d.bad_seen,
+                [list(p) for p in d.pending],
+                [list(p) for p in d.recent],
             ]
             for d in state.drift
         ],
@@ -266,6 +276,7 @@ _KEYS = frozenset(
         "previous",
         "evidence",
         "negative",
+        "credibility",
         "computed_at",
         "recomputes",
         "flagged",
@@ -373,7 +384,9 @@ def _unpack(data: bytes) -> EngineState:
     negative = (
         None if doc["negative"] is None else _array(doc["negative"], "<f8", len(evidence), "neg")
     )
-    for vector in (trust, previous, evidence):
+    credibility = _array(doc["credibility"], "<f8", None, "credibility")
+    _need(bool(np.all((credibility >= 0) & (credibility <= 1))), "credibility range")
+    for vector in (trust, previous, evidence, credibility):
         _need(vector is None or len(vector) <= n, "vector longer than the agent list")
     computed_at = None if doc["computed_at"] is None else _int(doc["computed_at"], "computed_at")
     flagged = tuple(index(i, "flagged") for i in _list(doc["flagged"], "flagged"))
@@ -432,6 +445,7 @@ def _unpack(data: bytes) -> EngineState:
         previous=previous,
         evidence=evidence,
         negative=negative,
+        credibility=credibility,
         computed_at=computed_at,
         recomputes=_int(doc["recomputes"], "recomputes"),
         flagged=flagged,
@@ -459,7 +473,9 @@ def _drift_state(item: object, index: Any) -> DriftState:
         bernoulli,
         seen,
         bad_seen,
-    ) = _list(item, "drift monitor", 12)
+        pending,
+        recent,
+    ) = _list(item, "drift monitor", 14)
     _need(type(flagged) is bool, "drift flag must be a bool")
     pairs = []
     for pair in _list(history, "action history"):
@@ -478,7 +494,14 @@ def _drift_state(item: object, index: Any) -> DriftState:
         _float(bernoulli, "failure-rate cusum"),
         _float(seen, "seen"),
         _float(bad_seen, "bad seen"),
+        tuple(_pending(p) for p in _list(pending, "pending reports")),
+        tuple(_pending(p) for p in _list(recent, "recent reports")),
     )
+
+
+def _pending(item: object) -> tuple[float, float]:
+    weight, badness = _list(item, "pending report", 2)
+    return _float(weight, "pending weight"), _float(badness, "pending badness")
 
 
 def restore(engine: TrustEngine, state: EngineState) -> None:
@@ -518,6 +541,8 @@ def restore(engine: TrustEngine, state: EngineState) -> None:
         monitor.window = deque(d.window, maxlen=cfg.action_window)
         monitor.history = Counter(dict(d.history))
         monitor.bernoulli, monitor.seen, monitor.bad_seen = d.bernoulli, d.seen, d.bad_seen
+        monitor.pending = deque(d.pending)
+        monitor.recent.extend(d.recent)
         monitors[d.agent] = monitor
     e._drift = monitors
     e._flagged = set(state.flagged)
@@ -537,4 +562,5 @@ def restore(engine: TrustEngine, state: EngineState) -> None:
     e._last = None
     e._computed_at = state.computed_at
     e.recomputes = state.recomputes
+    e._credibility_array = state.credibility.copy()
     e._refresh_scores(state.trust.copy())

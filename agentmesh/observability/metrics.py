@@ -59,11 +59,13 @@ if TYPE_CHECKING:
     from agentmesh.resilience.runtime import NodeResilience
     from agentmesh.saga.coordinator import SagaCoordinator
     from agentmesh.trustnet.service import MeshTrust
+    from trust.selection import SelectionPolicy
 
 DEFAULT_TOP_PEERS = 50
 SCRAPE_TIMEOUT = 2.0
 MESSAGE_KINDS = ("inbox", "session", "sealed", "topic", "reply", "handshake")
 RINGS = (0, 1, 2, 3)
+CHOICE_RULES = ("trusted", "explore", "newcomer", "audit")
 SAGA_ENDINGS = ("completed", "compensated", "needs-attention")
 BLOCKING_STATUSES = ("quarantined", "revoked")
 # Elevation events of the ring enforcer that change an agent's effective ring.
@@ -108,6 +110,8 @@ class NodeMetrics(Collector):
         trust: its trust service (scores, rings, ring changes).
         sagas: a saga coordinator driving sagas from this node.
         resilience: its circuit breakers, cascade detector and SLOs.
+        selection: the trust-aware selection policy this node chooses providers
+            with (choices by rule, candidates filtered, the configured rates).
         top_peers: how many of the best-scored peers get a per-peer trust gauge.
         scrape_timeout: seconds a scrape waits for the event loop.
     """
@@ -120,6 +124,7 @@ class NodeMetrics(Collector):
         trust: MeshTrust | None = None,
         sagas: SagaCoordinator | None = None,
         resilience: NodeResilience | None = None,
+        selection: SelectionPolicy | None = None,
         top_peers: int = DEFAULT_TOP_PEERS,
         scrape_timeout: float = SCRAPE_TIMEOUT,
     ) -> None:
@@ -130,6 +135,7 @@ class NodeMetrics(Collector):
         self.trust = trust
         self.sagas = sagas
         self.resilience = resilience
+        self.selection = selection
         self.top_peers = top_peers
         self.scrape_timeout = scrape_timeout
         try:
@@ -219,6 +225,8 @@ class NodeMetrics(Collector):
             families += self._quarantine_families(governance.kill_switch)
         if self.trust is not None:
             families += self._trust_families(self.trust)
+        if self.selection is not None:
+            families += self._selection_families(self.selection)
         if self.sagas is not None:
             families += self._saga_families(self.sagas)
         if self.resilience is not None:
@@ -360,6 +368,31 @@ class NodeMetrics(Collector):
                 )
             )
         return families
+
+    @staticmethod
+    def _selection_families(policy: SelectionPolicy) -> list[Metric]:
+        config = policy.config
+        return [
+            _counter(
+                "agentmesh_selection_choices",
+                "Providers chosen by the trust-aware selection policy, by the rule that "
+                "chose (trusted, explore, newcomer, audit; see docs/trust.md).",
+                ("rule",),
+                {(rule,): float(policy.chosen_by[rule]) for rule in CHOICE_RULES},
+            ),
+            _counter(
+                "agentmesh_selection_filtered",
+                "Candidates the distrust filter left out.",
+                (),
+                {(): float(policy.filtered)},
+            ),
+            _gauge(
+                "agentmesh_selection_configured_rate",
+                "The selection policy's configured probabilities, by rule.",
+                ("rule",),
+                {("explore",): config.explore, ("audit",): config.audit},
+            ),
+        ]
 
     @staticmethod
     def _saga_families(sagas: SagaCoordinator) -> list[Metric]:
@@ -510,6 +543,7 @@ def serve_node_metrics(
     trust: MeshTrust | None = None,
     sagas: SagaCoordinator | None = None,
     resilience: NodeResilience | None = None,
+    selection: SelectionPolicy | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
     top_peers: int = DEFAULT_TOP_PEERS,
@@ -526,6 +560,7 @@ def serve_node_metrics(
         trust=trust,
         sagas=sagas,
         resilience=resilience,
+        selection=selection,
         top_peers=top_peers,
     )
     try:

@@ -52,14 +52,21 @@ def test_library_scenario_meets_its_expectations_on_the_real_mesh(spec: Scenario
     assert result.metrics["sagas_double_executed"] == 0
 
 
-def test_known_weaknesses_are_measured_not_hidden() -> None:
-    """The scenarios marked as not contained really show what their weakness says."""
-    weak = {spec.name: spec for spec in LIBRARY if spec.weakness}
-    assert set(weak) == {"bad-mouthing", "ballot-stuffing", "spies"}
-    slander = asyncio.run(run_scenario(weak["bad-mouthing"], "model"))
-    assert slander.metrics["false_containment"] > 0.3
-    praise = asyncio.run(run_scenario(weak["ballot-stuffing"], "model"))
-    assert praise.metrics["trust_gain"] < 0.05
+def test_the_former_weaknesses_are_contained() -> None:
+    """Slander, ballot stuffing and spies: contained since rater credibility (issue 17).
+
+    They were marked *weakness* while credibility came from the service an observer
+    gives (false containment 0.3+ under slander, no trust gain against praise or
+    spies); rater accuracy and the vouch flow of trust/credibility.py contain them.
+    """
+    assert not [spec.name for spec in LIBRARY if spec.weakness]
+    specs = {spec.name: spec for spec in LIBRARY}
+    slander = asyncio.run(run_scenario(specs["bad-mouthing"], "model"))
+    assert slander.metrics["false_containment"] <= 0.05
+    for name in ("ballot-stuffing", "spies"):
+        praise = asyncio.run(run_scenario(specs[name], "model"))
+        assert praise.metrics["trust_gain"] >= 0.05, name
+        assert praise.ok, [v for v in praise.verdicts if not v.ok]
 
 
 @pytest.mark.parametrize("fidelity", ["model", "mesh"])

@@ -8,6 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from iatp.clock import ManualClock
 from tests.trust.conftest import EngineFactory, dids, receipt
 from trust import Outcome, SelectionConfig, SelectionPolicy, TrustConfig
 from trust.accuracy import accuracy_factors
@@ -74,20 +75,95 @@ def test_policy_skips_the_distrusted_and_reports_exploration(make_engine: Engine
         engine.record(receipt(A, B))
         engine.record(receipt(A, C, Outcome.FAILURE))
     engine.recompute()
-    policy = SelectionPolicy(engine, SelectionConfig(explore=0.5), random.Random(3))
+    policy = SelectionPolicy(engine, SelectionConfig(explore=0.5, audit=0.0), random.Random(3))
     picks = [policy.choose([B, C, D], A).did for _ in range(200)]
     assert C not in picks  # credible failures: distrusted
     assert set(picks) == {B, D}  # D is a newcomer, explored
     assert 0.3 < policy.explored_share < 0.7
+    assert policy.audited_share == 0.0
     assert policy.rank([C, D, B]) == [B, D]
     assert policy.order([C, B]) == [B]
     assert SelectionPolicy(engine, SelectionConfig.eigentrust()).rank([C, B])[-1] == C
 
 
+def test_ring_1_is_earned_over_a_longer_streak(make_engine: EngineFactory) -> None:
+    engine = make_engine([A], promotion_rounds=1, ring1_promotion_rounds=3, ring1_score=0.4)
+    for _ in range(60):
+        engine.record(receipt(A, B))
+    seen = []
+    for _ in range(5):
+        engine.recompute()
+        seen.append(engine.ring(B))
+    assert seen == [2, 2, 2, 1, 1]  # one recompute to ring 2, three more to ring 1
+
+
+def test_ring_1_waits_while_the_recent_reports_fail_more(
+    make_engine: EngineFactory, clock: ManualClock
+) -> None:
+    # Only the recent-window rule can stop the climb: no hold short of an alarm, and
+    # the soft test far from one.
+    rules = {"promotion_hold": 1.0, "soft_drift_threshold": 50.0, "ring1_score": 0.4}
+    engine = make_engine([A], promotion_rounds=1, ring1_promotion_rounds=1, **rules)
+    twin = make_engine([A], promotion_rounds=1, ring1_promotion_rounds=1, **rules)
+    for _ in range(120):
+        clock.advance(1000)
+        engine.record(receipt(A, B, at_ms=clock.now_ms()))
+        twin.record(receipt(A, B, at_ms=clock.now_ms()))
+    # a recent stretch at 20 % failures: the old evidence still says q >= 0.85
+    for i in range(40):
+        clock.advance(1000)
+        outcome = Outcome.FAILURE if i % 5 == 0 else Outcome.SUCCESS
+        engine.record(receipt(A, B, outcome, at_ms=clock.now_ms()))
+        twin.record(receipt(A, B, at_ms=clock.now_ms()))
+    for _ in range(4):
+        engine.recompute()
+        twin.recompute()
+    assert not engine.flagged(B)
+    assert engine.ring(B) == 2
+    assert twin.ring(B) == 1
+
+
+def test_soft_drift_p0_is_not_learnt_from_the_drift_itself() -> None:
+    config = TrustConfig()
+    monitor = DriftMonitor(config)
+    rng = random.Random(11)
+    for _ in range(config.soft_drift_lag):
+        monitor.observe(0.0, 1.0, None, config)
+    learnt = monitor.failure_rate(config)
+    for _ in range(config.soft_drift_lag):  # a turn to 50 % bad
+        if monitor.observe(1.0 if rng.random() < 0.5 else 0.0, 1.0, None, config):
+            break
+    # the reports of the drift were still pending, never learnt into p0
+    assert monitor.failure_rate(config) == learnt == config.baseline_rate
+
+
+def test_pre_trusted_requesters_audit_every_acceptable_candidate(
+    make_engine: EngineFactory,
+) -> None:
+    engine = make_engine([A])
+    for _ in range(20):
+        engine.record(receipt(A, B, weight=5.0))  # B is popular
+        engine.record(receipt(A, D))  # D is known but quiet
+        engine.record(receipt(A, C, Outcome.FAILURE))
+    engine.recompute()
+    policy = SelectionPolicy(engine, SelectionConfig(audit=0.5, explore=0.0), random.Random(5))
+    picks = [policy.choose([B, C, D], A) for _ in range(400)]
+    audited = [c.did for c in picks if c.reason == "audit"]
+    assert C not in {c.did for c in picks}  # the distrust filter still applies
+    assert {B, D} <= set(audited)  # uniform among the acceptable, not by trust
+    assert 0.4 < policy.audited_share < 0.6
+    assert policy.chosen_by["audit"] == len(audited)
+    assert sum(policy.chosen_by.values()) == 400
+    # a requester that is not pre-trusted never audits
+    other = SelectionPolicy(engine, SelectionConfig(audit=1.0), random.Random(5))
+    assert all(other.choose([B, D], B).reason != "audit" for _ in range(50))
+    assert other.audited_share == 0.0
+
+
 def test_evidence_rings_need_credible_quality_and_do_not_drop_on_noise(
     make_engine: EngineFactory,
 ) -> None:
-    engine = make_engine([A], promotion_rounds=1, ring1_score=0.4)
+    engine = make_engine([A], promotion_rounds=1, ring1_promotion_rounds=1, ring1_score=0.4)
     for i in range(60):
         engine.record(receipt(A, B, Outcome.FAILURE if i % 20 == 0 else Outcome.SUCCESS))
     for _ in range(4):

@@ -13,8 +13,10 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from random import Random
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -39,8 +41,9 @@ from iatp.identity import AgentIdentity
 from tests.agentmesh.saga.team import order_saga, standard_team
 from tests.conftest import TransportFactory
 from tests.trust.conftest import dids, receipt
-from trust import TrustConfig, TrustEngine
+from trust import Outcome, TrustConfig, TrustEngine
 from trust.events import RingChanged, TrustEvent
+from trust.selection import SelectionConfig, SelectionPolicy
 
 MESH = "metrics"
 DOCS = Path(__file__).parents[3] / "docs" / "metrics.md"
@@ -316,6 +319,34 @@ async def test_trust_scores_are_capped_to_the_top_peers_and_ring_changes_counted
     assert value(
         registry, "agentmesh_ring_changes_total", reason="recompute", direction="promotion"
     ) == len(changes)
+
+
+async def test_selection_choices_by_rule_and_filtered_candidates(
+    pair: tuple[MeshNode, MeshNode],
+) -> None:
+    _, b = pair
+    agents = dids(6)
+    seed, good, bad, fresh = agents[0], agents[1], agents[2], agents[3]
+    engine = TrustEngine(pre_trusted=[seed], clock=ManualClock(1_700_000_000_000))
+    for _ in range(20):
+        engine.record(receipt(seed, good))
+        engine.record(receipt(seed, bad, Outcome.FAILURE))
+    engine.recompute()
+    policy = SelectionPolicy(engine, SelectionConfig(explore=0.3, audit=0.5), rng=Random(7))
+    registry = registry_of(NodeMetrics(b, selection=policy))
+    reasons: Counter[str] = Counter()
+    for requester in (agents[4], seed):
+        for _ in range(200):
+            reasons[policy.choose([good, bad, fresh], requester).reason] += 1
+    reasons[policy.choose([fresh], agents[4]).reason] += 1  # only a newcomer answers
+
+    for rule in ("trusted", "explore", "newcomer", "audit"):
+        assert value(registry, "agentmesh_selection_choices_total", rule=rule) == reasons[rule]
+        assert reasons[rule] > 0, rule
+    assert value(registry, "agentmesh_selection_filtered_total") == policy.filtered >= 400
+    rate = "agentmesh_selection_configured_rate"
+    assert value(registry, rate, rule="explore") == 0.3
+    assert value(registry, rate, rule="audit") == 0.5
 
 
 async def test_saga_transitions_and_endings() -> None:
