@@ -752,7 +752,9 @@ class NatsTransport:
         """Open a bucket or stream; on a cluster, wait out a leader election.
 
         After a server dies, the streams it led answer nothing until the others
-        elect a new leader (seconds): on a cluster, opening is retried until
+        elect a new leader (seconds), and a cluster that just started may answer
+        503 "JetStream not enabled for account" until the account's JetStream is
+        up on every server: on a cluster, opening is retried until
         ``NatsConfig.open_timeout``. A permission refusal ends the wait at once.
         """
         started = time.monotonic()
@@ -760,6 +762,13 @@ class NatsTransport:
             try:
                 with translated_errors():
                     return await open_once()
+            except StreamError as error:
+                starting = isinstance(error.__cause__, nats.js.errors.ServiceUnavailableError)
+                waited = time.monotonic() - started
+                if not starting or self.cluster_size == 1 or waited >= self._config.open_timeout:
+                    raise
+                logger.info("transport %s: JetStream not up for %s yet; retrying", self._name, what)
+                await asyncio.sleep(0.25)
             except (RequestTimeout, NoResponders) as error:
                 failure = self._not_provisioned(what, started)
                 if isinstance(failure, PermissionDenied):
