@@ -7,7 +7,9 @@ Only heads of trusted issuers (mesh and organization authorities) count.
 
 A reader checks every head against the entries it holds. At start (heads are
 loaded before entries, so a head never runs ahead of the entry snapshot) a gap
-is fatal: :class:`~registry.errors.RevocationLogIncomplete`. Later, a new head
+gets ``grace`` seconds to fill (on a cluster, the watch may be served by a
+replica that has just restarted and is still catching up), then it is fatal:
+:class:`~registry.errors.RevocationLogIncomplete`. Later, a new head
 gets ``grace`` seconds for its entries to arrive through the watch; if they do
 not, the issuer's log is *incomplete*: the node fails closed (the revocation
 interceptor refuses all traffic) until the entries reappear, for instance when
@@ -99,6 +101,15 @@ class RevocationLogKeeper:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
         await self._heads.aclose()
+
+    async def settle(self) -> None:
+        """Wait (up to ``grace``) until every trusted head is matched by the entries held."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._grace
+        while any(log.check() is not None for log in self.logs.values()):
+            if loop.time() >= deadline:
+                return
+            await asyncio.sleep(0.05)
 
     def verify_all(self) -> None:
         """After the entries are loaded: every trusted head must be matched.

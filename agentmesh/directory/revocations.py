@@ -126,6 +126,9 @@ class RevocationList(Lifecycle):
     async def start(self, *, timeout: float = 5.0, require_complete: bool = True) -> None:
         """Load the issuers' heads, then every stored entry; check the logs; follow changes.
 
+        A log with a gap gets ``head_grace`` seconds to fill before it is refused
+        (a replica that has just restarted may serve the watch while it catches up).
+
         ``require_complete=False`` starts even on an incomplete log (which then counts
         as incomplete: the interceptor fails closed); the repair tool needs it.
 
@@ -136,6 +139,8 @@ class RevocationList(Lifecycle):
         """
         await self.log.start(timeout=timeout)
         await self._bucket.start(timeout=timeout)
+        if require_complete:
+            await self.log.settle()
         try:
             self.log.verify_all()
         except RevocationError:

@@ -62,7 +62,9 @@ async def test_a_deleted_entry_makes_a_later_node_fail_closed_until_republished(
     # Someone with write access deletes the newest revocation.
     kv = await (await transport_factory.new("tamperer")).key_value(bucket_name(uid, "revocations"))
     await kv.delete(f"{AUTHORITY.did[8:]}.3")
-    late = RevocationList(await transport_factory.new("late"), mesh=uid, authorities=trusted())
+    late = RevocationList(
+        await transport_factory.new("late"), mesh=uid, authorities=trusted(), head_grace=0.3
+    )
     with pytest.raises(RevocationLogIncomplete) as broken:
         await late.start()
     assert "index 3" in str(broken.value)
@@ -76,6 +78,32 @@ async def test_a_deleted_entry_makes_a_later_node_fail_closed_until_republished(
     fresh = await started(transport_factory, uid)
     assert all(fresh.is_blocked(a.did) for a in agents)
     await fresh.aclose()
+
+
+async def test_a_gap_that_fills_within_the_grace_does_not_refuse_the_start(
+    transport_factory: TransportFactory, uid: str
+) -> None:
+    """A replica that has just restarted may serve the watch before it caught up."""
+    agents = [AgentIdentity.generate() for _ in range(3)]
+    issuer = await started(transport_factory, uid)
+    for n, agent in enumerate(agents, 1):
+        await issuer.issue(order(agent, RevocationKind.REVOKED, n), signer=AUTHORITY)  # type: ignore[arg-type]
+    await issuer.aclose()
+    kv = await (await transport_factory.new("lagging")).key_value(bucket_name(uid, "revocations"))
+    key = f"{AUTHORITY.did[8:]}.3"
+    stored = (await kv.get(key)).value
+    await kv.delete(key)
+    late = RevocationList(
+        await transport_factory.new("late"), mesh=uid, authorities=trusted(), head_grace=5.0
+    )
+    starting = asyncio.create_task(late.start())
+    await asyncio.sleep(0.3)
+    assert not starting.done()  # waiting for the missing entry, not refused yet
+    await kv.put(key, stored)  # the replica catches up
+    await asyncio.wait_for(starting, 5.0)
+    assert late.incomplete == {}
+    assert all(late.is_blocked(a.did) for a in agents)
+    await late.aclose()
 
 
 async def test_a_running_node_fails_closed_when_a_heads_entries_never_arrive(
