@@ -18,8 +18,10 @@ credible consensus, leave-one-out:
   the pre-trusted agents, like the trust of an observer without opinions.
 
 Pre-trusted observers keep the factor 1. The passes are a fixed point iteration
-started from the credibilities of the previous recompute, so the result depends
-only on the evidence and the engine's history: every node computes the same.
+that each recompute moves on by two passes, started from the previous recompute's
+factors and credibilities (three passes from 1 on an engine's first recompute
+or a cold one), so the result depends only on the evidence and the engine's
+history: every node computes the same (a snapshot carries the factors).
 """
 
 from __future__ import annotations
@@ -42,40 +44,61 @@ def accuracy_factors(
     floor: float = 0.6,
     full: float = 0.9,
     cap: float = 5.0,
+    start: FloatArray | None = None,
     passes: int = 3,
 ) -> FloatArray:
     """The accuracy factor in [0, 1] of each of ``len(credibility)`` agents.
 
+    ``start`` is the previous recompute's factors (agents beyond it start at 1):
+    the fixed point then moves on by ``passes`` from there instead of from 1.
     Agents without an edge that has a consensus keep the factor 1 (unknown raters
     are not penalised: their opinions already weigh only through their own trust).
     """
     n = len(credibility)
     factor = np.ones(n)
+    if start is not None:
+        kept = min(n, len(start))
+        factor[:kept] = start[:kept]
+    factor[anchors] = 1.0
     volume = alpha + beta
     known = volume > 1e-9
     if not np.any(known):
-        return factor
-    obs, sub = observer[known], subject[known]
-    opinion = alpha[known] / volume[known]
-    weight = np.minimum(volume[known], cap)
-    vote_size = np.minimum(volume[known], 1.0)
+        return np.ones(n)
+    if bool(np.all(known)):
+        obs, sub = observer, subject
+    else:
+        obs, sub, alpha, volume = observer[known], subject[known], alpha[known], volume[known]
+    opinion = alpha / volume
+    weight = np.minimum(volume, cap)
+    vote_size = np.minimum(volume, 1.0)
     for _ in range(passes):
-        votes = (credibility * factor)[obs] * vote_size
-        total = np.bincount(sub, weights=votes, minlength=n)
-        summed = np.bincount(sub, weights=votes * opinion, minlength=n)
-        others = total[sub] - votes
+        votes = (credibility * factor)[obs]
+        votes *= vote_size
+        said = votes * opinion
+        others = _sums(sub, votes, n)[sub]
+        others -= votes
         has = others > 0.5
-        consensus = np.divide(
-            summed[sub] - votes * opinion, others, out=np.zeros_like(opinion), where=has
-        )
+        # Where nobody else has a say the consensus is unused (its weight is 0).
+        np.maximum(others, 0.5, out=others)
+        consensus = _sums(sub, said, n)[sub]
+        consensus -= said
+        consensus /= others
         edge_weight = weight * has
-        disagreement = np.abs(opinion - consensus) * edge_weight
-        mass = np.bincount(obs, weights=edge_weight, minlength=n)
-        wrong = np.bincount(obs, weights=disagreement, minlength=n)
-        accuracy = 1.0 - np.divide(wrong, mass, out=np.zeros(n), where=mass > 0)
+        consensus -= opinion
+        np.abs(consensus, out=consensus)
+        consensus *= edge_weight
+        mass = _sums(obs, edge_weight, n)
+        wrong = _sums(obs, consensus, n)
+        np.maximum(mass, 1e-300, out=mass)  # no edge: wrong is 0, accuracy 1
+        accuracy = 1.0 - wrong / mass
         factor = np.clip((accuracy - floor) / (full - floor), 0.0, 1.0)
         factor[anchors] = 1.0
     return factor
+
+
+def _sums(index: IntArray, weights: FloatArray, n: int) -> FloatArray:
+    """``weights`` summed per index (``np.bincount``, typed as the floats it returns)."""
+    return np.bincount(index, weights=weights, minlength=n).astype(np.float64, copy=False)
 
 
 __all__ = ["accuracy_factors"]

@@ -73,6 +73,8 @@ class TrustConfig:
         soft_drift_learning: credible interactions after which p0 stops learning.
         soft_drift_lag: p0 learns from a report only once this many newer credible
             reports arrived, so a drift is tested against the rate from before it.
+        soft_drift_full_credibility: observer credibility from which a report counts
+            fully in the soft drift test (below it, in proportion).
         ring_policy: ``"evidence"`` (hysteresis on credible evidence, ``docs/trust.md``
             §5) or ``"score"`` (the score thresholds alone: EigenTrust's view).
         ring1_quality: service quality ring 1 needs (credible Beta posterior).
@@ -124,6 +126,7 @@ class TrustConfig:
     soft_drift_prior: float = 20.0
     soft_drift_learning: float = 60.0
     soft_drift_lag: int = 40
+    soft_drift_full_credibility: float = 0.5
     ring1_quality: float = 0.85
     ring2_quality: float = 0.65
     promotion_hold: float = 0.15
@@ -177,6 +180,10 @@ class TrustConfig:
         _require(self.soft_drift_prior > 0, "soft_drift_prior must be > 0")
         _require(self.soft_drift_learning >= 0, "soft_drift_learning must be >= 0")
         _require(self.soft_drift_lag >= 0, "soft_drift_lag must be >= 0")
+        _require(
+            0.0 < self.soft_drift_full_credibility <= 1.0,
+            "soft_drift_full_credibility must be in (0, 1]",
+        )
         _require(self.ring_policy in ("evidence", "score"), "ring_policy: evidence or score")
         _require(
             0.0 < self.ring2_quality <= self.ring1_quality < 1.0,

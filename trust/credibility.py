@@ -66,21 +66,34 @@ def rater_flow(
     credibility = np.zeros(n)
     if n == 0 or len(seeds) == 0:
         return credibility
+    # The vouch edges grouped by observer (stable: the fold order within a group), so
+    # each BFS step reads only the edges out of its frontier.
+    tails = observer[vouch]
+    fan = np.bincount(tails, minlength=n)
+    first = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(fan, out=first[1:])
+    heads = subject[vouch][np.argsort(tails, kind="stable")]
     budget = np.zeros(n)
     reached = np.zeros(n, dtype=bool)
     reached[seeds] = True
     credibility[seeds] = 1.0
     budget[seeds] = max(capacity - 1.0, 0.0)
-    tails, heads = observer[vouch], subject[vouch]
-    frontier = np.zeros(n, dtype=bool)
-    frontier[seeds] = True
+    frontier = np.unique(seeds)
     depth = 0
-    while True:
+    while len(frontier):
         depth += 1
-        active = frontier[tails] & (budget[tails] > 0) & ~reached[heads]
+        frontier = frontier[budget[frontier] > 0]
+        lengths = fan[frontier]
+        total = int(lengths.sum())
+        if total == 0:
+            break
+        offsets = np.repeat(first[frontier] - (np.cumsum(lengths) - lengths), lengths)
+        offsets += np.arange(total)
+        out, into = np.repeat(frontier, lengths), heads[offsets]
+        active = ~reached[into]
         if not np.any(active):
             break
-        out, into = tails[active], heads[active]
+        out, into = out[active], into[active]
         fan_out = np.bincount(out, minlength=n).astype(np.float64)
         received = np.bincount(into, weights=budget[out] / fan_out[out], minlength=n)
         children = np.flatnonzero(received > 0)
@@ -88,8 +101,7 @@ def rater_flow(
         credibility[children] = np.minimum(kept, 1.0)
         budget[children] = kept - credibility[children]
         reached[children] = True
-        frontier[:] = False
-        frontier[children] = True
+        frontier = children
     return credibility
 
 
@@ -99,8 +111,8 @@ def vouches(
     """Per edge: a favourable first-hand opinion (>= ``level`` on >= 1 unit) by a
     ``trusted`` observer (accurate and not flagged)."""
     volume = alpha + beta
-    opinion = np.divide(alpha, volume, out=np.zeros_like(alpha), where=volume > 1e-9)
-    result: BoolArray = (opinion >= level) & (volume >= 1.0) & trusted[observer]
+    # opinion alpha / volume >= level, without the division (volume >= 1 > 0)
+    result: BoolArray = (alpha >= level * volume) & (volume >= 1.0) & trusted[observer]
     return result
 
 

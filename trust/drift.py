@@ -9,7 +9,10 @@ drift by flooding receipts about it.
   baseline ``mu``: ``S <- max(0, S + c * (x - mu - k))``, alarm when ``S >= h``.
 * Failure rate: a Bernoulli CUSUM (log-likelihood ratio) of ``p0 + shift`` against
   the agent's own learnt failure rate ``p0``, for soft drifts the first test is
-  too coarse to see (a turn to 15 % or 50 % bad).
+  too coarse to see (a turn to 15 % or 50 % bad). A report counts fully from an
+  observer of credibility ``soft_drift_full_credibility`` (0.5) up, in proportion
+  below: most honest requesters sit between 0.2 and 0.9, and a test that weighed
+  them by credibility alone took twice as many interactions to see a drift.
 * Actions: Jensen-Shannon divergence (base 2, in [0, 1]) between the last
   ``action_window`` actions and the agent's earlier action history.
 """
@@ -89,7 +92,8 @@ class DriftMonitor:
             return None
         alarm = self._observe_outcome(badness, credibility, config)
         if config.soft_drift_threshold > 0:
-            alarm = self._observe_rate(badness, credibility, config) or alarm
+            weight = min(1.0, credibility / config.soft_drift_full_credibility)
+            alarm = self._observe_rate(badness, weight, config) or alarm
         if action is not None and credibility >= _MIN_CREDIBILITY:
             alarm = self._observe_action(action, config) or alarm
         if self.flagged:

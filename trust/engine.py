@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import networkx as nx
 import numpy as np
 import numpy.typing as npt
-from scipy.special import betainc
 
 from iatp.clock import Clock, SystemClock
 from iatp.did import is_did
@@ -36,7 +35,13 @@ from trust.evidence import Outcome, Receipt
 from trust.explain import Endorsement, Explanation, ImpactLog
 from trust.export import to_networkx
 from trust.propagation import FloatArray, PropagationResult, Propagator
-from trust.rings import RING_PRIVILEGED, RING_SANDBOX, RING_STANDARD, RingLadder
+from trust.rings import (
+    RING_PRIVILEGED,
+    RING_SANDBOX,
+    RING_STANDARD,
+    RingLadder,
+    quality_confidence,
+)
 from trust.state import EngineState, capture, config_items, restore
 from trust.window import ReceiptWindow
 
@@ -82,6 +87,8 @@ class TrustEngine:
         self._split_inputs: tuple[np.ndarray, FloatArray, FloatArray] | None = None
         self._last: PropagationResult | None = None
         self._retain: FloatArray | None = None
+        # Rater accuracy factors of the latest recompute (the next one starts there).
+        self._accuracy: FloatArray | None = None
         self._computed_at: int | None = None
         self.recomputes = 0
         self.rejections: Counter[str] = Counter()
@@ -352,7 +359,8 @@ class TrustEngine:
         Args:
             at_ms: evaluation time for decay (default: the clock). Nodes that must agree
                 bit for bit evaluate at the same ``at_ms``.
-            cold: start from the anchor instead of the previous vector.
+            cold: start from the anchor instead of the previous vector (and the
+                rater accuracy from scratch).
 
         Returns:
             The number of power iterations.
@@ -386,7 +394,10 @@ class TrustEngine:
                 np.asarray(sorted(self._pre_trusted), dtype=np.int64),
                 floor=cfg.accuracy_floor,
                 full=cfg.accuracy_full,
+                start=None if cold else self._accuracy,
+                passes=3 if cold or self._accuracy is None else 2,
             )
+            self._accuracy = retain.copy()
             if suspended:
                 retain[suspended] = 0.0
         self._retain = retain
@@ -488,13 +499,26 @@ class TrustEngine:
         """
         cfg = self.config
         n = len(self._dids)
-        positive = np.bincount(subjects, weights=alpha * credible, minlength=n)
-        negative = np.bincount(subjects, weights=beta * credible, minlength=n)
-        good2 = 1.0 - betainc(positive + 1.0, negative + 1.0, cfg.ring2_quality)
-        good1 = 1.0 - betainc(positive + 1.0, negative + 1.0, cfg.ring1_quality)
+        positive = np.bincount(subjects, weights=alpha * credible, minlength=n).astype(np.float64)
+        negative = np.bincount(subjects, weights=beta * credible, minlength=n).astype(np.float64)
+        scores, evidence, trust = self._score_array, self._evidence, self._trust
+        # P(quality >= level) is asked only where it can decide a ring: of the ring
+        # candidates and of the agents already above ring 3 (their floor). Everyone
+        # else stays in ring 3 whatever it is (0 there: the floor is ring 3).
+        current = self._rings._ring[:n]
+        candidate = (trust > 0) & (evidence >= cfg.ring2_evidence)
+        good2 = quality_confidence(
+            positive, negative, cfg.ring2_quality, candidate | (current <= RING_STANDARD)
+        )
+        good1 = quality_confidence(
+            positive,
+            negative,
+            cfg.ring1_quality,
+            (candidate & (evidence >= cfg.ring1_evidence)) | (current <= RING_PRIVILEGED),
+        )
         volume = alpha + beta
-        opinion = np.divide(alpha, volume, out=np.zeros_like(alpha), where=volume > 1e-9)
-        vouches = (opinion >= cfg.ring1_quality) & (volume >= 1.0)
+        # A first-hand opinion alpha / volume >= ring1_quality on at least one unit.
+        vouches = (alpha >= cfg.ring1_quality * volume) & (volume >= 1.0)
         independent = np.bincount(
             subjects, weights=(vouches & (credible >= 0.5)).astype(np.float64), minlength=n
         )
@@ -505,14 +529,10 @@ class TrustEngine:
             subjects, weights=(vouches & anchors[observers]).astype(np.float64), minlength=n
         )
         retain = self._retain if self._retain is not None else np.ones(n)
-        scores, evidence, trust = self._score_array, self._evidence, self._trust
         sure = 1.0 - cfg.ring_confidence
         target = np.full(n, RING_SANDBOX, dtype=np.int8)
-        ring2 = (
-            (trust > 0)  # a trust path from the pre-trusted agents; popularity is not asked
-            & (evidence >= cfg.ring2_evidence)
-            & (good2 >= sure)
-        )
+        # A trust path from the pre-trusted agents (popularity is not asked).
+        ring2 = candidate & (good2 >= sure)
         target[ring2] = RING_STANDARD
         ring1 = (
             ring2

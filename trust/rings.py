@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+from scipy.special import betainc
 
 from trust.config import TrustConfig
 
@@ -23,6 +24,21 @@ RING_STANDARD = 2
 RING_SANDBOX = 3
 _INITIAL_CAPACITY = 1024
 FloatArray = npt.NDArray[np.float64]
+
+
+def quality_confidence(
+    positive: FloatArray, negative: FloatArray, level: float, asked: npt.NDArray[np.bool_]
+) -> FloatArray:
+    """P(quality >= level) under the Beta(positive + 1, negative + 1) posterior.
+
+    Computed only where ``asked`` (the incomplete beta function is the costly part
+    of a recompute at 100k agents); 0 elsewhere.
+    """
+    confidence = np.zeros(len(positive))
+    where = np.flatnonzero(asked)
+    if len(where):
+        confidence[where] = 1.0 - betainc(positive[where] + 1.0, negative[where] + 1.0, level)
+    return confidence
 
 
 class RingLadder:

@@ -45,7 +45,7 @@ from trust.rings import RingLadder
 if TYPE_CHECKING:
     from trust.engine import TrustEngine
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 MAX_STATE_BYTES = 1 << 31
 
 ConfigValue = int | float | bool | str | None
@@ -100,6 +100,7 @@ class EngineState:
     evidence: npt.NDArray[np.float64]
     negative: npt.NDArray[np.float64] | None
     credibility: npt.NDArray[np.float64]
+    accuracy: npt.NDArray[np.float64] | None
     computed_at: int | None
     recomputes: int
     flagged: tuple[int, ...]
@@ -152,6 +153,7 @@ def capture(engine: TrustEngine) -> EngineState:
         evidence=np.array(e._evidence, dtype=np.float64),
         negative=None if negative is None else np.array(negative, dtype=np.float64),
         credibility=np.array(e._credibility_array, dtype=np.float64),
+        accuracy=None if e._accuracy is None else e._accuracy.copy(),
         computed_at=e._computed_at,
         recomputes=e.recomputes,
         flagged=tuple(sorted(e._flagged)),
@@ -214,6 +216,7 @@ def pack_state(state: EngineState) -> bytes:
         "evidence": _bytes(state.evidence, "<f8"),
         "negative": _bytes(state.negative, "<f8"),
         "credibility": _bytes(state.credibility, "<f8"),
+        "accuracy": _bytes(state.accuracy, "<f8"),
         "computed_at": state.computed_at,
         "recomputes": state.recomputes,
         "flagged": list(state.flagged),
@@ -277,6 +280,7 @@ _KEYS = frozenset(
         "evidence",
         "negative",
         "credibility",
+        "accuracy",
         "computed_at",
         "recomputes",
         "flagged",
@@ -386,7 +390,9 @@ def _unpack(data: bytes) -> EngineState:
     )
     credibility = _array(doc["credibility"], "<f8", None, "credibility")
     _need(bool(np.all((credibility >= 0) & (credibility <= 1))), "credibility range")
-    for vector in (trust, previous, evidence, credibility):
+    accuracy = None if doc["accuracy"] is None else _array(doc["accuracy"], "<f8", None, "acc")
+    _need(accuracy is None or bool(np.all((accuracy >= 0) & (accuracy <= 1))), "accuracy range")
+    for vector in (trust, previous, evidence, credibility, accuracy):
         _need(vector is None or len(vector) <= n, "vector longer than the agent list")
     computed_at = None if doc["computed_at"] is None else _int(doc["computed_at"], "computed_at")
     flagged = tuple(index(i, "flagged") for i in _list(doc["flagged"], "flagged"))
@@ -446,6 +452,7 @@ def _unpack(data: bytes) -> EngineState:
         evidence=evidence,
         negative=negative,
         credibility=credibility,
+        accuracy=accuracy,
         computed_at=computed_at,
         recomputes=_int(doc["recomputes"], "recomputes"),
         flagged=flagged,
@@ -563,4 +570,5 @@ def restore(engine: TrustEngine, state: EngineState) -> None:
     e._computed_at = state.computed_at
     e.recomputes = state.recomputes
     e._credibility_array = state.credibility.copy()
+    e._accuracy = None if state.accuracy is None else state.accuracy.copy()
     e._refresh_scores(state.trust.copy())
