@@ -41,10 +41,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import multiprocessing
 import random
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -383,26 +385,82 @@ async def evaluate(
     selected: Sequence[Case],
     engines: Sequence[str] = ("agentmesh", "EigenTrust"),
     progress: Callable[[str], None] | None = None,
+    *,
+    jobs: int = 1,
 ) -> list[Row]:
+    """Every case x engine x seed (and the no-trust runs), worst seed per row.
+
+    ``jobs`` > 1 runs them in that many worker processes; every run is seeded, so
+    the rows are the same as with one.
+    """
+    tasks = [
+        Task(i, case, seed, engine, True)
+        for i, case in enumerate(selected)
+        for engine in engines
+        for seed in settings.seeds
+    ]
+    tasks += [
+        Task(i, c, seed, "agentmesh", False)
+        for i, c in enumerate(selected)
+        if c.no_trust
+        for seed in settings.seeds
+    ]
+    results: dict[Task, Figures] = {}
+
+    def done(task: Task, figures: Figures) -> None:
+        results[task] = figures
+        if progress is not None:
+            without = "" if task.use_trust else " / no trust"
+            progress(f"{task.case.name} / {task.engine} / seed {task.seed}{without}")
+
+    if jobs <= 1:
+        for task in tasks:
+            done(
+                task,
+                await run_once(
+                    task.case, settings, task.seed, task.engine, use_trust=task.use_trust
+                ),
+            )
+    else:
+        loop = asyncio.get_running_loop()
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = {
+                loop.run_in_executor(pool, _run_task, task, settings): task for task in tasks
+            }
+            for finished in asyncio.as_completed(list(futures)):
+                figures, task = await finished
+                done(task, figures)
     rows: list[Row] = []
-    for case in selected:
-        without: list[float] = []
-        if case.no_trust:
-            for seed in settings.seeds:
-                without.append(
-                    (await run_once(case, settings, seed, "agentmesh", use_trust=False)).bad
-                )
+    for i, case in enumerate(selected):
         for engine in engines:
             runs = []
             for seed in settings.seeds:
-                figures = await run_once(case, settings, seed, engine)
-                if without:
-                    figures.bad_without = without[settings.seeds.index(seed)]
+                figures = results[Task(i, case, seed, engine, True)]
+                if case.no_trust:
+                    figures.bad_without = results[Task(i, case, seed, "agentmesh", False)].bad
                 runs.append(figures)
-                if progress is not None:
-                    progress(f"{case.name} / {engine} / seed {seed}")
             rows.append(Row(case, engine, worst(runs), runs))
     return rows
+
+
+@dataclass(frozen=True)
+class Task:
+    """One seeded run of the evaluation (``index``: the case's place in the sweep)."""
+
+    index: int
+    case: Case = field(compare=False)
+    seed: int = 0
+    engine: str = "agentmesh"
+    use_trust: bool = True
+
+
+def _run_task(task: Task, settings: Settings) -> tuple[Figures, Task]:
+    """A worker process's run (``evaluate(jobs=...)``)."""
+    figures = asyncio.run(
+        run_once(task.case, settings, task.seed, task.engine, use_trust=task.use_trust)
+    )
+    return figures, task
 
 
 def _fmt(value: float | int | None, kind: str = "f") -> str:
@@ -577,6 +635,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--write", action="store_true", help="regenerate the table in docs/trust.md"
     )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="worker processes (the rows do not change)"
+    )
     args = parser.parse_args(argv)
     defaults = Settings(cycles=10, rounds_per_cycle=10, seeds=(1, 2)) if args.quick else Settings()
     settings = Settings(
@@ -589,7 +650,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     engines = ("agentmesh", "EigenTrust") if args.engine == "both" else (args.engine,)
     rows = asyncio.run(
-        evaluate(settings, selected, engines, progress=lambda m: print(m, flush=True))
+        evaluate(
+            settings, selected, engines, progress=lambda m: print(m, flush=True), jobs=args.jobs
+        )
     )
     table = render(rows, settings)
     print(table)

@@ -35,12 +35,10 @@ from trust.evidence import Outcome, Receipt
 from trust.explain import Endorsement, Explanation, ImpactLog
 from trust.export import to_networkx
 from trust.propagation import FloatArray, PropagationResult, Propagator
+from trust.ring_bounds import AgentStanding, EdgeEvidence, ring_bounds
 from trust.rings import (
-    RING_PRIVILEGED,
     RING_SANDBOX,
-    RING_STANDARD,
     RingLadder,
-    quality_confidence,
 )
 from trust.state import EngineState, capture, config_items, restore
 from trust.window import ReceiptWindow
@@ -428,7 +426,22 @@ class TrustEngine:
         self._split_inputs = (subjects, beta, credible)
         self._negative = None
         if cfg.ring_policy == "evidence":
-            target, floor = self._ring_bounds(observers, subjects, alpha, beta, credible, suspended)
+            anchors = np.zeros(n, dtype=bool)
+            anchors[sorted(self._pre_trusted)] = True
+            target, floor = ring_bounds(
+                cfg,
+                EdgeEvidence(observers, subjects, alpha, beta, credible),
+                AgentStanding(
+                    current=self._rings._ring[:n],
+                    scores=self._score_array,
+                    evidence=self._evidence,
+                    trust=self._trust,
+                    retain=self._retain if self._retain is not None else np.ones(n),
+                    anchors=anchors,
+                    flagged=suspended,
+                    drift=self._drift,
+                ),
+            )
             changes = self._rings.step_with_floor(target, floor)
         else:
             changes = self._rings.step(self._score_array, self._evidence, suspended)
@@ -482,89 +495,6 @@ class TrustEngine:
         credibility: FloatArray = np.maximum(flow, share) * accuracy
         credibility[seeds] = 1.0
         return credibility
-
-    def _ring_bounds(
-        self,
-        observers: npt.NDArray[np.int64],
-        subjects: npt.NDArray[np.int64],
-        alpha: FloatArray,
-        beta: FloatArray,
-        credible: FloatArray,
-        flagged: Sequence[int],
-    ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]]:
-        """(target, floor) rings of every agent for the evidence ring policy.
-
-        ``alpha`` and ``beta`` are the decayed edge evidence, ``credible`` the
-        credibility of each edge's observer. See ``docs/trust.md`` §5.
-        """
-        cfg = self.config
-        n = len(self._dids)
-        positive = np.bincount(subjects, weights=alpha * credible, minlength=n).astype(np.float64)
-        negative = np.bincount(subjects, weights=beta * credible, minlength=n).astype(np.float64)
-        scores, evidence, trust = self._score_array, self._evidence, self._trust
-        # P(quality >= level) is asked only where it can decide a ring: of the ring
-        # candidates and of the agents already above ring 3 (their floor). Everyone
-        # else stays in ring 3 whatever it is (0 there: the floor is ring 3).
-        current = self._rings._ring[:n]
-        candidate = (trust > 0) & (evidence >= cfg.ring2_evidence)
-        good2 = quality_confidence(
-            positive, negative, cfg.ring2_quality, candidate | (current <= RING_STANDARD)
-        )
-        good1 = quality_confidence(
-            positive,
-            negative,
-            cfg.ring1_quality,
-            (candidate & (evidence >= cfg.ring1_evidence)) | (current <= RING_PRIVILEGED),
-        )
-        volume = alpha + beta
-        # A first-hand opinion alpha / volume >= ring1_quality on at least one unit.
-        vouches = (alpha >= cfg.ring1_quality * volume) & (volume >= 1.0)
-        independent = np.bincount(
-            subjects, weights=(vouches & (credible >= 0.5)).astype(np.float64), minlength=n
-        )
-        anchors = np.zeros(n, dtype=bool)
-        if self._pre_trusted:
-            anchors[sorted(self._pre_trusted)] = True
-        anchored = np.bincount(
-            subjects, weights=(vouches & anchors[observers]).astype(np.float64), minlength=n
-        )
-        retain = self._retain if self._retain is not None else np.ones(n)
-        sure = 1.0 - cfg.ring_confidence
-        target = np.full(n, RING_SANDBOX, dtype=np.int8)
-        # A trust path from the pre-trusted agents (popularity is not asked).
-        ring2 = candidate & (good2 >= sure)
-        target[ring2] = RING_STANDARD
-        ring1 = (
-            ring2
-            & (scores >= cfg.ring1_score)
-            & (evidence >= cfg.ring1_evidence)
-            & (good1 >= sure)
-            & ((independent >= cfg.ring1_observers) | (anchored > 0))
-            & (retain >= 0.99)
-        )
-        target[ring1] = RING_PRIVILEGED
-        # Ring 1 also asks the recent reports: old evidence can hide a soft drift
-        # (asked of the ring-1 candidates only: the window is summed on each call).
-        drift = self._drift
-        worse = [
-            i
-            for i in np.flatnonzero(ring1).tolist()
-            if (m := drift.get(i)) is not None and m.recently_worse(cfg)
-        ]
-        if worse:
-            recent = np.asarray(worse, dtype=np.int64)
-            target[recent] = np.maximum(target[recent], RING_STANDARD)
-        # Promotion is earned: no climb while a drift test is half-way to its alarm.
-        suspect = [i for i, m in self._drift.items() if i < n and m.elevated(cfg)]
-        if suspect:
-            held = np.asarray(suspect, dtype=np.int64)
-            target[held] = np.maximum(target[held], self._rings._ring[held])
-        floor = np.full(n, RING_PRIVILEGED, dtype=np.int8)
-        floor[(good1 < cfg.ring_confidence) | (retain < 0.5)] = RING_STANDARD
-        floor[(good2 < cfg.ring_confidence) | (trust <= 0)] = RING_SANDBOX
-        if len(flagged):
-            floor[np.asarray(flagged, dtype=np.int64)] = RING_SANDBOX
-        return target, floor
 
     def _buffer(self, name: str, size: int) -> FloatArray:
         """A reusable float buffer of ``size`` (grown geometrically, never shrunk)."""

@@ -88,6 +88,22 @@ class RingLadder:
         allows), climb one ring towards ``target`` after ``promotion_rounds`` in a row
         (``ring1_promotion_rounds`` from ring 2 to ring 1).
         """
+        return self._advance(target, floor, self._config.ring1_promotion_rounds)
+
+    def step(
+        self, scores: FloatArray, evidence: FloatArray, flagged: Sequence[int]
+    ) -> list[tuple[int, int, int]]:
+        """Apply one recompute of the score policy (the floor is the target itself);
+        returns ``(idx, old, new)`` for every ring change."""
+        n = self._count
+        target = self.targets(scores[:n], evidence[:n])
+        if len(flagged):
+            target[np.asarray(flagged, dtype=np.int64)] = RING_SANDBOX
+        return self._advance(target, target, self._config.promotion_rounds)
+
+    def _advance(
+        self, target: npt.NDArray[np.int8], floor: npt.NDArray[np.int8], ring1_rounds: int
+    ) -> list[tuple[int, int, int]]:
         n = self._count
         target, floor = target[:n], floor[:n]
         current = self._ring[:n]
@@ -97,39 +113,10 @@ class RingLadder:
         streak = self._streak[:n]
         streak[~climb] = 0
         streak[climb] += 1
-        cfg = self._config
-        # Ring 1 is earned over a longer streak: a soft drift has time to show.
-        needed = np.where(
-            current <= RING_STANDARD, cfg.ring1_promotion_rounds, cfg.promotion_rounds
-        )
+        needed = np.where(current <= RING_STANDARD, ring1_rounds, self._config.promotion_rounds)
         promote = climb & (streak >= needed)
         new = current.copy()
         new[demote] = floor[demote]
-        new[promote] = current[promote] - 1
-        streak[promote] = 0
-        changed = np.flatnonzero(new != current)
-        events = [(int(i), int(current[i]), int(new[i])) for i in changed]
-        self._ring[:n] = new
-        return events
-
-    def step(
-        self, scores: FloatArray, evidence: FloatArray, flagged: Sequence[int]
-    ) -> list[tuple[int, int, int]]:
-        """Apply one recompute; returns ``(idx, old, new)`` for every ring change."""
-        n = self._count
-        target = self.targets(scores[:n], evidence[:n])
-        if len(flagged):
-            target[np.asarray(flagged, dtype=np.int64)] = RING_SANDBOX
-        current = self._ring[:n]
-        self._target[:n] = target
-        demote = target > current
-        climb = target < current
-        streak = self._streak[:n]
-        streak[~climb] = 0
-        streak[climb] += 1
-        promote = climb & (streak >= self._config.promotion_rounds)
-        new = current.copy()
-        new[demote] = target[demote]
         new[promote] = current[promote] - 1
         streak[promote] = 0
         changed = np.flatnonzero(new != current)

@@ -61,6 +61,17 @@ def test_render_and_write_between_markers(tmp_path: Path) -> None:
     assert "before" in text
 
 
+def test_worker_processes_give_the_same_rows() -> None:
+    camouflage = Case("camouflage f=0.8", "camouflage", (_b("camouflage", 27, f=0.8),), True)
+    tiny = Settings(cycles=3, rounds_per_cycle=4, seeds=(1, 2))
+    alone = asyncio.run(evaluate(tiny, [CASE_B, camouflage]))
+    pooled = asyncio.run(evaluate(tiny, [CASE_B, camouflage], jobs=2))
+    assert [(r.case.name, r.engine, r.per_seed) for r in pooled] == [
+        (r.case.name, r.engine, r.per_seed) for r in alone
+    ]
+    assert all(f.bad_without is not None for r in pooled[2:] for f in r.per_seed)
+
+
 @pytest.mark.slow
 def test_full_sweep_meets_the_ring_targets_on_the_worst_seed() -> None:
     settings = Settings(cycles=10, rounds_per_cycle=10, seeds=(1, 2, 3))
