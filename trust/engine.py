@@ -82,7 +82,6 @@ class TrustEngine:
         self._credibility_array: FloatArray = np.zeros(0)
         self._evidence: FloatArray = np.zeros(0)
         self._negative: FloatArray | None = None
-        self._split_inputs: tuple[np.ndarray, FloatArray, FloatArray] | None = None
         self._last: PropagationResult | None = None
         self._retain: FloatArray | None = None
         # Rater accuracy factors of the latest recompute (the next one starts there).
@@ -419,12 +418,11 @@ class TrustEngine:
             )
         credibility = self._credibility_array
         credible = np.take(credibility, observers, out=self._buffer("credible", count))
-        volume = np.add(alpha, beta, out=weights)  # the weights are no longer needed
-        volume *= credible
-        self._evidence = np.bincount(subjects, weights=volume, minlength=n).astype(np.float64)
-        # The positive/negative split is needed only by queries: computed on first use.
-        self._split_inputs = (subjects, beta, credible)
-        self._negative = None
+        part = np.multiply(alpha, credible, out=weights)  # the weights are no longer needed
+        positive = np.bincount(subjects, weights=part, minlength=n).astype(np.float64)
+        np.multiply(beta, credible, out=part)
+        negative = np.bincount(subjects, weights=part, minlength=n).astype(np.float64)
+        self._evidence, self._negative = positive + negative, negative
         if cfg.ring_policy == "evidence":
             anchors = np.zeros(n, dtype=bool)
             anchors[sorted(self._pre_trusted)] = True
@@ -435,6 +433,8 @@ class TrustEngine:
                     current=self._rings._ring[:n],
                     scores=self._score_array,
                     evidence=self._evidence,
+                    positive=positive,
+                    negative=negative,
                     trust=self._trust,
                     retain=self._retain if self._retain is not None else np.ones(n),
                     anchors=anchors,
@@ -564,11 +564,6 @@ class TrustEngine:
         idx = self._ids.get(did)
         if idx is None or idx >= len(self._evidence):
             return 0.0, 0.0
-        if self._negative is None and self._split_inputs is not None:
-            subjects, beta, credible = self._split_inputs
-            self._negative = np.bincount(
-                subjects, weights=beta * credible, minlength=len(self._evidence)
-            ).astype(np.float64)
         negative = float(self._negative[idx]) if self._negative is not None else 0.0
         return float(self._evidence[idx]) - negative, negative
 

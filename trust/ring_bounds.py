@@ -37,11 +37,14 @@ class EdgeEvidence:
 
 @dataclass(frozen=True)
 class AgentStanding:
-    """Per agent, at this recompute (all of length n)."""
+    """Per agent, at this recompute (all of length n); ``positive`` and ``negative``
+    are the credible evidence (``evidence`` is their sum)."""
 
     current: RingArray
     scores: FloatArray
     evidence: FloatArray
+    positive: FloatArray
+    negative: FloatArray
     trust: FloatArray
     retain: FloatArray
     anchors: npt.NDArray[np.bool_]
@@ -64,8 +67,7 @@ def ring_bounds(
         edges.credible,
     )
     n = len(agents.current)
-    positive = np.bincount(subjects, weights=alpha * credible, minlength=n).astype(np.float64)
-    negative = np.bincount(subjects, weights=beta * credible, minlength=n).astype(np.float64)
+    positive, negative = agents.positive, agents.negative
     scores, evidence, trust = agents.scores, agents.evidence, agents.trust
     # P(quality >= level) is asked only where it can decide a ring: of the ring
     # candidates and of the agents already above ring 3 (their floor). Everyone

@@ -125,11 +125,6 @@ def capture(engine: TrustEngine) -> EngineState:
     e = engine
     n, count = len(e._dids), e._edges.count
     negative = e._negative
-    if negative is None and e._split_inputs is not None:
-        subjects, beta, credible = e._split_inputs
-        negative = np.bincount(
-            subjects, weights=beta * credible, minlength=len(e._evidence)
-        ).astype(np.float64)
     rings = e._rings
     previous = e._propagator.previous
     impacts = tuple(
@@ -565,7 +560,6 @@ def restore(engine: TrustEngine, state: EngineState) -> None:
     e._seen.restore(state.watermark_ms, state.receipt_ids)
     e._evidence = state.evidence.copy()
     e._negative = None if state.negative is None else state.negative.copy()
-    e._split_inputs = None
     e._last = None
     e._computed_at = state.computed_at
     e.recomputes = state.recomputes
