@@ -124,7 +124,7 @@ class TrustConfig:
     soft_drift_shift: float = 0.10
     soft_drift_threshold: float = 8.0
     soft_drift_prior: float = 20.0
-    soft_drift_learning: float = 60.0
+    soft_drift_learning: float = 2000.0
     soft_drift_lag: int = 40
     soft_drift_full_credibility: float = 0.5
     ring1_quality: float = 0.85

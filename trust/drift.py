@@ -15,6 +15,15 @@ drift by flooding receipts about it.
   them by credibility alone took twice as many interactions to see a drift.
 * Actions: Jensen-Shannon divergence (base 2, in [0, 1]) between the last
   ``action_window`` actions and the agent's earlier action history.
+
+An alarm *flags* the agent (contained: its score is cut, the selection policy
+routes no work to it, its own reports stop counting). The outcome and action
+tests also *sandbox* it at once (ring 3). The failure-rate test sandboxes only
+when it is confirmed, by a second alarm of any test before the flag clears: at
+the threshold that sees a turn to 15 % bad within a few hundred interactions,
+its false-alarm interval on the least reliable honest agents (7 % failures) is
+about 10^5 interactions, so demoting on its first alarm would demote honest
+agents on a long run (``docs/trust.md`` section 6).
 """
 
 from __future__ import annotations
@@ -59,8 +68,10 @@ class DriftMonitor:
         "flagged",
         "history",
         "last_divergence",
-        "pending",
+        "pending_bad",
+        "pending_seen",
         "recent",
+        "sandboxed",
         "seen",
         "streak",
         "window",
@@ -70,6 +81,8 @@ class DriftMonitor:
         self.cusum = 0.0
         self.baseline = config.baseline_rate
         self.flagged = False
+        # Flagged by a test that sandboxes (outcome, action) or a confirmed soft alarm.
+        self.sandboxed = False
         self.streak = 0
         self.window: deque[str] = deque(maxlen=config.action_window)
         self.history: Counter[str] = Counter()
@@ -78,16 +91,19 @@ class DriftMonitor:
         self.bernoulli = 0.0
         self.seen = 0.0
         self.bad_seen = 0.0
-        # The last soft_drift_lag credible reports, (credibility, badness), not yet
-        # learnt into p0: a drift is tested against the rate from before it began.
-        self.pending: deque[tuple[float, float]] = deque()
+        # The credible reports not yet learnt into p0 (weight, weighted badness): a
+        # block learnt once it weighs as much as the history (see _observe_rate).
+        self.pending_seen = 0.0
+        self.pending_bad = 0.0
         # The last soft_drift_lag credible reports, always (ring 1 asks them).
         self.recent: deque[tuple[float, float]] = deque(maxlen=max(config.soft_drift_lag, 1))
 
     def observe(
         self, badness: float, credibility: float, action: str | None, config: TrustConfig
     ) -> str | None:
-        """Fold one report in; returns the drift kind when this report raises an alarm."""
+        """Fold one report in; returns the drift kind when this report raises an alarm
+        (a first alarm, or the one that confirms a failure-rate alarm: see
+        :attr:`sandboxed`)."""
         if credibility <= 0.0:
             return None
         alarm = self._observe_outcome(badness, credibility, config)
@@ -101,12 +117,16 @@ class DriftMonitor:
             self.streak = self.streak + 1 if badness == 0.0 and alarm is None else 0
             if alarm is not None:
                 self.cusum = 0.0
+                if not self.sandboxed:
+                    self.sandboxed = True  # a second alarm confirms a soft one
+                    return alarm
             elif self.streak >= config.recovery_successes:
-                self.flagged = False
+                self.flagged = self.sandboxed = False
                 self.streak = 0
             return None
         if alarm is not None:
             self.flagged = True
+            self.sandboxed = alarm != SOFT_DRIFT
             self.streak = 0
             self.cusum = 0.0
         return alarm
@@ -125,14 +145,15 @@ class DriftMonitor:
         return OUTCOME_DRIFT if self.cusum >= config.cusum_threshold else None
 
     def elevated(self, config: TrustConfig) -> bool:
-        """A drift test is ``promotion_hold`` of the way to its alarm or further.
-
-        Rings do not climb then.
+        """The agent is flagged, or a drift test is ``promotion_hold`` of the way to its
+        alarm or further. Rings do not climb then.
         """
         hold = config.promotion_hold
         soft = config.soft_drift_threshold
-        return self.cusum >= hold * config.cusum_threshold or (
-            soft > 0 and self.bernoulli >= hold * soft
+        return (
+            self.flagged
+            or self.cusum >= hold * config.cusum_threshold
+            or (soft > 0 and self.bernoulli >= hold * soft)
         )
 
     def recently_worse(self, config: TrustConfig) -> bool:
@@ -164,6 +185,15 @@ class DriftMonitor:
         ``p1 = p0 + soft_drift_shift``: the smallest rise of the failure rate worth an
         alarm. Per report ``S <- max(0, S + c * llr(x))``, alarm at ``S >= h``; the
         expected false-alarm interval grows like ``exp(h)``.
+
+        ``p0`` learns in blocks: the reports since the last block wait in ``pending``
+        until they weigh as much as everything learnt so far (at least
+        ``soft_drift_lag``), then join it, so after a turn at history ``T`` the test
+        compares against the rate from before the turn for about ``max(T, lag)``
+        reports (a report-by-report lag let a slow drift teach the test its own new
+        rate: a turn to 15 % bad lifted p0 from 0.06 to 0.08 before the alarm). A
+        block waits while the test is half-way to an alarm, is dropped on an alarm,
+        and learning stops after ``soft_drift_learning``.
         """
         p0 = self.failure_rate(config)
         p1 = min(p0 + config.soft_drift_shift, 0.95)
@@ -171,23 +201,20 @@ class DriftMonitor:
         self.recent.append((credibility, x))
         llr = x * math.log(p1 / p0) + (1.0 - x) * math.log((1.0 - p1) / (1.0 - p0))
         self.bernoulli = max(0.0, self.bernoulli + credibility * llr)
-        # p0 learns from reports soft_drift_lag reports old, and waits while the test is
-        # half-way to an alarm: a soft drift must not teach the test its own new rate.
-        # Reports are only dropped on an alarm: dropping the stretches that lift the
-        # test would bias p0 low and raise false alarms on honest agents.
         if self.flagged or self.seen >= config.soft_drift_learning:
-            self.pending.clear()
+            self.pending_seen = self.pending_bad = 0.0
         else:
-            self.pending.append((credibility, x))
-            lag = config.soft_drift_lag
-            limit = lag if self.bernoulli < 0.5 * config.soft_drift_threshold else 4 * lag
-            while len(self.pending) > limit:
-                weight, old = self.pending.popleft()
-                self.seen += weight
-                self.bad_seen += weight * old
+            self.pending_seen += credibility
+            self.pending_bad += credibility * x
+            block = max(self.seen, float(config.soft_drift_lag))
+            calm = self.bernoulli < 0.5 * config.soft_drift_threshold
+            if self.pending_seen >= block and calm:
+                self.seen += self.pending_seen
+                self.bad_seen += self.pending_bad
+                self.pending_seen = self.pending_bad = 0.0
         if self.bernoulli >= config.soft_drift_threshold:
             self.bernoulli = 0.0
-            self.pending.clear()
+            self.pending_seen = self.pending_bad = 0.0
             return SOFT_DRIFT
         return None
 

@@ -210,7 +210,7 @@ class TrustEngine:
         kind = monitor.observe(severity, credibility, evidence.action, self.config)
         if kind is not None:
             self._flagged.add(subject)
-            self._on_drift(subject, kind, evidence, monitor.cusum)
+            self._on_drift(subject, kind, evidence, monitor.cusum, monitor.sandboxed)
         elif not monitor.flagged and subject in self._flagged:
             self._flagged.discard(subject)
             self._drift_events.pop(subject, None)
@@ -321,14 +321,20 @@ class TrustEngine:
         credibility = self._credibility_array
         return credibility.item(idx) if idx < len(credibility) else 0.0
 
-    def _on_drift(self, subject: int, kind: str, receipt: Receipt, statistic: float) -> None:
+    def _on_drift(
+        self, subject: int, kind: str, receipt: Receipt, statistic: float, sandbox: bool
+    ) -> None:
+        """Contain ``subject`` (flagged); sandbox it too when the alarm is hard or
+        confirms an earlier soft one (``trust/drift.py``)."""
         now = self.clock.now_ms()
         did = self._dids[subject]
         event = DriftDetected(did, kind, receipt.receipt_id, statistic, now)
         self._drift_events[subject] = event
-        old = self._rings.demote_now(subject)
         logger.info("drift %s on %s (receipt %s)", kind, did, receipt.receipt_id)
         self._emit(event)
+        if not sandbox:
+            return
+        old = self._rings.demote_now(subject)
         if old != RING_SANDBOX:
             self._emit(RingChanged(did, old, RING_SANDBOX, "drift", receipt.receipt_id, now))
 
@@ -346,9 +352,19 @@ class TrustEngine:
         return anchor
 
     def flagged(self, did: str) -> bool:
-        """True while a drift flag is raised on ``did``."""
+        """True while a drift flag is raised on ``did`` (it is contained)."""
         idx = self._ids.get(did)
         return idx is not None and idx in self._flagged
+
+    def sandboxed(self, did: str) -> bool:
+        """True while ``did``'s drift flag also holds it in ring 3 (a hard alarm or a
+        confirmed failure-rate alarm; a first failure-rate alarm only contains)."""
+        idx = self._ids.get(did)
+        monitor = self._drift.get(idx) if idx is not None and idx in self._flagged else None
+        return monitor is not None and monitor.sandboxed
+
+    def _sandboxed_set(self) -> list[int]:
+        return sorted(i for i in self._flagged if (m := self._drift.get(i)) and m.sandboxed)
 
     def recompute(self, *, at_ms: int | None = None, cold: bool = False) -> int:
         """Recompute global trust, scores, evidence volumes and rings.
@@ -378,7 +394,7 @@ class TrustEngine:
             silenced[suspended] = True
             weights[silenced[observers]] = 0.0
         anchor = self._anchor()
-        retain = None
+        retain = accuracy = None
         if cfg.rater_accuracy:
             retain = accuracy_factors(
                 observers,
@@ -394,7 +410,7 @@ class TrustEngine:
                 start=None if cold else self._accuracy,
                 passes=3 if cold or self._accuracy is None else 2,
             )
-            self._accuracy = retain.copy()
+            self._accuracy = accuracy = retain.copy()
             if suspended:
                 retain[suspended] = 0.0
         self._retain = retain
@@ -436,15 +452,17 @@ class TrustEngine:
                     positive=positive,
                     negative=negative,
                     trust=self._trust,
-                    retain=self._retain if self._retain is not None else np.ones(n),
+                    # accuracy before the flag silenced the agent's own reports: a
+                    # contained agent's ring answers for its service, not its reports
+                    retain=accuracy if accuracy is not None else np.ones(n),
                     anchors=anchors,
-                    flagged=suspended,
+                    flagged=self._sandboxed_set(),
                     drift=self._drift,
                 ),
             )
             changes = self._rings.step_with_floor(target, floor)
         else:
-            changes = self._rings.step(self._score_array, self._evidence, suspended)
+            changes = self._rings.step(self._score_array, self._evidence, self._sandboxed_set())
         for did_idx, old, new in changes:
             self._emit(RingChanged(self._dids[did_idx], old, new, "recompute", None, now))
         self.recomputes += 1

@@ -45,7 +45,7 @@ from trust.rings import RingLadder
 if TYPE_CHECKING:
     from trust.engine import TrustEngine
 
-STATE_VERSION = 4
+STATE_VERSION = 5
 MAX_STATE_BYTES = 1 << 31
 
 ConfigValue = int | float | bool | str | None
@@ -67,8 +67,10 @@ class DriftState:
     bernoulli: float = 0.0  # the failure-rate CUSUM and its learnt rate (seen, bad_seen)
     seen: float = 0.0
     bad_seen: float = 0.0
-    pending: tuple[tuple[float, float], ...] = ()  # reports not yet learnt into p0
+    pending_seen: float = 0.0  # the block of reports not yet learnt into p0
+    pending_bad: float = 0.0
     recent: tuple[tuple[float, float], ...] = ()  # the last credible reports
+    sandboxed: bool = False  # the flag also holds the agent in ring 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,8 +168,10 @@ def capture(engine: TrustEngine) -> EngineState:
                 m.bernoulli,
                 m.seen,
                 m.bad_seen,
-                tuple(m.pending),
+                m.pending_seen,
+                m.pending_bad,
                 tuple(m.recent),
+                m.sandboxed,
             )
             for agent, m in sorted(e._drift.items())
         ),
@@ -229,8 +233,10 @@ def pack_state(state: EngineState) -> bytes:
                 d.bernoulli,
                 d.seen,
                 d.bad_seen,
-                [list(p) for p in d.pending],
+                d.pending_seen,
+                d.pending_bad,
                 [list(p) for p in d.recent],
+                d.sandboxed,
             ]
             for d in state.drift
         ],
@@ -475,10 +481,13 @@ def _drift_state(item: object, index: Any) -> DriftState:
         bernoulli,
         seen,
         bad_seen,
-        pending,
+        pending_seen,
+        pending_bad,
         recent,
-    ) = _list(item, "drift monitor", 14)
+        sandboxed,
+    ) = _list(item, "drift monitor", 16)
     _need(type(flagged) is bool, "drift flag must be a bool")
+    _need(type(sandboxed) is bool and (flagged or not sandboxed), "sandboxed needs a flag")
     pairs = []
     for pair in _list(history, "action history"):
         action, count = _list(pair, "history item", 2)
@@ -496,14 +505,16 @@ def _drift_state(item: object, index: Any) -> DriftState:
         _float(bernoulli, "failure-rate cusum"),
         _float(seen, "seen"),
         _float(bad_seen, "bad seen"),
-        tuple(_pending(p) for p in _list(pending, "pending reports")),
-        tuple(_pending(p) for p in _list(recent, "recent reports")),
+        _float(pending_seen, "pending weight"),
+        _float(pending_bad, "pending badness"),
+        tuple(_report(p) for p in _list(recent, "recent reports")),
+        sandboxed,
     )
 
 
-def _pending(item: object) -> tuple[float, float]:
-    weight, badness = _list(item, "pending report", 2)
-    return _float(weight, "pending weight"), _float(badness, "pending badness")
+def _report(item: object) -> tuple[float, float]:
+    weight, badness = _list(item, "recent report", 2)
+    return _float(weight, "report weight"), _float(badness, "report badness")
 
 
 def restore(engine: TrustEngine, state: EngineState) -> None:
@@ -543,8 +554,9 @@ def restore(engine: TrustEngine, state: EngineState) -> None:
         monitor.window = deque(d.window, maxlen=cfg.action_window)
         monitor.history = Counter(dict(d.history))
         monitor.bernoulli, monitor.seen, monitor.bad_seen = d.bernoulli, d.seen, d.bad_seen
-        monitor.pending = deque(d.pending)
+        monitor.pending_seen, monitor.pending_bad = d.pending_seen, d.pending_bad
         monitor.recent.extend(d.recent)
+        monitor.sandboxed = d.sandboxed
         monitors[d.agent] = monitor
     e._drift = monitors
     e._flagged = set(state.flagged)
