@@ -525,15 +525,15 @@ def targets(rows: Sequence[Row]) -> list[tuple[str, str, str, str, bool]]:
         v, name, theirs = max(found) if worst_is_max else min(found)
         out.append((label, _fmt(v, kind), _fmt(theirs, kind), name, ok(v)))
 
-    def threat(n: str) -> bool:
-        return n.startswith(("A ", "B ", "honest"))
+    def every(n: str) -> bool:
+        return True
 
-    check("honest ever demoted <= 1 %", threat, lambda f: f.demoted, lambda v: v <= 0.01, "%")
-    check("busy honest in ring 3 <= 5 %", threat, lambda f: f.busy_r3, lambda v: v <= 0.05, "%")
-    check("0 rogues ever in ring <= 1", lambda n: True, lambda f: f.rogue_r1, lambda v: v == 0, "i")
+    check("honest ever demoted <= 1 %", every, lambda f: f.demoted, lambda v: v <= 0.01, "%")
+    check("busy honest in ring 3 <= 5 %", every, lambda f: f.busy_r3, lambda v: v <= 0.05, "%")
+    check("0 rogues ever in ring <= 1", every, lambda f: f.rogue_r1, lambda v: v == 0, "i")
     check(
         ">= 98 % of bad servers in ring 3 at the end",
-        lambda n: n.startswith(("A ", "B ", "sybils")),
+        lambda n: n.startswith(("A ", "B ", "sybils", "spies")),
         lambda f: f.rogue_r3,
         lambda v: v >= 0.98,
         "%",
@@ -584,7 +584,7 @@ def targets(rows: Sequence[Row]) -> list[tuple[str, str, str, str, bool]]:
         check(f"{case_name} caught within {limit:.0f}", is_case, lambda f: f.caught, within, "i")
     check(
         "<= 1 false alarm per 1e4 honest interactions",
-        lambda n: True,
+        every,
         lambda f: f.alarms,
         lambda v: v <= 1.0,
     )

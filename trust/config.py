@@ -85,6 +85,9 @@ class TrustConfig:
             ring 1 (one pre-trusted observer's first-hand vouch is enough).
         ring_confidence: a quality is established when P(q >= level) >= 1 - this,
             and refuted (demotion) when P(q >= level) < this.
+        observer_evidence_cap: interactions (decayed volume) one observer that is
+            not pre-trusted counts for at most about one subject in the credible
+            evidence (rings, distrust): endorsement volume cannot buy a ring (0: no cap).
     """
 
     half_life_ms: int = 7 * DAY_MS
@@ -132,12 +135,17 @@ class TrustConfig:
     promotion_hold: float = 0.15
     ring1_observers: int = 3
     ring_confidence: float = 0.05
+    observer_evidence_cap: float = 20.0
 
     @classmethod
     def eigentrust(cls) -> TrustConfig:
         """EigenTrust as published, for comparisons: no drift test, rings by score only."""
         return cls(
-            drift_detection=False, rater_accuracy=False, ring_policy="score", soft_drift_threshold=0
+            drift_detection=False,
+            rater_accuracy=False,
+            ring_policy="score",
+            soft_drift_threshold=0,
+            observer_evidence_cap=0.0,
         )
 
     def __post_init__(self) -> None:
@@ -192,6 +200,7 @@ class TrustConfig:
         _require(0.0 < self.promotion_hold <= 1.0, "promotion_hold must be in (0, 1]")
         _require(self.ring1_observers >= 1, "ring1_observers must be >= 1")
         _require(0.0 < self.ring_confidence < 0.5, "ring_confidence must be in (0, 0.5)")
+        _require(self.observer_evidence_cap >= 0.0, "observer_evidence_cap must be >= 0")
         _require(
             0.0 <= self.accuracy_floor < self.accuracy_full <= 1.0,
             "need 0 <= accuracy_floor < accuracy_full <= 1",

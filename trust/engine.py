@@ -434,14 +434,15 @@ class TrustEngine:
             )
         credibility = self._credibility_array
         credible = np.take(credibility, observers, out=self._buffer("credible", count))
-        part = np.multiply(alpha, credible, out=weights)  # the weights are no longer needed
+        anchors = np.zeros(n, dtype=bool)
+        anchors[sorted(self._pre_trusted)] = True
+        counted = self._counted(credible, alpha, beta, anchors[observers])
+        part = np.multiply(alpha, counted, out=weights)  # the weights are no longer needed
         positive = np.bincount(subjects, weights=part, minlength=n).astype(np.float64)
-        np.multiply(beta, credible, out=part)
+        np.multiply(beta, counted, out=part)
         negative = np.bincount(subjects, weights=part, minlength=n).astype(np.float64)
         self._evidence, self._negative = positive + negative, negative
         if cfg.ring_policy == "evidence":
-            anchors = np.zeros(n, dtype=bool)
-            anchors[sorted(self._pre_trusted)] = True
             target, floor = ring_bounds(
                 cfg,
                 EdgeEvidence(observers, subjects, alpha, beta, credible),
@@ -513,6 +514,29 @@ class TrustEngine:
         credibility: FloatArray = np.maximum(flow, share) * accuracy
         credibility[seeds] = 1.0
         return credibility
+
+    def _counted(
+        self,
+        credible: FloatArray,
+        alpha: FloatArray,
+        beta: FloatArray,
+        anchored: npt.NDArray[np.bool_],
+    ) -> FloatArray:
+        """Per edge, the weight of its evidence in the credible sums: the observer's
+        credibility times ``min(1, cap / volume)`` (``observer_evidence_cap``), so one
+        observer weighs at most ``cap`` interactions about a subject, whatever it
+        reports (pre-trusted observers are not capped): a credible rater that pads its
+        reports about a friend or a victim cannot outweigh the other observers."""
+        cap = self.config.observer_evidence_cap
+        if cap <= 0.0:
+            return credible
+        counted = self._buffer("counted", len(credible))
+        np.add(alpha, beta, out=counted)
+        np.maximum(counted, cap, out=counted)
+        np.divide(cap, counted, out=counted)
+        counted[anchored] = 1.0
+        np.multiply(counted, credible, out=counted)
+        return counted
 
     def _buffer(self, name: str, size: int) -> FloatArray:
         """A reusable float buffer of ``size`` (grown geometrically, never shrunk)."""

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from iatp.clock import ManualClock
 from tests.trust.conftest import EngineFactory, dids, receipt
-from trust import Outcome, SelectionConfig, SelectionPolicy, TrustConfig
+from trust import Outcome, SelectionConfig, SelectionPolicy, TrustConfig, TrustEngine
 from trust.accuracy import accuracy_factors
 from trust.drift import SOFT_DRIFT, DriftMonitor
 from trust.selection import plausible_quality
@@ -216,3 +216,37 @@ def test_eigentrust_preset_turns_the_new_mechanisms_off() -> None:
     assert not config.drift_detection
     assert not config.rater_accuracy
     assert config.ring_policy == "score"
+
+
+def _padded(make_engine: EngineFactory, clock: ManualClock, cap: float) -> TrustEngine:
+    """X serves four credible observers badly; a credible rater pads 1,200 praises of X."""
+    honest, spy, bad = dids(4, start=720), dids(1, start=730)[0], dids(1, start=731)[0]
+    engine = make_engine([A], promotion_rounds=1, observer_evidence_cap=cap)
+    for _ in range(40):
+        clock.advance(1000)
+        for o in (*honest, spy):
+            engine.record(receipt(A, o, at_ms=clock.now_ms()))
+            engine.record(receipt(o, A, at_ms=clock.now_ms()))
+        for o in honest:
+            outcome = Outcome.FAILURE if clock.now_ms() % 3000 else Outcome.SUCCESS
+            engine.record(receipt(o, bad, outcome, at_ms=clock.now_ms()))
+        for _ in range(30):
+            engine.record(receipt(spy, bad, at_ms=clock.now_ms()))
+    for _ in range(4):
+        engine.recompute()
+    assert engine.credibility_of(engine._ids[spy]) > 0.0  # the padder is credible
+    return engine
+
+
+def test_one_credible_rater_padding_its_praise_cannot_lift_a_bad_agent(
+    make_engine: EngineFactory, clock: ManualClock
+) -> None:
+    bad = dids(1, start=731)[0]
+    engine = _padded(make_engine, clock, TrustConfig().observer_evidence_cap)
+    positive, negative = engine.credible_evidence(bad)
+    assert positive < negative
+    assert engine.ring(bad) == 3
+    assert SelectionPolicy(engine).distrusted(bad)
+    # without the cap the padding wins: the test can fail
+    uncapped = _padded(make_engine, clock, 0.0)
+    assert uncapped.ring(bad) <= 2
