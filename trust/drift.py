@@ -16,14 +16,17 @@ drift by flooding receipts about it.
 * Actions: Jensen-Shannon divergence (base 2, in [0, 1]) between the last
   ``action_window`` actions and the agent's earlier action history.
 
-An alarm *flags* the agent (contained: its score is cut, the selection policy
-routes no work to it, its own reports stop counting). The outcome and action
-tests also *sandbox* it at once (ring 3). The failure-rate test sandboxes only
-when it is confirmed, by a second alarm of any test before the flag clears: at
-the threshold that sees a turn to 15 % bad within a few hundred interactions,
-its false-alarm interval on the least reliable honest agents (7 % failures) is
-about 10^5 interactions, so demoting on its first alarm would demote honest
-agents on a long run (``docs/trust.md`` section 6).
+An alarm *flags* the agent (its score is cut, its own reports stop counting, it
+is not promoted). The outcome and action tests also *sandbox* it at once (ring 3):
+the selection policy no longer picks it. A failure-rate alarm puts it *on
+probation* instead (the policy still picks it, at a reduced weight): a second
+alarm of any test before the flag clears confirms it (sandbox), and the flag
+clears when the reports since the alarm favour the agent's own rate by
+``soft_drift_clear`` (Wald's sequential test). At the threshold that sees a turn
+to 15 % bad within a few hundred interactions, the test's false-alarm interval on
+the least reliable honest agents (7 % failures) is a few 10^4 interactions, so
+demoting on its first alarm would demote honest agents on a long run
+(``docs/trust.md`` section 4).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class DriftMonitor:
         "last_divergence",
         "pending_bad",
         "pending_seen",
+        "probation",
         "recent",
         "sandboxed",
         "seen",
@@ -89,6 +93,9 @@ class DriftMonitor:
         self.last_divergence = 0.0
         self._checks = 0
         self.bernoulli = 0.0
+        # Log-likelihood of p1 over p0 since a failure-rate alarm (unclamped): the flag
+        # clears at -soft_drift_clear (Wald's sequential test back to p0).
+        self.probation = 0.0
         self.seen = 0.0
         self.bad_seen = 0.0
         # The credible reports not yet learnt into p0 (weight, weighted badness): a
@@ -120,13 +127,15 @@ class DriftMonitor:
                 if not self.sandboxed:
                     self.sandboxed = True  # a second alarm confirms a soft one
                     return alarm
-            elif self.streak >= config.recovery_successes:
+            elif self.streak >= config.recovery_successes or self._cleared(config):
                 self.flagged = self.sandboxed = False
                 self.streak = 0
+                self.bernoulli = self.probation = 0.0
             return None
         if alarm is not None:
             self.flagged = True
             self.sandboxed = alarm != SOFT_DRIFT
+            self.probation = 0.0
             self.streak = 0
             self.cusum = 0.0
         return alarm
@@ -201,6 +210,8 @@ class DriftMonitor:
         self.recent.append((credibility, x))
         llr = x * math.log(p1 / p0) + (1.0 - x) * math.log((1.0 - p1) / (1.0 - p0))
         self.bernoulli = max(0.0, self.bernoulli + credibility * llr)
+        if self.flagged and not self.sandboxed:
+            self.probation += credibility * llr
         if self.flagged or self.seen >= config.soft_drift_learning:
             self.pending_seen = self.pending_bad = 0.0
         else:
@@ -217,6 +228,15 @@ class DriftMonitor:
             self.pending_seen = self.pending_bad = 0.0
             return SOFT_DRIFT
         return None
+
+    def _cleared(self, config: TrustConfig) -> bool:
+        """A failure-rate flag (not confirmed) clears once the reports since its alarm
+        favour the agent's own rate ``p0`` over ``p1`` by ``soft_drift_clear``: an
+        honest agent at 7 % failures gets there in ~90 credible reports, where a clean
+        streak of ``recovery_successes`` would take ~110 and, once the selection policy
+        has cut its traffic, could take the rest of its life."""
+        clear = config.soft_drift_clear
+        return not self.sandboxed and clear > 0 and self.probation <= -clear
 
     def _observe_action(self, action: str, config: TrustConfig) -> str | None:
         if len(self.window) == self.window.maxlen:

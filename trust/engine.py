@@ -352,13 +352,13 @@ class TrustEngine:
         return anchor
 
     def flagged(self, did: str) -> bool:
-        """True while a drift flag is raised on ``did`` (it is contained)."""
+        """True while a drift flag is raised on ``did`` (sandboxed or on probation)."""
         idx = self._ids.get(did)
         return idx is not None and idx in self._flagged
 
     def sandboxed(self, did: str) -> bool:
         """True while ``did``'s drift flag also holds it in ring 3 (a hard alarm or a
-        confirmed failure-rate alarm; a first failure-rate alarm only contains)."""
+        confirmed failure-rate alarm; a first failure-rate alarm means probation)."""
         idx = self._ids.get(did)
         monitor = self._drift.get(idx) if idx is not None and idx in self._flagged else None
         return monitor is not None and monitor.sandboxed
@@ -454,7 +454,7 @@ class TrustEngine:
                     negative=negative,
                     trust=self._trust,
                     # accuracy before the flag silenced the agent's own reports: a
-                    # contained agent's ring answers for its service, not its reports
+                    # flagged agent's ring answers for its service, not its reports
                     retain=accuracy if accuracy is not None else np.ones(n),
                     anchors=anchors,
                     flagged=self._sandboxed_set(),

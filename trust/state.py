@@ -71,6 +71,7 @@ class DriftState:
     pending_bad: float = 0.0
     recent: tuple[tuple[float, float], ...] = ()  # the last credible reports
     sandboxed: bool = False  # the flag also holds the agent in ring 3
+    probation: float = 0.0  # evidence for p0 since a failure-rate alarm
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +173,7 @@ def capture(engine: TrustEngine) -> EngineState:
                 m.pending_bad,
                 tuple(m.recent),
                 m.sandboxed,
+                m.probation,
             )
             for agent, m in sorted(e._drift.items())
         ),
@@ -237,6 +239,7 @@ def pack_state(state: EngineState) -> bytes:
                 d.pending_bad,
                 [list(p) for p in d.recent],
                 d.sandboxed,
+                d.probation,
             ]
             for d in state.drift
         ],
@@ -485,7 +488,8 @@ def _drift_state(item: object, index: Any) -> DriftState:
         pending_bad,
         recent,
         sandboxed,
-    ) = _list(item, "drift monitor", 16)
+        probation,
+    ) = _list(item, "drift monitor", 17)
     _need(type(flagged) is bool, "drift flag must be a bool")
     _need(type(sandboxed) is bool and (flagged or not sandboxed), "sandboxed needs a flag")
     pairs = []
@@ -509,6 +513,7 @@ def _drift_state(item: object, index: Any) -> DriftState:
         _float(pending_bad, "pending badness"),
         tuple(_report(p) for p in _list(recent, "recent reports")),
         sandboxed,
+        _float(probation, "probation"),
     )
 
 
@@ -556,7 +561,7 @@ def restore(engine: TrustEngine, state: EngineState) -> None:
         monitor.bernoulli, monitor.seen, monitor.bad_seen = d.bernoulli, d.seen, d.bad_seen
         monitor.pending_seen, monitor.pending_bad = d.pending_seen, d.pending_bad
         monitor.recent.extend(d.recent)
-        monitor.sandboxed = d.sandboxed
+        monitor.sandboxed, monitor.probation = d.sandboxed, d.probation
         monitors[d.agent] = monitor
     e._drift = monitors
     e._flagged = set(state.flagged)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from iatp.clock import ManualClock
 from tests.trust.conftest import EngineFactory, dids, receipt
 from trust import Outcome, SelectionConfig, SelectionPolicy, TrustConfig, TrustEngine
@@ -54,12 +56,13 @@ def test_a_first_failure_rate_alarm_contains_without_demoting(
     [alarm] = events
     assert isinstance(alarm, DriftDetected)
     assert alarm.kind == SOFT_DRIFT
-    # contained: flagged, score cut, the selection policy routes nothing to it
+    # contained: flagged, score cut, a trickle of work (probation)
     assert engine.flagged(B)
     assert not engine.sandboxed(B)
     assert engine.score(B) < 0.2 * score
     policy = SelectionPolicy(engine, SelectionConfig(explore=0.0), random.Random(1))
-    assert {policy.choose([B, C]).did for _ in range(50)} == {C}
+    picks = [policy.choose([B, C]).did for _ in range(1000)]
+    assert 0 < picks.count(B) < 0.7 * picks.count(C)
     # not demoted, and not promoted while flagged
     engine.recompute()
     assert engine.ring(B) == ring
@@ -188,3 +191,27 @@ def test_learning_stops_after_soft_drift_learning() -> None:
         monitor.observe(0.0, 1.0, None, config)
     assert 100.0 <= monitor.seen < 400.0
     assert monitor.pending_seen == 0.0
+
+
+@pytest.mark.parametrize("clear", [TrustConfig().soft_drift_clear, 0.0])
+def test_probation_clears_an_honest_agent_that_never_runs_30_clean(
+    make_engine: EngineFactory, clock: ManualClock, clear: float
+) -> None:
+    engine = make_engine([A], ring1_score=0.4, soft_drift_clear=clear, **SOFT_ONLY)
+    for _ in range(150):
+        clock.advance(1000)
+        engine.record(receipt(A, B, at_ms=clock.now_ms()))
+    for _ in range(3):
+        engine.recompute()
+    ring = engine.ring(B)
+    events: list[TrustEvent] = []
+    engine.add_listener(events.append)
+    _fail_until(engine, clock, events, 1)
+    for i in range(400):  # back to honest: one failure in 14 (7 %), never 30 clean
+        clock.advance(1000)
+        outcome = Outcome.FAILURE if i % 14 == 13 else Outcome.SUCCESS
+        engine.record(receipt(A, B, outcome, at_ms=clock.now_ms()))
+    assert len(events) == 1  # no confirmation
+    assert engine.flagged(B) is (clear == 0.0)  # without probation it never clears
+    engine.recompute()
+    assert engine.ring(B) == ring
