@@ -120,7 +120,8 @@ class DriftMonitor:
         if action is not None and credibility >= _MIN_CREDIBILITY:
             alarm = self._observe_action(action, config) or alarm
         if self.flagged:
-            # A flag clears only after a clean streak of credible successes.
+            # A flag clears after a clean streak of credible successes or, on probation,
+            # once the reports since the alarm favour p0 (_cleared).
             self.streak = self.streak + 1 if badness == 0.0 and alarm is None else 0
             if alarm is not None:
                 self.cusum = 0.0
