@@ -324,8 +324,8 @@ class TrustEngine:
     def _on_drift(
         self, subject: int, kind: str, receipt: Receipt, statistic: float, sandbox: bool
     ) -> None:
-        """Contain ``subject`` (flagged); sandbox it too when the alarm is hard or
-        confirms an earlier soft one (``trust/drift.py``)."""
+        """Flag ``subject``; sandbox it too when the alarm is hard or confirms an
+        earlier failure-rate alarm (``trust/drift.py``)."""
         now = self.clock.now_ms()
         did = self._dids[subject]
         event = DriftDetected(did, kind, receipt.receipt_id, statistic, now)
@@ -436,7 +436,7 @@ class TrustEngine:
         credible = np.take(credibility, observers, out=self._buffer("credible", count))
         anchors = np.zeros(n, dtype=bool)
         anchors[sorted(self._pre_trusted)] = True
-        counted = self._counted(credible, alpha, beta, anchors[observers])
+        counted = self._counted(credible, alpha, beta, anchors, observers)
         part = np.multiply(alpha, counted, out=weights)  # the weights are no longer needed
         positive = np.bincount(subjects, weights=part, minlength=n).astype(np.float64)
         np.multiply(beta, counted, out=part)
@@ -457,7 +457,7 @@ class TrustEngine:
                     # flagged agent's ring answers for its service, not its reports
                     retain=accuracy if accuracy is not None else np.ones(n),
                     anchors=anchors,
-                    flagged=self._sandboxed_set(),
+                    sandboxed=self._sandboxed_set(),
                     drift=self._drift,
                 ),
             )
@@ -520,7 +520,8 @@ class TrustEngine:
         credible: FloatArray,
         alpha: FloatArray,
         beta: FloatArray,
-        anchored: npt.NDArray[np.bool_],
+        anchors: npt.NDArray[np.bool_],
+        observers: npt.NDArray[np.int64],
     ) -> FloatArray:
         """Per edge, the weight of its evidence in the credible sums: the observer's
         credibility times ``min(1, cap / volume)`` (``observer_evidence_cap``), so one
@@ -534,7 +535,7 @@ class TrustEngine:
         np.add(alpha, beta, out=counted)
         np.maximum(counted, cap, out=counted)
         np.divide(cap, counted, out=counted)
-        counted[anchored] = 1.0
+        counted[anchors[observers]] = 1.0
         np.multiply(counted, credible, out=counted)
         return counted
 

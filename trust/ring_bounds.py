@@ -48,7 +48,7 @@ class AgentStanding:
     trust: FloatArray
     retain: FloatArray
     anchors: npt.NDArray[np.bool_]
-    flagged: Sequence[int]
+    sandboxed: Sequence[int]  # held in ring 3 by a drift flag (not those on probation)
     drift: Mapping[int, DriftMonitor]
 
 
@@ -126,8 +126,8 @@ def ring_bounds(
     floor = np.full(n, RING_PRIVILEGED, dtype=np.int8)
     floor[(good1 < cfg.ring_confidence) | (retain < 0.5)] = RING_STANDARD
     floor[(good2 < cfg.ring_confidence) | (trust <= 0)] = RING_SANDBOX
-    if len(agents.flagged):
-        floor[np.asarray(agents.flagged, dtype=np.int64)] = RING_SANDBOX
+    if len(agents.sandboxed):
+        floor[np.asarray(agents.sandboxed, dtype=np.int64)] = RING_SANDBOX
     return target, floor
 
 
