@@ -69,6 +69,7 @@ class DriftMonitor:
         "bernoulli",
         "cusum",
         "flagged",
+        "fresh",
         "history",
         "last_divergence",
         "pending_bad",
@@ -102,6 +103,9 @@ class DriftMonitor:
         # block learnt once it weighs as much as the history (see _observe_rate).
         self.pending_seen = 0.0
         self.pending_bad = 0.0
+        # How many of the newest reports in ``recent`` are not in the pending block yet
+        # (p0 learns only from reports at least soft_drift_lag old).
+        self.fresh = 0
         # The last soft_drift_lag credible reports, always (ring 1 asks them).
         self.recent: deque[tuple[float, float]] = deque(maxlen=max(config.soft_drift_lag, 1))
 
@@ -196,39 +200,67 @@ class DriftMonitor:
         alarm. Per report ``S <- max(0, S + c * llr(x))``, alarm at ``S >= h``; the
         expected false-alarm interval grows like ``exp(h)``.
 
-        ``p0`` learns in blocks: the reports since the last block wait in ``pending``
-        until they weigh as much as everything learnt so far (at least
-        ``soft_drift_lag``), then join it, so after a turn at history ``T`` the test
-        compares against the rate from before the turn for about ``max(T, lag)``
-        reports (a report-by-report lag let a slow drift teach the test its own new
-        rate: a turn to 15 % bad lifted p0 from 0.06 to 0.08 before the alarm). A
-        block waits while the test is half-way to an alarm, is dropped on an alarm,
-        and learning stops after ``soft_drift_learning``.
+        ``p0`` learns in blocks, only from reports at least ``soft_drift_lag`` old:
+        those wait in ``pending`` until they weigh as much as everything learnt so far
+        (at least ``soft_drift_lag``), then join it, so after a turn at history ``T``
+        the test compares against the rate from before the turn for about
+        ``max(T, lag)`` reports (a report-by-report lag let a slow drift teach the
+        test its own new rate: a turn to 15 % bad lifted p0 from 0.06 to 0.08 before
+        the alarm). Without the lag, a young agent's first block closed just after
+        its turn to 50 % bad and lifted p0 from 0.05 to 0.08 (caught after 49
+        interactions instead of 22). A block waits while the test is half-way to an
+        alarm or while it does not fit ``p0`` (:meth:`_block_fits`), is dropped on
+        an alarm, and learning stops after ``soft_drift_learning``.
         """
         p0 = self.failure_rate(config)
         p1 = min(p0 + config.soft_drift_shift, 0.95)
         x = min(badness, 1.0)
-        self.recent.append((credibility, x))
+        matured = self._remember(credibility, x, config.soft_drift_lag)
         llr = x * math.log(p1 / p0) + (1.0 - x) * math.log((1.0 - p1) / (1.0 - p0))
         self.bernoulli = max(0.0, self.bernoulli + credibility * llr)
         if self.flagged and not self.sandboxed:
             self.probation += credibility * llr
         if self.flagged or self.seen >= config.soft_drift_learning:
             self.pending_seen = self.pending_bad = 0.0
-        else:
-            self.pending_seen += credibility
-            self.pending_bad += credibility * x
+            self.fresh = 0
+        elif matured is not None:
+            self.pending_seen += matured[0]
+            self.pending_bad += matured[0] * matured[1]
             block = max(self.seen, float(config.soft_drift_lag))
             calm = self.bernoulli < 0.5 * config.soft_drift_threshold
-            if self.pending_seen >= block and calm:
+            if self.pending_seen >= block and calm and self._block_fits(p0, p1):
                 self.seen += self.pending_seen
                 self.bad_seen += self.pending_bad
                 self.pending_seen = self.pending_bad = 0.0
         if self.bernoulli >= config.soft_drift_threshold:
             self.bernoulli = 0.0
             self.pending_seen = self.pending_bad = 0.0
+            self.fresh = 0
             return SOFT_DRIFT
         return None
+
+    def _remember(self, weight: float, x: float, lag: int) -> tuple[float, float] | None:
+        """Keep the report in ``recent``; returns the report that leaves the ``lag``
+        newest for the pending block (``None`` while they are filling)."""
+        if lag <= 0:
+            self.recent.append((weight, x))
+            return weight, x
+        matured = self.recent[0] if self.fresh >= lag else None
+        self.recent.append((weight, x))
+        self.fresh = min(self.fresh + 1, lag)
+        return matured
+
+    def _block_fits(self, p0: float, p1: float) -> bool:
+        """The first block is the agent's own rate, whatever it is; a later one joins
+        only if it favours ``p0`` over ``p1``, so a block that straddles a turn is not
+        learnt (it waits, and grows, while it does not fit). A stricter fit (``p0``
+        plus half the shift) held honest blocks that came out high by chance and
+        biased ``p0`` low: more false alarms."""
+        if self.seen <= 0.0:
+            return True
+        good = self.pending_seen - self.pending_bad
+        llr = self.pending_bad * math.log(p1 / p0) + good * math.log((1 - p1) / (1 - p0))
+        return llr <= 0.0
 
     def _cleared(self, config: TrustConfig) -> bool:
         """A failure-rate flag (not confirmed) clears once the reports since its alarm

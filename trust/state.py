@@ -45,7 +45,7 @@ from trust.rings import RingLadder
 if TYPE_CHECKING:
     from trust.engine import TrustEngine
 
-STATE_VERSION = 5
+STATE_VERSION = 6
 MAX_STATE_BYTES = 1 << 31
 
 ConfigValue = int | float | bool | str | None
@@ -72,6 +72,7 @@ class DriftState:
     recent: tuple[tuple[float, float], ...] = ()  # the last credible reports
     sandboxed: bool = False  # the flag also holds the agent in ring 3
     probation: float = 0.0  # evidence for p0 since a failure-rate alarm
+    fresh: int = 0  # the newest recent reports not in the pending block yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +175,7 @@ def capture(engine: TrustEngine) -> EngineState:
                 tuple(m.recent),
                 m.sandboxed,
                 m.probation,
+                m.fresh,
             )
             for agent, m in sorted(e._drift.items())
         ),
@@ -240,6 +242,7 @@ def pack_state(state: EngineState) -> bytes:
                 [list(p) for p in d.recent],
                 d.sandboxed,
                 d.probation,
+                d.fresh,
             ]
             for d in state.drift
         ],
@@ -489,7 +492,8 @@ def _drift_state(item: object, index: Any) -> DriftState:
         recent,
         sandboxed,
         probation,
-    ) = _list(item, "drift monitor", 17)
+        fresh,
+    ) = _list(item, "drift monitor", 18)
     _need(type(flagged) is bool, "drift flag must be a bool")
     _need(type(sandboxed) is bool and (flagged or not sandboxed), "sandboxed needs a flag")
     pairs = []
@@ -514,6 +518,7 @@ def _drift_state(item: object, index: Any) -> DriftState:
         tuple(_report(p) for p in _list(recent, "recent reports")),
         sandboxed,
         _float(probation, "probation"),
+        _int(fresh, "fresh reports", 0, len(_list(recent, "recent reports"))),
     )
 
 
@@ -562,6 +567,7 @@ def restore(engine: TrustEngine, state: EngineState) -> None:
         monitor.pending_seen, monitor.pending_bad = d.pending_seen, d.pending_bad
         monitor.recent.extend(d.recent)
         monitor.sandboxed, monitor.probation = d.sandboxed, d.probation
+        monitor.fresh = min(d.fresh, len(monitor.recent))
         monitors[d.agent] = monitor
     e._drift = monitors
     e._flagged = set(state.flagged)

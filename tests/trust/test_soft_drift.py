@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
 from iatp.clock import ManualClock
 from tests.trust.conftest import EngineFactory, dids, receipt
-from trust import Outcome, SelectionConfig, SelectionPolicy, TrustConfig, TrustEngine
+from trust import (
+    MalformedSnapshot,
+    Outcome,
+    SelectionConfig,
+    SelectionPolicy,
+    TrustConfig,
+    TrustEngine,
+)
 from trust.drift import SOFT_DRIFT, DriftMonitor
 from trust.events import DriftDetected, RingChanged, TrustEvent
 from trust.state import pack_state, unpack_state
@@ -215,3 +223,79 @@ def test_probation_clears_an_honest_agent_that_never_runs_30_clean(
     assert engine.flagged(B) is (clear == 0.0)  # without probation it never clears
     engine.recompute()
     assert engine.ring(B) == ring
+
+
+def test_a_young_agent_that_turns_before_its_first_block_is_tested_against_its_old_rate() -> None:
+    # 35 reports at 1 failure in 20, then 50 % bad. Without the lag, the first block
+    # (40 reports) closed 5 reports after the turn and learnt them: p0 0.05 -> 0.10.
+    config = TrustConfig()
+    monitor = DriftMonitor(config)
+    for i in range(35):
+        assert monitor.observe(1.0 if i % 20 == 19 else 0.0, 1.0, None, config) is None
+    before = monitor.failure_rate(config)
+    for sent in range(1, 41):
+        rate = monitor.failure_rate(config)
+        if monitor.observe(float(sent % 2), 1.0, None, config) == SOFT_DRIFT:
+            break
+    else:
+        pytest.fail("a turn to 50 % bad raised no alarm in 40 reports")
+    assert rate == before == config.baseline_rate
+    assert sent <= 25
+
+
+def test_p0_learns_only_from_reports_at_least_the_lag_old() -> None:
+    config = TrustConfig()
+    lag = config.soft_drift_lag
+    monitor = DriftMonitor(config)
+    for _ in range(2 * lag - 1):
+        monitor.observe(0.0, 1.0, None, config)
+    assert monitor.seen == 0.0  # lag reports matured, one short of the first block
+    monitor.observe(0.0, 1.0, None, config)
+    assert monitor.seen == lag
+    assert monitor.fresh == lag
+
+
+def test_a_block_from_after_a_turn_is_never_learnt() -> None:
+    config = TrustConfig()
+    rng = random.Random(5)
+    monitor = DriftMonitor(config)
+    while monitor.seen < 300:
+        monitor.observe(1.0 if rng.random() < 0.05 else 0.0, 1.0, None, config)
+    before = monitor.failure_rate(config)
+    for _ in range(3000):  # 12 % bad, below p1: a slow turn the test takes long to see
+        monitor.bernoulli = 0.0  # keep the test calm: only the learning is under test
+        monitor.observe(1.0 if rng.random() < 0.12 else 0.0, 1.0, None, config)
+    assert monitor.failure_rate(config) == before
+    assert monitor.pending_seen > 2900  # held, not dropped: it joins once it fits
+    for _ in range(6000):  # back to its old rate: the grown block now fits and joins
+        monitor.bernoulli = 0.0
+        monitor.observe(1.0 if rng.random() < 0.03 else 0.0, 1.0, None, config)
+    assert monitor.seen > 2000
+    assert before < monitor.failure_rate(config) < before + 0.05
+
+
+def test_a_state_claiming_more_fresh_reports_than_it_holds_is_malformed(
+    make_engine: EngineFactory, clock: ManualClock
+) -> None:
+    engine, _ = _established(make_engine, clock)
+    state = engine.export_state()
+    drift = [replace(d, fresh=len(d.recent) + 1) for d in state.drift]
+    forged = replace(state, drift=tuple(drift))
+    with pytest.raises(MalformedSnapshot, match="fresh"):
+        unpack_state(pack_state(forged))
+
+
+def test_holding_blocks_that_do_not_fit_leaves_an_honest_rate_unbiased() -> None:
+    # Holding the blocks that come out high by chance biases p0 low unless the fit is
+    # loose: 150 seeded honest agents at 7 % failures, p0 after 1,000 reports.
+    config = TrustConfig()
+    rng = random.Random(11)
+    learnt = []
+    for _ in range(150):
+        monitor = DriftMonitor(config)
+        for _ in range(1000):
+            monitor.observe(
+                1.0 if rng.random() < 0.07 else 0.0, rng.uniform(0.2, 0.9), None, config
+            )
+        learnt.append(monitor.failure_rate(config))
+    assert sum(learnt) / len(learnt) >= 0.0675
