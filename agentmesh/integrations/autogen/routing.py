@@ -88,12 +88,16 @@ class HostResolver:
         return self.blocked is not None and self.blocked(did)
 
     def eligible(self, did: str) -> bool:
-        """Not blocked, no drift alarm, ring at most ``max_ring``."""
+        """Not blocked, not sandboxed by a drift alarm, ring at most ``max_ring``.
+
+        An agent on probation (a first failure-rate alarm) stays eligible; its cut
+        score ranks it after the unflagged hosts (:meth:`hosts`).
+        """
         if self.is_blocked(did):
             return False
         if self.trust is None:
             return True
-        return not self.trust.flagged(did) and self.trust.ring(did) <= self.max_ring
+        return not self.trust.sandboxed(did) and self.trust.ring(did) <= self.max_ring
 
     def hosts(self, agent_type: str) -> list[str]:
         """Every admissible host of ``agent_type``, best first (may be empty)."""

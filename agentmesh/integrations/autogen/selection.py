@@ -65,7 +65,7 @@ class MeshSelection:
             return None
         trust = resolver.trust
         did = hosts[0]
-        if trust is not None and trust.flagged(did):
+        if trust is not None and trust.sandboxed(did):
             return f"drift alarm, ring {trust.ring(did)}"
         if trust is not None:
             return f"ring {trust.ring(did)} above {resolver.max_ring}"

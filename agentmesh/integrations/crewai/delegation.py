@@ -178,12 +178,17 @@ class Delegator:
     # -- candidates --------------------------------------------------------------------------
 
     def eligible(self, did: str) -> bool:
-        """May a task go to ``did`` now? (not ours, not blocked, no drift, ring ok)"""
+        """May a task go to ``did`` now? (not ours, not blocked, not sandboxed, ring ok)
+
+        An agent on probation after a first failure-rate alarm stays eligible: its
+        score is cut, so it ranks after every unflagged candidate and gets a task when
+        they are gone or fail, and the reports on it can clear the flag.
+        """
         if did in self.roster:
             return False
         if self.kill_switch is not None and self.kill_switch.is_blocked(did):
             return False
-        if self.engine.flagged(did):
+        if self.engine.sandboxed(did):
             return False
         return self.engine.ring(did) <= self.settings.worst_ring
 
