@@ -242,6 +242,8 @@ class Driver:
     async def _interact(self, round_no: int, requester: SimAgent) -> None:
         provider = self.choose(round_no, requester)
         if provider is None:
+            # No reachable candidate, or the selection policy declined them all.
+            self.recorder.extra["declined"] = self.recorder.extra.get("declined", 0) + 1
             return
         served = await self.backend.request(round_no, requester, provider)
         self.recorder.messages += 1

@@ -159,5 +159,9 @@ def test_the_nats_size_across_three_processes_meets_its_expectations() -> None:
     base = load_scenario("independent-bad-providers")
     spec = scale(base, 30, 100, candidates=8)
     result = asyncio.run(run_scenario(spec, "mesh", nats_url="local", processes=3))
-    assert result.metrics["messages"] >= 30 * 100 * 0.9
+    # Every request was sent or declined (the selection policy declines distrusted
+    # providers: about a fifth of them here) and the mesh carried every one sent.
+    sent, declined = result.metrics["messages"], result.metrics.get("declined", 0)
+    assert sent + declined == 30 * 100
+    assert sent >= 30 * 100 * 0.6
     assert result.ok, [v for v in result.verdicts if not v.ok]
