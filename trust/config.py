@@ -78,6 +78,8 @@ class TrustConfig:
         soft_drift_clear: log-likelihood (nats) for the agent's own rate over the
             drifted one, summed since a failure-rate alarm, that clears its flag
             before confirmation (0: only a clean streak clears it).
+        soft_drift_confirm: log-likelihood (nats) for the drifted rate over the
+            agent's own, summed since a failure-rate alarm, that confirms it (sandbox).
         ring_policy: ``"evidence"`` (hysteresis on credible evidence, ``docs/trust.md``
             §5) or ``"score"`` (the score thresholds alone: EigenTrust's view).
         ring1_quality: service quality ring 1 needs (credible Beta posterior).
@@ -134,6 +136,7 @@ class TrustConfig:
     soft_drift_lag: int = 40
     soft_drift_full_credibility: float = 0.5
     soft_drift_clear: float = 4.0
+    soft_drift_confirm: float = 12.0
     ring1_quality: float = 0.85
     ring2_quality: float = 0.65
     promotion_hold: float = 0.15
@@ -193,6 +196,7 @@ class TrustConfig:
         _require(self.soft_drift_learning >= 0, "soft_drift_learning must be >= 0")
         _require(self.soft_drift_lag >= 0, "soft_drift_lag must be >= 0")
         _require(self.soft_drift_clear >= 0, "soft_drift_clear must be >= 0")
+        _require(self.soft_drift_confirm > 0, "soft_drift_confirm must be > 0")
         _require(
             0.0 < self.soft_drift_full_credibility <= 1.0,
             "soft_drift_full_credibility must be in (0, 1]",

@@ -19,10 +19,11 @@ drift by flooding receipts about it.
 An alarm *flags* the agent (its score is cut, its own reports stop counting, it
 is not promoted). The outcome and action tests also *sandbox* it at once (ring 3):
 the selection policy no longer picks it. A failure-rate alarm puts it *on
-probation* instead (the policy still picks it, at a reduced weight): a second
-alarm of any test before the flag clears confirms it (sandbox), and the flag
-clears when the reports since the alarm favour the agent's own rate by
-``soft_drift_clear`` (Wald's sequential test). At the threshold that sees a turn
+probation* instead (the policy still picks it, at a reduced weight): from then on
+the failure-rate test is Wald's sequential test on the reports since the alarm,
+which confirms it (sandbox) once they favour the drifted rate by
+``soft_drift_confirm`` and clears the flag once they favour the agent's own rate
+by ``soft_drift_clear``; an alarm of the outcome or action test confirms it too. At the threshold that sees a turn
 to 15 % bad within a few hundred interactions, the test's false-alarm interval on
 the least reliable honest agents (7 % failures) is a few 10^4 interactions, so
 demoting on its first alarm would demote honest agents on a long run
@@ -218,7 +219,8 @@ class DriftMonitor:
         matured = self._remember(credibility, x, config.soft_drift_lag)
         llr = x * math.log(p1 / p0) + (1.0 - x) * math.log((1.0 - p1) / (1.0 - p0))
         self.bernoulli = max(0.0, self.bernoulli + credibility * llr)
-        if self.flagged and not self.sandboxed:
+        on_probation = self.flagged and not self.sandboxed
+        if on_probation:
             self.probation += credibility * llr
         if self.flagged or self.seen >= config.soft_drift_learning:
             self.pending_seen = self.pending_bad = 0.0
@@ -232,6 +234,14 @@ class DriftMonitor:
                 self.seen += self.pending_seen
                 self.bad_seen += self.pending_bad
                 self.pending_seen = self.pending_bad = 0.0
+        if on_probation:
+            # Confirmation is the other half of the clearing test (_cleared): the
+            # reports since the alarm favour p1 by soft_drift_confirm. A reflected
+            # CUSUM to h here confirmed an honest agent whose p0 was learnt low on
+            # about one excursion in ten; the sum since the alarm to 12 nats on about
+            # one in a thousand (Wald), at ~170 reports for a turn to 15 % bad.
+            self.bernoulli = min(self.bernoulli, config.soft_drift_threshold)
+            return SOFT_DRIFT if self.probation >= config.soft_drift_confirm else None
         if self.bernoulli >= config.soft_drift_threshold:
             self.bernoulli = 0.0
             self.pending_seen = self.pending_bad = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import replace
 
@@ -299,3 +300,36 @@ def test_holding_blocks_that_do_not_fit_leaves_an_honest_rate_unbiased() -> None
             )
         learnt.append(monitor.failure_rate(config))
     assert sum(learnt) / len(learnt) >= 0.0675
+
+
+def test_probation_confirms_on_the_sum_since_the_alarm_not_on_a_reflected_cusum() -> None:
+    # After a first alarm the soft test is Wald's: clear at -soft_drift_clear, confirm
+    # at +soft_drift_confirm, summed since the alarm. A reflected CUSUM restarted at
+    # the alarm forgets the good reports in between and confirmed honest agents.
+    config = TrustConfig(cusum_threshold=1e9)  # the failure-rate test only
+    monitor = DriftMonitor(config)
+    for i in range(400):
+        monitor.observe(1.0 if i % 20 == 19 else 0.0, 1.0, None, config)
+    while monitor.observe(1.0, 1.0, None, config) is None:
+        pass
+    assert monitor.flagged
+    assert not monitor.sandboxed
+    p0 = monitor.failure_rate(config)
+    p1 = p0 + config.soft_drift_shift
+    good, bad = math.log((1 - p1) / (1 - p0)), math.log(p1 / p0)
+    reflected = 0.0
+    for _ in range(config.recovery_successes - 1):  # good, short of a clean streak
+        assert monitor.observe(0.0, 1.0, None, config) is None
+        reflected = max(0.0, reflected + good)
+    failures = 0
+    crossed_h = None
+    while monitor.observe(1.0, 1.0, None, config) is None:
+        failures += 1
+        reflected += bad
+        if crossed_h is None and reflected >= config.soft_drift_threshold:
+            crossed_h = failures
+        assert failures < 30, "no confirmation"
+    assert monitor.sandboxed
+    assert crossed_h is not None
+    assert crossed_h < failures  # a reflected CUSUM would have confirmed earlier
+    assert monitor.probation >= config.soft_drift_confirm
