@@ -23,11 +23,11 @@ probation* instead (the policy still picks it, at a reduced weight): from then o
 the failure-rate test is Wald's sequential test on the reports since the alarm,
 which confirms it (sandbox) once they favour the drifted rate by
 ``soft_drift_confirm`` and clears the flag once they favour the agent's own rate
-by ``soft_drift_clear``; an alarm of the outcome or action test confirms it too. At the threshold that sees a turn
-to 15 % bad within a few hundred interactions, the test's false-alarm interval on
-the least reliable honest agents (7 % failures) is a few 10^4 interactions, so
-demoting on its first alarm would demote honest agents on a long run
-(``docs/trust.md`` section 4).
+by ``soft_drift_clear``; an alarm of the outcome or action test confirms it too.
+At the threshold that sees a turn to 15 % bad within a few hundred interactions,
+the test's false-alarm interval on the least reliable honest agents (7 % failures)
+is a few 10^4 interactions, so demoting on its first alarm would demote honest
+agents on a long run (``docs/trust.md`` section 4).
 """
 
 from __future__ import annotations
