@@ -301,6 +301,7 @@ def test_top_orders_by_score(make_engine: EngineFactory) -> None:
         {"tolerance": float("nan")},
         {"drift_penalty": 1.0},
         {"action_window": 1},
+        {"soft_drift_confirm": 0.0},
     ],
 )
 def test_bad_config_is_refused(bad: dict[str, object]) -> None:
