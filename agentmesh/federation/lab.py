@@ -28,7 +28,7 @@ from agentmesh.broker.credentials import BrokerCredentials
 from agentmesh.broker.provision import provision
 from agentmesh.broker.subject_map import Role
 from agentmesh.directory.revocations import RevocationList
-from agentmesh.errors import MeshError
+from agentmesh.errors import MeshError, StreamError
 from agentmesh.federation.agreement import Ceilings, Export, FederationAgreement, Party
 from agentmesh.federation.operations import issue_member, link_mesh, publish_federation
 from agentmesh.federation.orgdir import OrgDirectory
@@ -41,6 +41,7 @@ from registry.revocation import RevocationAuthorities, RevocationKind, sign_revo
 READY = "Server is ready"
 LAB_PASSPHRASE = "federation-lab"  # noqa: S105 - encrypts throwaway lab keys only
 DAY_MS = 86_400_000
+PROVISION_WAIT = 10.0  # seconds a just-started org server gets to bring JetStream up
 
 
 def free_port() -> int:
@@ -268,7 +269,7 @@ class FederationLab:
             transport = org.authority_transport("lab-setup")
             await transport.connect(timeout=5.0)
             try:
-                await provision(transport, org.powers.subjects)
+                await _provision_when_up(transport, org)
                 await publish_federation(transport, org.name, OrgDirectory(org.directory))
             finally:
                 await transport.aclose()
@@ -293,6 +294,23 @@ class FederationLab:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+async def _provision_when_up(
+    transport: NatsTransport, org: LabOrg, *, timeout: float = PROVISION_WAIT
+) -> None:
+    """Provision ``org``'s stores on its server that just started: its account's
+    JetStream may answer 503 for a moment after "Server is ready" (seen once on a
+    loaded CI run), so a refusal is retried until ``timeout``, then raised."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await provision(transport, org.powers.subjects)
+            return
+        except StreamError:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.25)
 
 
 def _listens(org: LabOrg) -> bool:
