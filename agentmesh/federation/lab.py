@@ -300,8 +300,8 @@ async def _provision_when_up(
     transport: NatsTransport, org: LabOrg, *, timeout: float = PROVISION_WAIT
 ) -> None:
     """Provision ``org``'s stores on its server that just started: its account's
-    JetStream may answer 503 for a moment after "Server is ready" (seen once on a
-    loaded CI run), so a refusal is retried until ``timeout``, then raised."""
+    JetStream may answer 503 for a moment after "Server is ready" (seen on a
+    clean-clone CI run), so a refusal is retried until ``timeout``, then raised."""
     deadline = time.monotonic() + timeout
     while True:
         try:
